@@ -1,0 +1,1 @@
+"""Attention: exact probabilities beside the fused kernel (``kernels``)."""

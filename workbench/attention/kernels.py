@@ -1,0 +1,101 @@
+"""Attention probabilities computed beside the fused kernel, never instead of it.
+
+The model's output must not change when we watch it, so the forward pass keeps torch's fused
+scaled-dot-product attention. Probabilities come from the same q, k (and mask) the kernel saw:
+
+* whole matrix: ``softmax(q k^T * scale + mask)``, head by head so peak memory is one head's N x N;
+* a block of keys only (e.g. image queries -> text keys): ``exp(q_i k_j^T * scale + mask_ij - lse_i)``
+  where ``lse`` is the per-query log-sum-exp over *all* keys. On CPU torch's flash kernel returns
+  ``lse`` together with its output, so the slice costs one small matmul and no N x N matrix.
+  Elsewhere ``lse`` is computed in query chunks (N x chunk memory).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# (shape, dtype, has_mask, is_causal) -> whether the CPU flash kernel is bitwise equal to F.sdpa here.
+_FLASH_MATCHES_SDPA: dict[tuple, bool] = {}
+_LSE_QUERY_CHUNK = 1024
+
+
+def _mask_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        return torch.zeros((), dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+    return mask.to(dtype)
+
+
+def _logits(q: torch.Tensor, k: torch.Tensor, scale: float, bias: torch.Tensor | None) -> torch.Tensor:
+    logits = (q @ k.transpose(-1, -2)) * scale
+    return logits if bias is None else logits + bias
+
+
+def default_scale(q: torch.Tensor, scale: float | None) -> float:
+    return q.shape[-1] ** -0.5 if scale is None else scale
+
+
+def full_probs(q, k, *, scale=None, attn_mask=None, is_causal=False) -> torch.Tensor:
+    """softmax(q k^T * scale + mask) for (batch, head, query, dim) inputs, one head at a time."""
+    scale = default_scale(q, scale)
+    bias = _mask_bias(_causal_or(attn_mask, is_causal, q, k), q.dtype)
+    out = torch.empty(q.shape[:-1] + (k.shape[-2],), dtype=q.dtype, device=q.device)
+    for h in range(q.shape[1]):
+        head_bias = None if bias is None else (bias if bias.dim() < 2 or bias.shape[1] == 1 else bias[:, h : h + 1])
+        out[:, h : h + 1] = torch.softmax(_logits(q[:, h : h + 1], k[:, h : h + 1], scale, head_bias), dim=-1)
+    return out
+
+
+def _causal_or(attn_mask, is_causal, q, k):
+    if not is_causal:
+        return attn_mask
+    return torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+
+
+def chunked_lse(q, k, *, scale=None, attn_mask=None, is_causal=False) -> torch.Tensor:
+    """Per-query log-sum-exp of the attention logits over all keys, in query chunks."""
+    scale = default_scale(q, scale)
+    bias = _mask_bias(_causal_or(attn_mask, is_causal, q, k), q.dtype)
+    chunks = []
+    for start in range(0, q.shape[-2], _LSE_QUERY_CHUNK):
+        stop = start + _LSE_QUERY_CHUNK
+        chunk_bias = None if bias is None else (bias[..., start:stop, :] if bias.dim() >= 2 and bias.shape[-2] > 1 else bias)
+        chunks.append(torch.logsumexp(_logits(q[..., start:stop, :], k, scale, chunk_bias), dim=-1))
+    return torch.cat(chunks, dim=-1)
+
+
+def attention_with_lse(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **extra):
+    """``(F.scaled_dot_product_attention(...), lse)`` with the output bit-identical to the plain call.
+
+    On CPU the flash kernel gives both in one pass; the first time a shape is seen we check that
+    its output equals ``F.scaled_dot_product_attention`` bit for bit (the dispatcher may pick
+    another kernel) and otherwise fall back to the plain call plus a chunked ``lse``.
+    """
+    plain = lambda: F.scaled_dot_product_attention(  # noqa: E731
+        q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **extra
+    )
+    if q.device.type == "cpu" and dropout_p == 0.0 and not extra and q.shape[1] == k.shape[1]:
+        signature = (tuple(q.shape), tuple(k.shape), q.dtype, None if attn_mask is None else tuple(attn_mask.shape), is_causal)
+        if _FLASH_MATCHES_SDPA.get(signature, True):
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q, k, v, 0.0, is_causal, attn_mask=attn_mask, scale=scale
+            )
+            if signature not in _FLASH_MATCHES_SDPA:
+                _FLASH_MATCHES_SDPA[signature] = torch.equal(out, plain())
+                if not _FLASH_MATCHES_SDPA[signature]:
+                    return plain(), chunked_lse(q, k, scale=scale, attn_mask=attn_mask, is_causal=is_causal)
+            return out, lse.to(q.dtype)
+    return plain(), chunked_lse(q, k, scale=scale, attn_mask=attn_mask, is_causal=is_causal)
+
+
+def block_probs(q, k, lse, q_span, k_span, *, scale=None, attn_mask=None, is_causal=False) -> torch.Tensor:
+    """Exact probabilities of queries ``q_span`` over keys ``k_span`` from the per-query ``lse``."""
+    scale = default_scale(q, scale)
+    qs, ks = slice(*q_span), slice(*k_span)
+    bias = _mask_bias(_causal_or(attn_mask, is_causal, q, k), q.dtype)
+    if bias is not None and bias.dim() >= 2:
+        bias = bias[..., qs if bias.shape[-2] > 1 else slice(None), ks]
+    logits = _logits(q[..., qs, :], k[..., ks, :], scale, bias)
+    return torch.exp(logits - lse[..., qs, None])

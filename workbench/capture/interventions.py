@@ -1,0 +1,161 @@
+"""Interventions: patch, ablate, scale and steer a site's tensor, optionally only at some steps,
+heads, tokens or guidance branches.
+
+Every intervention sees the site's tensor in its canonical layout ``(batch, *site.dims)`` and
+returns a tensor of the same shape; the positions outside its selection keep their values, so
+interventions compose (they run in the order given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+
+if TYPE_CHECKING:
+    from ..hooks import Site
+    from .recording import Recording
+
+
+@dataclass
+class CallContext:
+    """What an intervention needs to know about the forward call it is editing."""
+
+    site: "Site"
+    step: int
+    call: int  # index of the denoiser call within the step (guidance run as separate calls)
+    row_branches: list[str]  # the guidance branch of every batch row
+
+
+@dataclass
+class Intervention:
+    site: str
+    steps: Sequence[int] | slice | None = None
+    heads: Sequence[int] | None = None
+    tokens: Sequence[int] | slice | None = None
+    branch: str | None = None
+    label: str = field(default="", repr=False)
+
+    def active_at(self, step: int) -> bool:
+        if self.steps is None:
+            return True
+        if isinstance(self.steps, slice):
+            return step in range(*self.steps.indices(1 << 30))
+        return step in ([self.steps] if isinstance(self.steps, int) else self.steps)
+
+    def replacement(self, x: torch.Tensor, ctx: CallContext) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, ctx: CallContext) -> torch.Tensor:
+        new = self.replacement(x, ctx)
+        if new.shape != x.shape:
+            raise ValueError(
+                f"{type(self).__name__} on {ctx.site.name} at step {ctx.step}: replacement has shape "
+                f"{tuple(new.shape)} but the site's tensor has shape {tuple(x.shape)} (batch, {', '.join(ctx.site.dims)})"
+            )
+        mask = self._mask(x, ctx)
+        return new.to(x.dtype) if mask is None else torch.where(mask, new.to(x.dtype), x)
+
+    def _mask(self, x: torch.Tensor, ctx: CallContext) -> torch.Tensor | None:
+        """A boolean mask broadcastable to ``x`` of the selected positions, None for all."""
+        dims = ("batch",) + ctx.site.dims
+        selections = {}
+        if self.branch is not None:
+            if self.branch not in ctx.row_branches:
+                raise ValueError(f"branch {self.branch!r} is not in this run; its branches are {sorted(set(ctx.row_branches))}")
+            selections["batch"] = [i for i, b in enumerate(ctx.row_branches) if b == self.branch]
+        if self.heads is not None:
+            if "head" not in dims:
+                raise ValueError(f"{ctx.site.name} has no head axis (dims {dims}); drop heads=")
+            selections["head"] = self.heads
+        if self.tokens is not None:
+            token_dim = next((d for d in ("token", "query") if d in dims), None)
+            if token_dim is None:
+                raise ValueError(f"{ctx.site.name} has no token axis (dims {dims}); drop tokens=")
+            selections[token_dim] = self.tokens
+        if not selections:
+            return None
+        mask = torch.ones((1,) * x.dim(), dtype=torch.bool, device=x.device)
+        for dim_name, chosen in selections.items():
+            axis = dims.index(dim_name)
+            axis_mask = torch.zeros(x.shape[axis], dtype=torch.bool, device=x.device)
+            axis_mask[chosen] = True
+            shape = [1] * x.dim()
+            shape[axis] = x.shape[axis]
+            mask = mask & axis_mask.view(shape)
+        return mask
+
+
+@dataclass
+class Patch(Intervention):
+    """Replace the site's tensor with the one ``source`` recorded at the same step and call."""
+
+    source: "Recording | None" = None
+
+    def replacement(self, x, ctx):
+        if self.source is None:
+            raise ValueError("Patch needs source=<a Recording of the same sites>")
+        return self.source.raw(ctx.site.name, ctx.step, ctx.call).to(x.device)
+
+
+@dataclass
+class Ablate(Intervention):
+    """Set the site's tensor to zero, or to its mean over the batch rows (``value="mean"``)."""
+
+    value: str = "zero"
+
+    def replacement(self, x, ctx):
+        if self.value == "zero":
+            return torch.zeros_like(x)
+        if self.value == "mean":
+            return x.mean(dim=0, keepdim=True).expand_as(x)
+        raise ValueError(f"Ablate value must be 'zero' or 'mean', not {self.value!r}")
+
+
+@dataclass
+class Scale(Intervention):
+    """Multiply the site's tensor by ``factor``."""
+
+    factor: float = 1.0
+
+    def replacement(self, x, ctx):
+        return x * self.factor
+
+
+@dataclass
+class Steer(Intervention):
+    """Add ``alpha * vector`` along the channel axis (a steering vector)."""
+
+    vector: torch.Tensor | None = None
+    alpha: float = 1.0
+
+    def replacement(self, x, ctx):
+        dims = ("batch",) + ctx.site.dims
+        if "channel" not in dims:
+            raise ValueError(f"{ctx.site.name} has no channel axis (dims {dims}) to steer along")
+        axis = dims.index("channel")
+        vector = torch.as_tensor(self.vector, dtype=x.dtype, device=x.device)
+        if vector.shape != (x.shape[axis],):
+            raise ValueError(
+                f"steering vector for {ctx.site.name} has shape {tuple(vector.shape)}, expected ({x.shape[axis]},) channels"
+            )
+        shape = [1] * x.dim()
+        shape[axis] = x.shape[axis]
+        return x + self.alpha * vector.view(shape)
+
+
+def patch(site: str, source: "Recording", **selection) -> Patch:
+    return Patch(site, source=source, **selection)
+
+
+def ablate(site: str, value: str = "zero", **selection) -> Ablate:
+    return Ablate(site, value=value, **selection)
+
+
+def scale(site: str, factor: float, **selection) -> Scale:
+    return Scale(site, factor=factor, **selection)
+
+
+def steer(site: str, vector, alpha: float = 1.0, **selection) -> Steer:
+    return Steer(site, vector=vector, alpha=alpha, **selection)

@@ -1,0 +1,237 @@
+"""A recording: tensors captured per site, step and denoiser call, turned into labelled xarray.
+
+Raw tensors stay as captured (batch first, in the site's canonical layout) so that a recording
+can be the source of a patch; ``rec[site]`` / ``rec.dataset`` / ``rec.tree`` build labelled
+``xarray`` objects with dims ``(sample, branch, step, *site dims)`` on demand.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..hooks import Geometry, Site
+
+
+@dataclass
+class CallInfo:
+    step: int
+    call: int
+    timestep: float
+    row_branches: list[str]
+
+
+@dataclass
+class Recording(Mapping):
+    """What a ``record`` context captured. A read-only mapping from site name to DataArray."""
+
+    sites: dict[str, Site]
+    model_name: str = ""
+    family: str = ""
+    reduce: tuple[str, ...] = ()
+    dtype: str | None = None
+    prompts: list[str] | None = None
+    text_tokens: list[list[str]] | None = None
+    geometry: Geometry | None = None
+    interventions: list[str] = field(default_factory=list)
+    _raw: dict[str, dict[tuple[int, int], torch.Tensor]] = field(default_factory=lambda: defaultdict(dict))
+    _calls: dict[tuple[int, int], CallInfo] = field(default_factory=dict)
+    _rows: dict[tuple[str, int, int], list[str]] = field(default_factory=dict)  # per-site row labels if not the call's
+    _flushed: object = None  # a StepSink once streamed to a store
+
+    # -- filling (used by the engine) ------------------------------------------------------------
+    def add(self, site: Site, call: CallInfo, tensor: torch.Tensor, rows: list[str] | None = None) -> None:
+        key = (call.step, call.call)
+        self._calls[key] = call
+        self._raw[site.name][key] = tensor
+        if rows is not None:
+            self._rows[(site.name, call.step, call.call)] = rows
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for per_site in self._raw.values() for t in per_site.values())
+
+    def raw(self, site: str, step: int, call: int = 0) -> torch.Tensor:
+        """The tensor captured at ``site`` for one denoiser call, in its canonical layout."""
+        if site not in self._raw:
+            raise KeyError(f"{site!r} was not recorded; recorded sites: {', '.join(sorted(self._raw)) or 'none'}")
+        if self.reduce or self.dtype:
+            raise ValueError(
+                f"{site} was recorded with reduce={self.reduce} dtype={self.dtype}; record it without "
+                "reductions to patch from it"
+            )
+        per_call = self._raw[site]
+        if (step, call) not in per_call:
+            have = sorted(per_call)
+            raise KeyError(f"{site} has no capture at step {step}, call {call}; captured (step, call): {have}")
+        return per_call[(step, call)]
+
+    @property
+    def steps(self) -> list[int]:
+        return sorted({step for step, _ in self._calls})
+
+    @property
+    def timesteps(self) -> list[float]:
+        return [self._calls[(s, 0)].timestep for s in self.steps]
+
+    # -- Mapping: site name -> DataArray ----------------------------------------------------------
+    def __getitem__(self, site: str) -> xr.DataArray:
+        if self._flushed is not None:
+            return self._flushed.open()[site]
+        if site not in self._raw:
+            raise KeyError(f"{site!r} was not recorded; recorded sites: {', '.join(sorted(self._raw)) or 'none'}")
+        return self._to_xarray(site)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._flushed.open() if self._flushed is not None else sorted(self._raw, key=self._site_order))
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+    def _site_order(self, name: str) -> int:
+        return list(self.sites).index(name) if name in self.sites else len(self.sites)
+
+    @property
+    def dataset(self) -> xr.Dataset:
+        """All recorded sites as one Dataset, one variable per site.
+
+        Sites whose axes differ in size (latent channels vs. hidden width, a U-Net's resolution
+        levels) cannot share a dim name, so every dim that has several sizes in this recording is
+        renamed with its size (``channel`` -> ``channel_16``, ``y`` -> ``y_32``) in all variables;
+        ``rec[site]`` always keeps the plain names.
+        """
+        arrays = {name: self[name] for name in self}
+        sizes: dict[str, set[int]] = defaultdict(set)
+        for array in arrays.values():
+            for dim, size in array.sizes.items():
+                sizes[dim].add(size)
+        clashing = {dim for dim, seen in sizes.items() if len(seen) > 1}
+        renamed = {name: _rename_sized(array, clashing) for name, array in arrays.items()}
+        return xr.Dataset(renamed, attrs={"model": self.model_name, "family": self.family})
+
+    @property
+    def tree(self) -> xr.DataTree:
+        """One DataTree node per site, each holding a Dataset with the site's variable."""
+        return xr.DataTree.from_dict({name: self[name].to_dataset(name=name) for name in self})
+
+    def to_zarr(self, path, **kwargs) -> None:
+        """Write every site to a zarr store (one group per site); read back with ``open_recording``."""
+        self.tree.to_zarr(path, mode=kwargs.pop("mode", "w"), **kwargs)
+
+    # -- assembly ---------------------------------------------------------------------------------
+    def step_slice(self, site: str, step: int) -> xr.DataArray:
+        """One step of one site as a DataArray (used to stream steps to a store)."""
+        return self._to_xarray(site, only_step=step)
+
+    def drop_step(self, step: int) -> None:
+        for per_site in self._raw.values():
+            for key in [k for k in per_site if k[0] == step]:
+                del per_site[key]
+
+    def _to_xarray(self, name: str, only_step: int | None = None) -> xr.DataArray:
+        site = self.sites[name]
+        per_call = self._raw[name]
+        steps = sorted({s for s, _ in per_call if only_step is None or s == only_step})
+        per_step, branches = [], None
+        for step in steps:
+            calls = sorted(c for s, c in per_call if s == step)
+            tensor = torch.cat([per_call[(step, c)] for c in calls], dim=0)
+            rows = sum((self._rows.get((name, step, c), self._calls[(step, c)].row_branches) for c in calls), [])
+            by_branch, labels = _split_rows(tensor, rows)
+            if branches is not None and labels != branches:
+                raise ValueError(f"{name}: guidance branches changed between steps ({branches} vs {labels})")
+            branches = labels
+            per_step.append(by_branch)
+        data = torch.stack(per_step, dim=2)  # (sample, branch, step, *dims)
+        dims = ("sample", "branch", "step") + tuple(d for d in site.dims if d not in self.reduce)
+        coords = {
+            "branch": list(branches),
+            "step": steps,
+            "timestep": ("step", [self._calls[(s, 0)].timestep for s in steps]),
+        }
+        if self.prompts is not None and len(self.prompts) == data.shape[0]:
+            coords["prompt"] = ("sample", list(self.prompts))
+        coords.update(self._axis_coords(site, dims, data.shape))
+        attrs = {
+            "site": name,
+            "meaning": site.meaning,
+            "model": self.model_name,
+            "family": self.family,
+            "reduce": ",".join(f"{d}:mean" for d in self.reduce) or "none",
+            "dtype": str(data.dtype).replace("torch.", ""),
+            "interventions": "; ".join(self.interventions) or "none",
+        }
+        return xr.DataArray(_to_numpy(data), dims=dims, coords=coords, attrs=attrs, name=name)
+
+    def _axis_coords(self, site: Site, dims: tuple[str, ...], shape) -> dict:
+        coords = {}
+        sizes = dict(zip(dims, shape))
+        layouts = {"token": site.query_layout, "query": site.query_layout, "key": site.key_layout}
+        for axis, layout in layouts.items():
+            if axis not in sizes or layout is None or self.geometry is None:
+                continue
+            coords.update(self._token_coords(axis, layout, sizes[axis]))
+        for axis in ("y", "x", "head"):
+            if axis in sizes:
+                coords[axis] = np.arange(sizes[axis])
+        return coords
+
+    def _token_coords(self, axis: str, layout, length: int) -> dict:
+        geometry = self.geometry
+        text_len = geometry.text_len if len(layout.segments) > 1 else (length if layout.segments == ("text",) else 0)
+        kinds, ys, xs, text_pos = [], [], [], []
+        for kind, start, stop in layout.split(length, text_len):
+            n = stop - start
+            kinds += [kind] * n
+            if kind == "image":
+                rows, cols = geometry.image_grid(n)
+                ys += list(np.repeat(np.arange(rows), cols))
+                xs += list(np.tile(np.arange(cols), rows))
+                text_pos += [-1] * n
+            else:
+                ys += [-1] * n
+                xs += [-1] * n
+                text_pos += list(range(n))
+        coords = {
+            f"{axis}_kind": (axis, np.array(kinds)),
+            f"{axis}_y": (axis, np.array(ys, dtype=np.int64)),
+            f"{axis}_x": (axis, np.array(xs, dtype=np.int64)),
+        }
+        if "text" in kinds and self.text_tokens is not None:
+            labelled = []
+            for tokens in self.text_tokens:
+                labelled.append([tokens[p] if 0 <= p < len(tokens) else "" for p in text_pos])
+            if len(labelled) and all(len(t) >= max(text_pos) + 1 for t in self.text_tokens):
+                coords[f"{axis}_text"] = (("sample", axis), np.array(labelled, dtype=object).astype(str))
+        return coords
+
+
+def _rename_sized(array: xr.DataArray, dims: set[str]) -> xr.DataArray:
+    """Rename ``dims`` of ``array`` to ``{dim}_{size}``, with their ``{dim}_*`` coordinates."""
+    mapping = {}
+    for dim in dims & set(array.dims):
+        new = f"{dim}_{array.sizes[dim]}"
+        mapping[dim] = new
+        for coord in array.coords:
+            if coord.startswith(f"{dim}_") and dim in array.coords[coord].dims:
+                mapping[coord] = new + coord[len(dim):]
+    return array.rename(mapping)
+
+
+def _split_rows(tensor: torch.Tensor, rows: list[str]) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """(batch, ...) with a branch label per row -> (sample, branch, ...)."""
+    labels = tuple(dict.fromkeys(rows))
+    groups = [tensor[[i for i, r in enumerate(rows) if r == label]] for label in labels]
+    if len({g.shape[0] for g in groups}) != 1:
+        raise ValueError(f"guidance branches hold different numbers of samples: {[g.shape[0] for g in groups]}")
+    return torch.stack(groups, dim=1), labels
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16
+        t = t.float()
+    return t.numpy()

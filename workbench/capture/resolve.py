@@ -1,0 +1,58 @@
+"""Finding sites: enumerate a denoiser's sites and resolve names and glob patterns against them."""
+
+from __future__ import annotations
+
+import difflib
+from fnmatch import fnmatchcase
+
+from ..hooks import Site, site_map_for
+from ..hooks.base import LatentTap
+from ..hooks.common import IMAGE
+
+LATENT_MEANINGS = {
+    "in": "the noisy latent entering the denoiser at this step",
+    "pred": "the denoiser's raw prediction (per guidance branch, before guidance is combined)",
+    "x0": "the scheduler's estimate of the clean latent after guidance (branch 'guided')",
+}
+
+
+def all_sites(denoiser) -> list[Site]:
+    """Every site of ``denoiser``, latents first, in module order."""
+    site_map = site_map_for(denoiser)
+    layout = IMAGE if "token" in site_map.latent_dims else None
+    latents = [
+        Site(f"latent.{what}", "", LatentTap(what), site_map.latent_dims, meaning, layout)
+        for what, meaning in LATENT_MEANINGS.items()
+    ]
+    return latents + site_map.enumerate_sites(denoiser)
+
+
+def _is_pattern(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def resolve(denoiser, patterns: str | list[str] | tuple[str, ...]) -> list[Site]:
+    """The sites matching ``patterns`` (names or globs, ``*`` crossing dots), in module order.
+
+    A name that is not a site, or a pattern that matches nothing, raises ``KeyError`` naming the
+    closest valid sites.
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    sites = all_sites(denoiser)
+    names = [s.name for s in sites]
+    chosen: set[str] = set()
+    for pattern in patterns:
+        matched = [n for n in names if fnmatchcase(n, pattern)]
+        if not matched:
+            raise KeyError(_no_match_message(pattern, names, type(denoiser).__name__))
+        chosen.update(matched)
+    return [s for s in sites if s.name in chosen]
+
+
+def _no_match_message(pattern: str, names: list[str], model_name: str) -> str:
+    probe = pattern.replace("*", "0").replace("?", "0") if _is_pattern(pattern) else pattern
+    close = difflib.get_close_matches(probe, names, n=5, cutoff=0.5)
+    what = "pattern" if _is_pattern(pattern) else "site"
+    hint = f"; nearest valid sites: {', '.join(close)}" if close else ""
+    return f"{what} {pattern!r} matches no site of this {model_name}{hint}. List them with workbench.sites(model)."

@@ -1,0 +1,50 @@
+"""What differs between diffusers pipelines, as far as recording cares: the order of guidance
+branches in a batched classifier-free-guidance call, how to find the denoiser, and which text
+tokens make up the denoiser's text sequence (so text token axes can carry token strings)."""
+
+from __future__ import annotations
+
+# Most pipelines batch [negative/unconditional, conditional]; DiT puts the class labels first.
+_CFG_ORDER = {"DiTPipeline": ("cond", "uncond")}
+DEFAULT_CFG_ORDER = ("uncond", "cond")
+
+
+def cfg_order(pipeline) -> tuple[str, str]:
+    for cls in type(pipeline).__mro__:
+        if cls.__name__ in _CFG_ORDER:
+            return _CFG_ORDER[cls.__name__]
+    return DEFAULT_CFG_ORDER
+
+
+def denoiser_of(pipeline):
+    for name in ("transformer", "unet"):
+        module = getattr(pipeline, name, None)
+        if module is not None:
+            return module
+    raise TypeError(f"{type(pipeline).__name__} has neither a .transformer nor a .unet to record")
+
+
+def _tokens(tokenizer, prompt: str, length: int) -> list[str]:
+    ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True)["input_ids"]
+    return tokenizer.convert_ids_to_tokens(ids)
+
+
+def text_tokens(pipeline, prompts: list[str], text_len: int) -> list[list[str]] | None:
+    """Token strings of the denoiser's text axis, per prompt, or None where unknown.
+
+    SD3 feeds [CLIP (77, padded) | T5] tokens; FLUX and PixArt feed T5 tokens only; Stable
+    Diffusion feeds CLIP tokens. The T5 length is whatever is left of ``text_len``.
+    """
+    name = type(pipeline).__name__
+    tok, tok3 = getattr(pipeline, "tokenizer", None), getattr(pipeline, "tokenizer_3", None)
+    try:
+        if name.startswith("StableDiffusion3") and tok is not None and tok3 is not None:
+            clip_len = tok.model_max_length
+            return [_tokens(tok, p, clip_len) + _tokens(tok3, p, text_len - clip_len) for p in prompts]
+        if name.startswith("Flux") and getattr(pipeline, "tokenizer_2", None) is not None:
+            return [_tokens(pipeline.tokenizer_2, p, text_len) for p in prompts]
+        if tok is not None:
+            return [_tokens(tok, p, text_len) for p in prompts]
+    except (TypeError, ValueError):  # a tokenizer that cannot pad to this length: leave tokens unlabelled
+        return None
+    return None

@@ -1,0 +1,47 @@
+"""Streaming a recording to zarr one step at a time, so memory does not grow with the run.
+
+Layout: one zarr group per site (group name = site name), each holding one variable named after
+the site with dims ``(sample, branch, step, ...)``; steps are appended as they finish. The same
+layout is what ``Recording.to_zarr`` writes, so ``open_recording`` reads both.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import xarray as xr
+
+
+class StepSink:
+    def __init__(self, path):
+        self.path = Path(path)
+        if self.path.exists():
+            shutil.rmtree(self.path)  # a recording store is written whole by one run
+        self._started: set[str] = set()
+
+    def write(self, site: str, step_data: xr.DataArray) -> None:
+        ds = step_data.to_dataset(name=site)
+        if site in self._started:
+            ds.to_zarr(self.path, group=site, mode="a", append_dim="step", consolidated=False)
+        else:
+            ds.to_zarr(self.path, group=site, mode="w", consolidated=False)
+            self._started.add(site)
+
+    def open(self) -> dict[str, xr.DataArray]:
+        return open_recording(self.path)
+
+
+def open_recording(path) -> dict[str, xr.DataArray]:
+    """Site name -> lazily loaded DataArray, for a store written by ``record(store=...)`` or
+    ``Recording.to_zarr``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no recording store at {path}")
+    tree = xr.open_datatree(path, engine="zarr", consolidated=False)
+    out = {}
+    for name, node in tree.children.items():
+        out[name] = node.dataset[name]
+    if not out:
+        raise ValueError(f"{path} holds no recorded sites (expected one group per site)")
+    return out
