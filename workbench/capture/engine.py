@@ -81,6 +81,7 @@ class Recorder:
         expected_steps: int | None = None,
         prompts: list[str] | None = None,
     ):
+        self.target = target
         self.denoiser, self.pipeline, self.scheduler = unwrap(target)
         self.site_map = site_map_for(self.denoiser)
         self.steps, self.timesteps = _check_step_selection(steps, timesteps)
@@ -113,6 +114,8 @@ class Recorder:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> Recording:
+        if hasattr(self.target, "_recorders"):  # a workbench Model tells us about its runs
+            self.target._recorders.append(self)
         try:
             self._attach()
         except BaseException:
@@ -124,6 +127,15 @@ class Recorder:
         self._detach()
         if exc_type is None:
             self._finish()
+
+    def begin_run(self, *, prompts, branches, expected_steps) -> None:
+        """Called by ``Model.generate`` / ``denoise`` before a run: what the hooks cannot see."""
+        if prompts is not None:
+            self.recording.prompts = list(prompts)
+        if self.branches is None and self.branch_calls is None:
+            self.branches = tuple(branches)
+        if self.expected_steps is None:
+            self.expected_steps = expected_steps
 
     def _reset_clock(self) -> None:
         self._step, self._call, self._last_t = -1, 0, None
@@ -155,6 +167,8 @@ class Recorder:
             self._wrap_scheduler()
 
     def _detach(self) -> None:
+        if self in getattr(self.target, "_recorders", ()):
+            self.target._recorders.remove(self)
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -357,8 +371,7 @@ class Recorder:
 
     def _attention(self, plans: list[_SitePlan], q, k, v, opts: dict) -> torch.Tensor:
         text_len = self._geometry.text_len
-        layout_q = next(p.site.query_layout for p in plans)
-        layout_k = next((p.site.key_layout for p in plans if p.site.key_layout is not None), layout_q)
+        layout_q, layout_k = plans[0].site.tap.query, plans[0].site.tap.key
         if layout_q.segments == layout_k.segments and len(layout_q.segments) > 1:
             q_spans = k_spans = {kind: (a, b) for kind, a, b in layout_q.split(q.shape[-2], text_len)}
         else:

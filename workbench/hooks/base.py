@@ -60,6 +60,8 @@ class AttentionTap:
     role: Literal["probs", "q", "k", "v"]
     segment: str | None = None
     block: str | None = None
+    query: "TokenLayout | None" = None  # the module's whole query axis
+    key: "TokenLayout | None" = None  # the module's whole key axis
 
 
 @dataclass(frozen=True)

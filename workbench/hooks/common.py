@@ -28,7 +28,7 @@ def attention_sites(path: str, query: TokenLayout, key: TokenLayout, what: str) 
         Site(
             f"{path}.probs",
             path,
-            AttentionTap("probs"),
+            AttentionTap("probs", query=query, key=key),
             PROBS_DIMS,
             f"{what}: softmax(q k^T * scale) over all keys, per head",
             query,
@@ -43,7 +43,7 @@ def attention_sites(path: str, query: TokenLayout, key: TokenLayout, what: str) 
                 Site(
                     f"{path}.probs.{block}",
                     path,
-                    AttentionTap("probs", block=block),
+                    AttentionTap("probs", block=block, query=query, key=key),
                     PROBS_DIMS,
                     f"{what}: {q_kind} queries attending to {k_kind} keys (rows sum to <1; mass sent to {k_kind})",
                     TokenLayout((q_kind,)),
@@ -59,7 +59,7 @@ def attention_sites(path: str, query: TokenLayout, key: TokenLayout, what: str) 
                 Site(
                     f"{path}.{role}{suffix}",
                     path,
-                    AttentionTap(role, segment=segment),
+                    AttentionTap(role, segment=segment, query=query, key=key),
                     QKV_DIMS,
                     f"{what}: per-head {dict(q='queries', k='keys', v='values')[role]}"
                     f"{' of ' + segment + ' tokens' if segment else ''} as the attention kernel sees them",

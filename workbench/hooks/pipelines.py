@@ -48,3 +48,13 @@ def text_tokens(pipeline, prompts: list[str], text_len: int) -> list[list[str]] 
     except (TypeError, ValueError):  # a tokenizer that cannot pad to this length: leave tokens unlabelled
         return None
     return None
+
+
+def uses_batched_cfg(pipeline, guidance_scale: float) -> bool:
+    """Whether a call with this guidance scale batches [uncond, cond] through the denoiser.
+    FLUX.1's guidance_scale feeds a distilled guidance embedding instead (no second branch)."""
+    if type(pipeline).__name__.startswith("Flux"):
+        return False
+    if type(pipeline).__name__.startswith("StableDiffusion") and getattr(pipeline.unet.config, "time_cond_proj_dim", None) if hasattr(pipeline, "unet") else False:
+        return False  # LCM-style guidance embedding
+    return guidance_scale > 1.0
