@@ -9,6 +9,7 @@ oversized captures before the run goes far).
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,9 @@ class Model:
         if self.pipeline is None:
             return self._generate_bare(prompts, steps, seed, guidance_scale)
         kwargs = dict(self.info.get("generate_defaults", {}))
+        if guidance_scale is None:  # say the pipeline's own default out loud: branches depend on it
+            default = inspect.signature(self.pipeline.__call__).parameters.get("guidance_scale")
+            guidance_scale = None if default is None else default.default
         if guidance_scale is not None:
             kwargs["guidance_scale"] = guidance_scale
         kwargs.update(pipeline_kwargs)
@@ -77,7 +81,7 @@ class Model:
         generator = torch.Generator("cpu").manual_seed(seed)
         prompt_arg = self.info.get("prompt_arg", "prompt")
         if prompt_arg == "class_labels":  # DiT: prompts are class names or ids
-            prompt_value = [self.pipeline.get_label_ids(p)[0] if isinstance(p, str) else p for p in prompts]
+            prompt_value = [self.pipeline.get_label_ids([p])[0] if isinstance(p, str) else p for p in prompts]
         else:
             prompt_value = prompts
         result = self.pipeline(

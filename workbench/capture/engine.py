@@ -239,8 +239,9 @@ class Recorder:
         if self.branch_calls is not None:
             return [self.branch_calls[self._call]] * batch
         branches = self.branches
-        if branches is None and self.pipeline is not None and getattr(self.pipeline, "do_classifier_free_guidance", False):
-            branches = cfg_order(self.pipeline)
+        if self.pipeline is not None and hasattr(type(self.pipeline), "do_classifier_free_guidance"):
+            # the pipeline knows best, during its call, whether it batched guidance branches
+            branches = cfg_order(self.pipeline) if self.pipeline.do_classifier_free_guidance else ("cond",)
         branches = branches or ("cond",)
         if batch % len(branches):
             raise ValueError(f"a batch of {batch} cannot hold the guidance branches {branches}")
@@ -441,7 +442,7 @@ class Recorder:
         def step(model_output, timestep, sample, *args, **kwargs):
             output = bound(model_output, timestep, sample, *args, **kwargs)
             if self._recording_now:
-                x0 = x0_from_step(scheduler, output, model_output, sample)
+                x0 = x0_from_step(scheduler, output, model_output, sample, timestep)
                 n_rows = x0.shape[0]
                 rows = ["guided"] * n_rows if n_rows * len(set(self._row_branches)) == len(self._row_branches) else self._row_branches
                 self._visit(plan, x0, rows)

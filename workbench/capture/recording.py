@@ -120,7 +120,7 @@ class Recording(Mapping):
 
     def to_zarr(self, path, **kwargs) -> None:
         """Write every site to a zarr store (one group per site); read back with ``open_recording``."""
-        self.tree.to_zarr(path, mode=kwargs.pop("mode", "w"), **kwargs)
+        self.tree.to_zarr(path, mode=kwargs.pop("mode", "w"), consolidated=kwargs.pop("consolidated", False), **kwargs)
 
     # -- assembly ---------------------------------------------------------------------------------
     def step_slice(self, site: str, step: int) -> xr.DataArray:
@@ -174,13 +174,13 @@ class Recording(Mapping):
         for axis, layout in layouts.items():
             if axis not in sizes or layout is None or self.geometry is None:
                 continue
-            coords.update(self._token_coords(axis, layout, sizes[axis]))
+            coords.update(self._token_coords(axis, layout, sizes[axis], sizes["sample"]))
         for axis in ("y", "x", "head"):
             if axis in sizes:
                 coords[axis] = np.arange(sizes[axis])
         return coords
 
-    def _token_coords(self, axis: str, layout, length: int) -> dict:
+    def _token_coords(self, axis: str, layout, length: int, n_samples: int) -> dict:
         geometry = self.geometry
         text_len = geometry.text_len if len(layout.segments) > 1 else (length if layout.segments == ("text",) else 0)
         kinds, ys, xs, text_pos = [], [], [], []
@@ -201,7 +201,7 @@ class Recording(Mapping):
             f"{axis}_y": (axis, np.array(ys, dtype=np.int64)),
             f"{axis}_x": (axis, np.array(xs, dtype=np.int64)),
         }
-        if "text" in kinds and self.text_tokens is not None:
+        if "text" in kinds and self.text_tokens is not None and len(self.text_tokens) == n_samples:
             labelled = []
             for tokens in self.text_tokens:
                 labelled.append([tokens[p] if 0 <= p < len(tokens) else "" for p in text_pos])

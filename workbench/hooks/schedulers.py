@@ -1,8 +1,9 @@
 """How to read the clean-sample estimate x0 off a scheduler step.
 
-Most diffusers schedulers return ``pred_original_sample``; flow-matching Euler does not, but its
-x0 follows from the velocity: x_t = (1 - sigma) x0 + sigma * noise and v = noise - x0 give
-x0 = x_t - sigma * v, with sigma the one the step just used.
+DDIM, DDPM and Euler report ``pred_original_sample`` (second element when ``return_dict=False``).
+Flow-matching Euler does not, but x_t = (1 - sigma) x0 + sigma * noise and v = noise - x0 give
+x0 = x_t - sigma * v, with sigma the one the step just used. Other alpha-schedulers (PNDM,
+DPM-Solver) follow from their ``alphas_cumprod`` and prediction type.
 """
 
 from __future__ import annotations
@@ -10,14 +11,23 @@ from __future__ import annotations
 import torch
 
 
-def x0_from_step(scheduler, output, model_output: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
-    pred = getattr(output, "pred_original_sample", None)
+def x0_from_step(scheduler, output, model_output: torch.Tensor, sample: torch.Tensor, timestep) -> torch.Tensor:
+    pred = output[1] if isinstance(output, tuple) and len(output) > 1 else getattr(output, "pred_original_sample", None)
     if pred is not None:
         return pred
     name = type(scheduler).__name__
     if name.startswith("FlowMatch"):
         sigma = scheduler.sigmas[scheduler.step_index - 1].to(sample.device, sample.dtype)
         return sample - sigma * model_output
+    alphas = getattr(scheduler, "alphas_cumprod", None)
+    kind = getattr(scheduler.config, "prediction_type", None)
+    if alphas is not None and kind in ("epsilon", "v_prediction", "sample"):
+        a = alphas[int(torch.as_tensor(timestep).flatten()[0])].to(sample.device, sample.dtype)
+        if kind == "epsilon":
+            return (sample - (1 - a).sqrt() * model_output) / a.sqrt()
+        if kind == "v_prediction":
+            return a.sqrt() * sample - (1 - a).sqrt() * model_output
+        return model_output
     raise ValueError(
         f"{name} does not report pred_original_sample and workbench has no x0 formula for it; "
         "record latent.in and latent.pred instead"
