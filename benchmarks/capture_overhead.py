@@ -1,0 +1,211 @@
+"""Capture overhead on an SD3-shaped transformer: workbench vs a hand-written hook loop vs nnsight.
+
+A random ``SD3Transformer2DModel`` (8 joint layers, 1024 image tokens = 32x32 patches, 77 text
+tokens) runs a short flow-matching denoising loop. Each configuration runs in its own subprocess
+(so its peak memory is its own); inside it, bare runs and instrumented runs alternate and the
+ratio of their medians is reported, so both numbers come from the same process and moment.
+
+    python benchmarks/capture_overhead.py                      # all configurations, markdown table
+    python benchmarks/capture_overhead.py --python .bench-venv/bin/python   # nnsight lives there
+
+nnsight is not a workbench dependency; install it in its own environment, e.g.
+``python -m venv --system-site-packages .bench-venv && .bench-venv/bin/pip install nnsight``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+    "blocks_workbench": "every block output (image + text), every step: workbench.record",
+    "blocks_handwritten": "every block output (image + text), every step: hand-written torch hooks",
+    "blocks_nnsight": "every block output (image + text), every step: nnsight trace per step",
+    "image_text_attention": "image->text and text->image probabilities, every layer and step (log-sum-exp slices)",
+    "full_attention_all_layers": "whole N x N probabilities, every layer and step (what per-word maps avoid)",
+    "four_blocks_one_layer": "all four attention blocks at one layer, every step",
+}
+
+
+def build(width: int, layers: int):
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+
+    torch.manual_seed(0)
+    heads = width // 64
+    model = SD3Transformer2DModel(
+        sample_size=64, patch_size=2, in_channels=16, out_channels=16, num_layers=layers,
+        attention_head_dim=64, num_attention_heads=heads, joint_attention_dim=width,
+        caption_projection_dim=width, pooled_projection_dim=width, qk_norm="rms_norm", pos_embed_max_size=64,
+    ).eval()
+    g = torch.Generator().manual_seed(0)
+    inputs = dict(
+        latents=torch.randn(1, 16, 64, 64, generator=g),
+        encoder_hidden_states=torch.randn(1, 77, width, generator=g),
+        pooled_projections=torch.randn(1, width, generator=g),
+    )
+    return model, FlowMatchEulerDiscreteScheduler(shift=3.0), inputs
+
+
+def denoise(model, scheduler, inputs, steps, call=None):
+    """The loop every configuration shares; ``call`` replaces ``model(...)`` (nnsight)."""
+    import torch
+
+    call = call or (lambda **kw: model(**kw, return_dict=False)[0])
+    scheduler.set_timesteps(steps)
+    latents = inputs["latents"]
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            pred = call(hidden_states=latents, encoder_hidden_states=inputs["encoder_hidden_states"],
+                        pooled_projections=inputs["pooled_projections"], timestep=t.expand(1))
+            latents = scheduler.step(pred, t, latents, return_dict=False)[0]
+    return latents
+
+
+def instrumented(name: str, model, scheduler, inputs, steps):
+    """A zero-argument function running the configuration once; returns what it captured."""
+    import torch
+
+    import workbench as wb
+
+    n = len(model.transformer_blocks)
+    if name == "blocks_workbench":
+        def run():
+            with wb.record(wb.load(model, scheduler=scheduler), ["transformer_blocks.*.out.*"]) as rec:
+                denoise(model, scheduler, inputs, steps)
+            return rec
+    elif name == "blocks_handwritten":
+        def run():
+            saved = []
+            hooks = [b.register_forward_hook(lambda m, a, out: saved.extend(o.detach().clone() for o in out if o is not None))
+                     for b in model.transformer_blocks]
+            try:
+                denoise(model, scheduler, inputs, steps)
+            finally:
+                for h in hooks:
+                    h.remove()
+            return saved
+    elif name == "blocks_nnsight":
+        from nnsight import NNsight
+
+        wrapped = NNsight(model)
+
+        def run():
+            saved = []
+
+            def call(**kw):
+                box = {}  # nnsight runs the trace body in its own frame: hand results out by mutation
+                with wrapped.trace(**kw, return_dict=False):
+                    box["outs"] = [wrapped.transformer_blocks[i].output.save() for i in range(n)]
+                    box["result"] = wrapped.output.save()
+                saved.append(box["outs"])
+                return box["result"][0]
+
+            denoise(model, scheduler, inputs, steps, call=call)
+            return saved
+    elif name == "image_text_attention":
+        def run():
+            sites = ["transformer_blocks.*.attn.probs.image->text", "transformer_blocks.*.attn.probs.text->image"]
+            with wb.record(wb.load(model, scheduler=scheduler), sites) as rec:
+                denoise(model, scheduler, inputs, steps)
+            return rec
+    elif name == "full_attention_all_layers":
+        def run():
+            with wb.record(wb.load(model, scheduler=scheduler), ["transformer_blocks.*.attn.probs"],
+                           max_bytes=64 << 30) as rec:
+                denoise(model, scheduler, inputs, steps)
+            return rec
+    elif name == "four_blocks_one_layer":
+        def run():
+            with wb.record(wb.load(model, scheduler=scheduler), [f"transformer_blocks.{n // 2}.attn.probs.*"]) as rec:
+                denoise(model, scheduler, inputs, steps)
+            return rec
+    else:
+        raise KeyError(f"unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
+    torch.set_grad_enabled(False)
+    return run
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(name: str, width: int, layers: int, steps: int, repeats: int) -> dict:
+    """Runs in a subprocess: bare runs first (their peak memory), then bare/instrumented alternating."""
+    import torch
+
+    torch.set_num_threads(torch.get_num_threads())
+    model, scheduler, inputs = build(width, layers)
+    run = instrumented(name, model, scheduler, inputs, steps)
+    denoise(model, scheduler, inputs, steps)  # warm-up
+    bare_times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        denoise(model, scheduler, inputs, steps)
+        bare_times.append(time.perf_counter() - start)
+    bare_peak = peak_rss_mib()
+    run()  # warm-up of the instrumented path
+    inst_times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        captured = run()
+        inst_times.append(time.perf_counter() - start)
+        del captured
+        start = time.perf_counter()
+        denoise(model, scheduler, inputs, steps)
+        bare_times.append(time.perf_counter() - start)
+    bare, inst = statistics.median(bare_times), statistics.median(inst_times)
+    return {
+        "config": name, "bare_s": bare, "instrumented_s": inst, "ratio": inst / bare,
+        "bare_peak_mib": bare_peak, "peak_mib": peak_rss_mib(), "extra_peak_mib": peak_rss_mib() - bare_peak,
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS))
+    parser.add_argument("--width", type=int, default=512, help="hidden width (heads of 64)")
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the subprocesses (one with nnsight)")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(args.one, args.width, args.layers, args.steps, args.repeats)))
+        return
+    results = []
+    for name in args.configs.split(","):
+        cmd = [args.python, __file__, "--one", name, "--width", str(args.width), "--layers", str(args.layers),
+               "--steps", str(args.steps), "--repeats", str(args.repeats)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        r = results[-1]
+        print(f"{name}: {r['ratio']:.3f}x bare ({r['instrumented_s']:.2f}s vs {r['bare_s']:.2f}s), "
+              f"extra peak {r['extra_peak_mib']:.0f} MiB", file=sys.stderr)
+    import torch
+
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}; SD3Transformer2DModel width {args.width}, {args.layers} layers, 1024 image + 77 text "
+          f"tokens, {args.steps} steps, median of {args.repeats}\n")
+    print("| configuration | time vs bare | instrumented s | bare s | extra peak MiB |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in results:
+        print(f"| {CONFIGS[r['config']]} | {r['ratio']:.3f}x | {r['instrumented_s']:.2f} | {r['bare_s']:.2f} | {r['extra_peak_mib']:.0f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
