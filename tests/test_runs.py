@@ -118,7 +118,7 @@ def test_recording_round_trips_through_zarr(sd3, tmp_path):
     back = wb.open_recording(tmp_path / "rec.zarr")
     probs = back["transformer_blocks.0.attn.probs"]
     np.testing.assert_array_equal(probs.values, rec["transformer_blocks.0.attn.probs"].values)
-    assert probs.attrs["family"] == "sd3" and "key_text" in probs.coords
+    assert probs.attrs["family"] == "sd3" and "key_token" in probs.coords
 
 
 def test_local_checkpoint_round_trip_records_the_same(tmp_path):

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from .hooks import site_map_for
-from .hooks.pipelines import cfg_order, denoiser_of, uses_batched_cfg
+from .hooks.pipelines import cfg_order, denoiser_of, uses_batched_cfg, vae_decode
 
 
 @dataclass
@@ -89,6 +89,15 @@ class Model:
         )
         return np.clip(np.asarray(result.images, dtype=np.float32), 0.0, 1.0)
 
+
+    def decode_latents(self, latents) -> np.ndarray:
+        """Latents (sample, ...) as the denoiser sees them -> images (sample, H, W, 3) in [0, 1]."""
+        latents = torch.as_tensor(np.asarray(latents))
+        if self.decode is not None:
+            return np.asarray(self.decode(latents), dtype=np.float32)
+        if self.pipeline is not None and getattr(self.pipeline, "vae", None) is not None:
+            return vae_decode(self.pipeline, latents)
+        raise ValueError(f"{self.name or 'this model'} has no decoder for its latents")
 
     def _generate_bare(self, prompts: list[str], steps: int, seed: int, guidance_scale: float | None) -> np.ndarray:
         if self.encode is None or self.decode is None or self.latent_shape is None:

@@ -120,7 +120,9 @@ class Recording(Mapping):
 
     def to_zarr(self, path, **kwargs) -> None:
         """Write every site to a zarr store (one group per site); read back with ``open_recording``."""
-        self.tree.to_zarr(path, mode=kwargs.pop("mode", "w"), consolidated=kwargs.pop("consolidated", False), **kwargs)
+        # zarr format 2: token-string coordinates have no stable zarr v3 data type yet
+        kwargs = {"mode": "w", "consolidated": False, "zarr_format": 2, **kwargs}
+        self.tree.to_zarr(path, **kwargs)
 
     # -- assembly ---------------------------------------------------------------------------------
     def step_slice(self, site: str, step: int) -> xr.DataArray:
@@ -206,7 +208,7 @@ class Recording(Mapping):
             for tokens in self.text_tokens:
                 labelled.append([tokens[p] if 0 <= p < len(tokens) else "" for p in text_pos])
             if len(labelled) and all(len(t) >= max(text_pos) + 1 for t in self.text_tokens):
-                coords[f"{axis}_text"] = (("sample", axis), np.array(labelled, dtype=object).astype(str))
+                coords[f"{axis}_token"] = (("sample", axis), np.array(labelled, dtype=object).astype(str))
         return coords
 
 

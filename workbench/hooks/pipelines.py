@@ -58,3 +58,19 @@ def uses_batched_cfg(pipeline, guidance_scale: float) -> bool:
     if type(pipeline).__name__.startswith("StableDiffusion") and getattr(pipeline.unet.config, "time_cond_proj_dim", None) if hasattr(pipeline, "unet") else False:
         return False  # LCM-style guidance embedding
     return guidance_scale > 1.0
+
+
+def vae_decode(pipeline, latents):
+    """Latents as the denoiser sees them -> images (N, H, W, 3) in [0, 1], the way each pipeline
+    decodes: FLUX unpacks its 2x2 token packing first; SD3/FLUX undo a shift and a scale."""
+    import torch
+
+    vae = pipeline.vae
+    latents = torch.as_tensor(latents, dtype=vae.dtype)
+    if type(pipeline).__name__.startswith("Flux"):
+        side = int(round((latents.shape[1]) ** 0.5)) * 2 * pipeline.vae_scale_factor
+        latents = pipeline._unpack_latents(latents, side, side, pipeline.vae_scale_factor)
+    latents = latents / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0.0)
+    with torch.no_grad():
+        images = vae.decode(latents, return_dict=False)[0]
+    return (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().numpy()

@@ -25,7 +25,8 @@ class StepSink:
         if site in self._started:
             ds.to_zarr(self.path, group=site, mode="a", append_dim="step", consolidated=False)
         else:
-            ds.to_zarr(self.path, group=site, mode="w", consolidated=False)
+            # zarr format 2: token-string coordinates have no stable zarr v3 data type yet
+            ds.to_zarr(self.path, group=site, mode="w", consolidated=False, zarr_format=2)
             self._started.add(site)
 
     def open(self) -> dict[str, xr.DataArray]:

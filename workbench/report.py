@@ -1,0 +1,77 @@
+"""Plotly figures of a recording and a self-contained HTML report built from them."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import xarray as xr
+from plotly.subplots import make_subplots
+
+
+def word_map_figure(image: np.ndarray, maps: xr.DataArray, title: str = "", max_words: int = 8) -> go.Figure:
+    """The generated image, then each word's attention map overlaid on it."""
+    words = [w for w in maps.word.values if len(str(w)) > 1 or str(w).isalnum()][:max_words]
+    fig = make_subplots(rows=1, cols=len(words) + 1, subplot_titles=["image"] + [f'"{w}"' for w in words],
+                        horizontal_spacing=0.01)
+    pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    fig.add_trace(go.Image(z=pixels), row=1, col=1)
+    h, w = image.shape[:2]
+    for i, word in enumerate(words, start=2):
+        heat = _upsample(maps.sel(word=word).values, (h, w))
+        fig.add_trace(go.Image(z=pixels), row=1, col=i)
+        fig.add_trace(go.Heatmap(z=heat, colorscale="Inferno", opacity=0.6, showscale=False, hoverinfo="skip"),
+                      row=1, col=i)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_layout(title=title, height=230, width=150 * (len(words) + 1), margin=dict(l=5, r=5, t=60, b=5))
+    return fig
+
+
+def trajectory_figure(frames: np.ndarray, timesteps, title: str = "") -> go.Figure:
+    """Decoded x0 estimates over steps (frames: step, H, W, 3 in [0, 1]), with a step slider."""
+    pixels = (np.clip(frames, 0, 1) * 255).astype(np.uint8)
+    fig = go.Figure(go.Image(z=pixels[0]))
+    fig.frames = [go.Frame(data=[go.Image(z=p)], name=str(k)) for k, p in enumerate(pixels)]
+    steps = [dict(method="animate", label=f"{k} (t={float(t):.0f})",
+                  args=[[str(k)], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
+             for k, t in enumerate(timesteps)]
+    fig.update_layout(title=title, height=330, width=330, sliders=[dict(steps=steps, currentvalue=dict(prefix="step "))],
+                      margin=dict(l=5, r=5, t=50, b=5))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def energy_figure(energies: xr.DataArray, title: str = "") -> go.Figure:
+    """Lines of a per-step quantity for several series (dims: series, step)."""
+    fig = go.Figure()
+    for name in energies.series.values:
+        fig.add_trace(go.Scatter(x=energies.step.values, y=energies.sel(series=name).values, mode="lines+markers", name=str(name)))
+    fig.update_layout(title=title, xaxis_title="step", height=320, width=560, margin=dict(l=40, r=5, t=50, b=40))
+    return fig
+
+
+def _upsample(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    ry, rx = size[0] // grid.shape[0], size[1] // grid.shape[1]
+    return np.kron(grid, np.ones((max(ry, 1), max(rx, 1))))[: size[0], : size[1]]
+
+
+def write_html(path: Path, title: str, sections: list[tuple[str, list[go.Figure | str]]]) -> Path:
+    """One self-contained page (plotly.js inlined once) with titled sections of figures and text."""
+    parts, first = [], True
+    for heading, items in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        for item in items:
+            if isinstance(item, str):
+                parts.append(f"<p>{item}</p>")
+                continue
+            parts.append(item.to_html(full_html=False, include_plotlyjs=first, auto_play=False))
+            first = False
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<style>body{font-family:sans-serif;margin:2em;max-width:1400px} h2{border-bottom:1px solid #ccc}</style>"
+            f"</head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>")
+    path.write_text(page)
+    return path
