@@ -26,7 +26,6 @@ from workbench.models.tiny import (
 )
 from workbench.models.tokenizers import (
     DEFAULT_WORDS,
-    SHAPES_WORDS,
     build_clip_tokenizer,
     build_t5_tokenizer,
     tokenize_words,
@@ -44,6 +43,16 @@ EXPECTED_SAMPLE_SHAPES = {
     "dit": (2, 8, 16, 16),  # eps + learned variance
     "pixart": (2, 8, 16, 16),
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread for these tiny models: on the two shared cores of the dev machine a
+    second OpenMP thread spin-waits for a busy core and makes every small op 30-100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _forward(model: torch.nn.Module, family: str, batch_size: int = 2) -> torch.Tensor:

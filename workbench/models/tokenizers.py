@@ -93,7 +93,9 @@ SHAPES_WORDS: tuple[str, ...] = tuple(
 )
 
 #: Single characters: letters A-Z a-z, digits 0-9, quotes and ASCII punctuation.
-CHARACTERS: tuple[str, ...] = tuple(string.ascii_uppercase + string.ascii_lowercase + string.digits + string.punctuation)
+CHARACTERS: tuple[str, ...] = tuple(
+    string.ascii_uppercase + string.ascii_lowercase + string.digits + string.punctuation
+)
 
 #: The default word list: captions + shapes world + characters, deduplicated, order kept.
 DEFAULT_WORDS: tuple[str, ...] = tuple(dict.fromkeys(CAPTION_WORDS + SHAPES_WORDS + CHARACTERS))
