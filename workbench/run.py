@@ -21,6 +21,7 @@ import torch
 
 from .hooks import site_map_for
 from .hooks.pipelines import cfg_order, denoiser_of, uses_batched_cfg, vae_decode
+from .hooks.schedulers import add_noise
 
 
 @dataclass
@@ -89,6 +90,27 @@ class Model:
         )
         return np.clip(np.asarray(result.images, dtype=np.float32), 0.0, 1.0)
 
+
+    def add_noise(self, clean: torch.Tensor, timestep: float, noise: torch.Tensor) -> torch.Tensor:
+        """``clean`` latents noised to ``timestep`` the way this model's scheduler trains."""
+        if self.scheduler is None:
+            raise ValueError(f"{self.name or 'this model'} has no scheduler to noise with")
+        return add_noise(self.scheduler, clean, noise, timestep)
+
+    @torch.no_grad()
+    def predict(self, noisy: torch.Tensor, timestep: float, conditioning: dict | None = None,
+                prompts: list[str] | None = None) -> torch.Tensor:
+        """One denoiser call on ``noisy`` at ``timestep`` (a single step: what probes and
+        segmentation on real images run). Recording contexts see it as one step."""
+        site_map = site_map_for(self.denoiser)
+        for recorder in self._recorders:
+            recorder.begin_run(prompts=prompts, branches=("cond",), expected_steps=None)
+        call = {
+            site_map.latent_input.kwarg: noisy,
+            site_map.timestep_input.kwarg: torch.full((noisy.shape[0],), float(timestep)),
+            **(conditioning or {}),
+        }
+        return self.denoiser(**call, return_dict=False)[0]
 
     def decode_latents(self, latents) -> np.ndarray:
         """Latents (sample, ...) as the denoiser sees them -> images (sample, H, W, 3) in [0, 1]."""

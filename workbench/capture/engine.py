@@ -271,11 +271,17 @@ class Recorder:
                 raise IndexError(f"steps {bad} are out of range: this run has {total} steps (0..{total - 1})")
 
     def _label_text_tokens(self) -> None:
-        if self.pipeline is None or self.recording.prompts is None or not self._geometry.text_len:
+        """Token strings for text axes: from the Model's own labeller, else the pipeline's tokenizers."""
+        prompts = self.recording.prompts
+        if prompts is None or not self._geometry.text_len:
             return
-        from ..hooks.pipelines import text_tokens
+        labeller = getattr(self.target, "info", {}).get("text_tokens") if hasattr(self.target, "info") else None
+        if labeller is not None:
+            self.recording.text_tokens = labeller(prompts)
+        elif self.pipeline is not None:
+            from ..hooks.pipelines import text_tokens
 
-        self.recording.text_tokens = text_tokens(self.pipeline, self.recording.prompts, self._geometry.text_len)
+            self.recording.text_tokens = text_tokens(self.pipeline, prompts, self._geometry.text_len)
 
     def _check_memory(self) -> None:
         """Refuse a capture that will not fit, as soon as its first step shows its size."""

@@ -32,3 +32,14 @@ def x0_from_step(scheduler, output, model_output: torch.Tensor, sample: torch.Te
         f"{name} does not report pred_original_sample and workbench has no x0 formula for it; "
         "record latent.in and latent.pred instead"
     )
+
+
+def add_noise(scheduler, clean: torch.Tensor, noise: torch.Tensor, timestep: float) -> torch.Tensor:
+    """The noisy sample at ``timestep`` as this scheduler's training defines it: flow matching
+    interpolates x_t = (1 - s) x0 + s noise with s = t / num_train_timesteps; alpha schedulers
+    (DDPM, DDIM, ...) use their own ``add_noise``."""
+    if type(scheduler).__name__.startswith("FlowMatch"):
+        sigma = float(timestep) / scheduler.config.num_train_timesteps
+        return (1.0 - sigma) * clean + sigma * noise
+    t = torch.full((clean.shape[0],), int(round(float(timestep))), dtype=torch.long)
+    return scheduler.add_noise(clean, noise, t)

@@ -1,0 +1,1 @@
+"""Pure analyses over recordings: segmentation scores, editing, probes."""
