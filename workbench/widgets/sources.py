@@ -1,0 +1,257 @@
+"""What the widgets read from a recording: attention layers, per-word maps and block masses.
+
+A widget receives any mapping site -> DataArray: a live ``Recording``, the dict of lazy arrays
+``open_recording`` returns for a zarr store, or ``Recording.dataset``. This module turns that
+into *layers*: one per attention module, recorded either as a whole matrix (``...attn.probs``,
+``...attn2.probs``) or as its query->key blocks (``...attn.probs.image->text`` and friends).
+
+Slider moves must be cheap even when the recording is large and lazy, so nothing is computed up
+front. The first time the widget needs one (layer, sample, branch, step), that slice is read
+once, head by head, and reduced to what the views show: per-word maps (head, word, y, x) and
+block masses (head, query kind, key kind). Those summaries are small and cached; moving the
+head or word controls afterwards only indexes into them.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import xarray as xr
+
+from ..attention.maps import KINDS, _resize, words_of
+
+BLOCKS = tuple(f"{q}->{k}" for q in KINDS for k in KINDS)  # image->image, image->text, text->image, text->text
+WHOLE = "whole"  # the key under which a layer keeps its whole-matrix site
+ALL_LAYERS = "all layers (mean)"
+
+_PROBS_SITE = re.compile(r"^(?P<layer>.+\.probs)(?:\.(?P<block>(?:image|text)->(?:image|text)))?$")
+# Recording.dataset renames dims that have several sizes in one recording (query -> query_397);
+# the widgets undo that so every site reads with the plain names.
+_SIZED_DIM = re.compile(r"^(?P<base>[a-z]+)_(?P<size>\d+)$")
+# Words the explorer does not pick by default: they rarely have a localised map.
+_FUNCTION_WORDS = {"a", "an", "the", "on", "in", "of", "at", "to", "and", "with", "is", "left", "right"}
+
+
+class NoAttentionError(ValueError):
+    """The recording holds no attention probabilities the widgets can show."""
+
+
+def plain_dims(array: xr.DataArray) -> xr.DataArray:
+    """Undo ``Recording.dataset``'s size suffixes (``query_397`` -> ``query``, ``query_397_kind``
+    -> ``query_kind``) so a Dataset variable reads like ``rec[site]``."""
+    renames = {}
+    for dim in array.dims:
+        match = _SIZED_DIM.match(str(dim))
+        if not match or int(match["size"]) != array.sizes[dim]:
+            continue
+        base = match["base"]
+        renames[dim] = base
+        for coord in array.coords:
+            if str(coord).startswith(f"{dim}_"):
+                renames[coord] = base + str(coord)[len(str(dim)):]
+    return array.rename(renames) if renames else array
+
+
+@dataclass
+class Layer:
+    """One attention module: its display name and the site(s) holding its probabilities."""
+
+    name: str
+    sites: dict[str, str] = field(default_factory=dict)  # WHOLE or a block name -> site name
+
+    @property
+    def image_to_text_site(self) -> str | None:
+        """The site whose image->text part gives word maps (whole matrix preferred), if any."""
+        return self.sites.get(WHOLE) or self.sites.get("image->text")
+
+
+@dataclass
+class StepSummary:
+    """One (layer, sample, branch, step) reduced to what the views show."""
+
+    words: list[str]  # the sample's words, in prompt order
+    maps: np.ndarray | None  # (head, word, y, x): attention mass each image patch sends to each word
+    mass: np.ndarray  # (head, 2, 2): query kind x key kind, mean over queries of the summed probability; NaN if unrecorded
+
+
+def find_layers(recording: Mapping[str, xr.DataArray]) -> list[Layer]:
+    """Every attention layer in ``recording``, in recording order; raises if there is none."""
+    layers: dict[str, Layer] = {}
+    for site in recording:
+        match = _PROBS_SITE.match(str(site))
+        if not match:
+            continue
+        layer = layers.setdefault(match["layer"], Layer(match["layer"]))
+        layer.sites[match["block"] or WHOLE] = str(site)
+    if not layers:
+        recorded = ", ".join(map(str, recording)) or "nothing"
+        raise NoAttentionError(
+            "this recording holds no attention probabilities; record e.g. 'transformer_blocks.*.attn.probs' "
+            f"(MM-DiT, FLUX), '**.attn2.probs' (U-Net cross-attention) or '**.probs.image->text'. Recorded: {recorded}"
+        )
+    return sorted(layers.values(), key=lambda layer: depth_order(layer.name))
+
+
+# Top-level module lists in the order the forward pass runs them; a zarr store lists its groups
+# in no particular order, so layers are sorted into execution order by name.
+_STAGES = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2, "transformer_blocks": 0, "single_transformer_blocks": 1}
+
+
+def depth_order(site: str) -> tuple:
+    """Sort key putting sites in forward-pass order: stage, then numbers numerically."""
+    parts = site.split(".")
+    return (_STAGES.get(parts[0], 0),) + tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+
+
+class AttentionSource:
+    """Lazily computed, cached views of the attention in one recording."""
+
+    def __init__(self, recording: Mapping[str, xr.DataArray]):
+        self.recording = recording
+        self.layers = {layer.name: layer for layer in find_layers(recording)}
+        self._arrays: dict[str, xr.DataArray] = {}
+        self._summaries: dict[tuple, StepSummary] = {}
+        first = self.array(next(iter(next(iter(self.layers.values())).sites.values())))
+        self.n_samples = first.sizes["sample"]
+        self.branches = [str(b) for b in first.branch.values]
+        self.steps = [int(s) for s in first.step.values]
+        self.timesteps = [float(t) for t in first.timestep.values] if "timestep" in first.coords else [float(s) for s in self.steps]
+        self.prompts = [str(p) for p in first.prompt.values] if "prompt" in first.coords else [""] * self.n_samples
+
+    # -- what there is to choose from ------------------------------------------------------------
+    @property
+    def layer_names(self) -> list[str]:
+        """Layers to offer, plus the mean over layers when several have word maps (as DAAM does)."""
+        names = list(self.layers)
+        with_maps = [n for n in names if self.layers[n].image_to_text_site]
+        return names + [ALL_LAYERS] if len(with_maps) > 1 else names
+
+    def heads(self, layer: str) -> int:
+        """Number of heads of ``layer`` (0 when heads were averaged at capture time)."""
+        if layer == ALL_LAYERS:
+            return 0  # layers may have different head counts; only their head means combine
+        array = self.array(next(iter(self.layers[layer].sites.values())))
+        return array.sizes.get("head", 0)
+
+    def sample_label(self, sample: int) -> str:
+        prompt = self.prompts[sample]
+        return f"{sample}: {prompt}" if prompt else str(sample)
+
+    def array(self, site: str) -> xr.DataArray:
+        if site not in self._arrays:
+            self._arrays[site] = plain_dims(self.recording[site])
+        return self._arrays[site]
+
+    def default_branch(self) -> str:
+        return "cond" if "cond" in self.branches else self.branches[-1]
+
+    # -- summaries --------------------------------------------------------------------------------
+    def summary(self, layer: str, sample: int, branch: str, step: int) -> StepSummary:
+        """Word maps and block mass for one layer at one step (``step`` indexes ``self.steps``)."""
+        key = (layer, sample, branch, step)
+        if key not in self._summaries:
+            if layer == ALL_LAYERS:
+                self._summaries[key] = self._mean_over_layers(sample, branch, step)
+            else:
+                self._summaries[key] = self._summarise(self.layers[layer], sample, branch, step)
+        return self._summaries[key]
+
+    def _slice(self, site: str, sample: int, branch: str, step: int) -> xr.DataArray:
+        """(head, query, key) for one sample/branch/step, still lazy; a head axis of one if heads
+        were averaged at capture."""
+        array = self.array(site)
+        branch_index = [str(b) for b in array.branch.values].index(branch)
+        part = array.isel(sample=sample, branch=branch_index, step=step)
+        return part if "head" in part.dims else part.expand_dims("head")
+
+    def _summarise(self, layer: Layer, sample: int, branch: str, step: int) -> StepSummary:
+        mass = np.full((1, len(KINDS), len(KINDS)), np.nan)
+        words, maps = [], None
+        text_site = layer.image_to_text_site
+        if WHOLE in layer.sites:
+            part = self._slice(layer.sites[WHOLE], sample, branch, step).transpose("head", "query", "key")
+            query_kind, key_kind = part.query_kind.values, part.key_kind.values
+            mass = np.full((part.sizes["head"], len(KINDS), len(KINDS)), np.nan)
+            word_columns = None
+            if text_site:
+                words, word_columns = self._word_columns(part, sample)
+            map_rows = []
+            # One head at a time: a lazy store reads one (query, key) matrix per head, and a big
+            # model's full (head, query, key) slice need never sit in memory at once.
+            for head in range(part.sizes["head"]):
+                probs = np.asarray(part.isel(head=head).values, dtype=np.float64)
+                for qi, q in enumerate(KINDS):
+                    for ki, k in enumerate(KINDS):
+                        rows, cols = query_kind == q, key_kind == k
+                        if rows.any() and cols.any():
+                            mass[head, qi, ki] = probs[np.ix_(rows, cols)].sum(axis=1).mean()
+                if word_columns is not None and (query_kind == "image").any():
+                    image_rows = probs[query_kind == "image"]
+                    map_rows.append(image_rows[:, key_kind == "text"] @ word_columns)
+            if map_rows:
+                maps = self._to_grids(np.stack(map_rows), part.isel(query=query_kind == "image"))
+        else:
+            heads = None
+            for block, site in layer.sites.items():
+                part = self._slice(site, sample, branch, step).transpose("head", "query", "key")
+                heads = part.sizes["head"]
+                if mass.shape[0] != heads:
+                    mass = np.full((heads, len(KINDS), len(KINDS)), np.nan)  # first block seen sets the head count
+                q, k = block.split("->")
+                for head in range(heads):
+                    probs = np.asarray(part.isel(head=head).values, dtype=np.float64)
+                    mass[head, KINDS.index(q), KINDS.index(k)] = probs.sum(axis=1).mean()
+            if text_site:
+                part = self._slice(text_site, sample, branch, step).transpose("head", "query", "key")
+                words, word_columns = self._word_columns(part, sample)
+                per_head = [np.asarray(part.isel(head=h).values, dtype=np.float64) @ word_columns
+                            for h in range(part.sizes["head"])]
+                maps = self._to_grids(np.stack(per_head), part)
+        return StepSummary(words=words, maps=maps, mass=mass)
+
+    def _word_columns(self, part: xr.DataArray, sample: int) -> tuple[list[str], np.ndarray]:
+        """The sample's words and a (text key, word) 0/1 matrix that sums each word's tokens.
+
+        A word present in two text encoders' tokens (SD3: CLIP and T5) or twice in the prompt
+        gets all its tokens' columns: the map shows all attention the patch sends to that word.
+        Without token strings (a bare denoise run), every text position is its own 'word'.
+        """
+        text = part.key_kind.values == "text"
+        if "key_token" in part.coords:
+            tokens = part.key_token.values
+            tokens = tokens[sample] if tokens.ndim == 2 else tokens  # (sample, key) or already selected
+            tokens = [str(t) for t in np.asarray(tokens)[text]]
+            groups: dict[str, list[int]] = {}
+            for word, positions in words_of(tokens):
+                groups.setdefault(word, []).extend(positions)
+        else:
+            groups = {f"#{i}": [i] for i in range(int(text.sum()))}
+        columns = np.zeros((int(text.sum()), len(groups)))
+        for j, positions in enumerate(groups.values()):
+            columns[positions, j] = 1.0
+        return list(groups), columns
+
+    @staticmethod
+    def _to_grids(per_query: np.ndarray, image_part: xr.DataArray) -> np.ndarray:
+        """(head, image query, word) -> (head, word, y, x) using the queries' grid coordinates."""
+        ys, xs = image_part.query_y.values, image_part.query_x.values
+        grids = np.zeros((per_query.shape[0], per_query.shape[2], int(ys.max()) + 1, int(xs.max()) + 1), dtype=np.float32)
+        grids[:, :, ys, xs] = per_query.transpose(0, 2, 1)
+        return grids
+
+    def _mean_over_layers(self, sample: int, branch: str, step: int) -> StepSummary:
+        """Head-mean word maps averaged over every layer that has them, each resized to the finest
+        grid (U-Net levels differ); block masses averaged the same way."""
+        parts = [self.summary(name, sample, branch, step) for name, layer in self.layers.items() if layer.image_to_text_site]
+        words = parts[0].words
+        size = max((p.maps.shape[-2:] for p in parts), key=lambda shape: shape[0] * shape[1])
+        maps = np.mean([_resize(p.maps.mean(axis=0), size) for p in parts if p.words == words], axis=0)
+        masses = np.stack([p.mass.mean(axis=0) for p in parts])
+        with warnings.catch_warnings():  # a block no layer recorded stays NaN, silently
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mass = np.nanmean(masses, axis=0)
+        return StepSummary(words=words, maps=maps[None], mass=mass[None])
