@@ -62,11 +62,7 @@ class Layer:
 
     name: str
     sites: dict[str, str] = field(default_factory=dict)  # WHOLE or a block name -> site name
-
-    @property
-    def image_to_text_site(self) -> str | None:
-        """The site whose image->text part gives word maps (whole matrix preferred), if any."""
-        return self.sites.get(WHOLE) or self.sites.get("image->text")
+    text_site: str | None = None  # the site with image queries and text keys (word maps come from it), if any
 
 
 @dataclass
@@ -114,6 +110,8 @@ class AttentionSource:
         self.recording = recording
         self.layers = {layer.name: layer for layer in find_layers(recording)}
         self._arrays: dict[str, xr.DataArray] = {}
+        for layer in self.layers.values():
+            layer.text_site = self._image_to_text_site(layer)
         self._summaries: dict[tuple, StepSummary] = {}
         first = self.array(next(iter(next(iter(self.layers.values())).sites.values())))
         self.n_samples = first.sizes["sample"]
@@ -127,7 +125,7 @@ class AttentionSource:
     def layer_names(self) -> list[str]:
         """Layers to offer, plus the mean over layers when several have word maps (as DAAM does)."""
         names = list(self.layers)
-        with_maps = [n for n in names if self.layers[n].image_to_text_site]
+        with_maps = [n for n in names if self.layers[n].text_site]
         return names + [ALL_LAYERS] if len(with_maps) > 1 else names
 
     def heads(self, layer: str) -> int:
@@ -140,6 +138,18 @@ class AttentionSource:
     def sample_label(self, sample: int) -> str:
         prompt = self.prompts[sample]
         return f"{sample}: {prompt}" if prompt else str(sample)
+
+    def _image_to_text_site(self, layer: Layer) -> str | None:
+        """Whole matrix preferred; self-attention (U-Net ``attn1``) has no text keys, so no word maps."""
+        for site in (layer.sites.get(WHOLE), layer.sites.get("image->text")):
+            if site is None:
+                continue
+            array = self.array(site)
+            if "query_kind" not in array.coords or "key_kind" not in array.coords:
+                continue
+            if "image" in set(array.query_kind.values) and "text" in set(array.key_kind.values):
+                return site
+        return None
 
     def array(self, site: str) -> xr.DataArray:
         if site not in self._arrays:
@@ -171,13 +181,13 @@ class AttentionSource:
     def _summarise(self, layer: Layer, sample: int, branch: str, step: int) -> StepSummary:
         mass = np.full((1, len(KINDS), len(KINDS)), np.nan)
         words, maps = [], None
-        text_site = layer.image_to_text_site
+        text_site = layer.text_site
         if WHOLE in layer.sites:
             part = self._slice(layer.sites[WHOLE], sample, branch, step).transpose("head", "query", "key")
             query_kind, key_kind = part.query_kind.values, part.key_kind.values
             mass = np.full((part.sizes["head"], len(KINDS), len(KINDS)), np.nan)
             word_columns = None
-            if text_site:
+            if text_site == layer.sites[WHOLE]:
                 words, word_columns = self._word_columns(part, sample)
             map_rows = []
             # One head at a time: a lazy store reads one (query, key) matrix per head, and a big
@@ -246,7 +256,7 @@ class AttentionSource:
     def _mean_over_layers(self, sample: int, branch: str, step: int) -> StepSummary:
         """Head-mean word maps averaged over every layer that has them, each resized to the finest
         grid (U-Net levels differ); block masses averaged the same way."""
-        parts = [self.summary(name, sample, branch, step) for name, layer in self.layers.items() if layer.image_to_text_site]
+        parts = [self.summary(name, sample, branch, step) for name, layer in self.layers.items() if layer.text_site]
         words = parts[0].words
         size = max((p.maps.shape[-2:] for p in parts), key=lambda shape: shape[0] * shape[1])
         maps = np.mean([_resize(p.maps.mean(axis=0), size) for p in parts if p.words == words], axis=0)
