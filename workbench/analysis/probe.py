@@ -1,0 +1,297 @@
+"""Probing: how well a label can be read off each site at each timestep.
+
+For every label x site x timestep, a linear probe (softmax regression) and a small MLP (one
+hidden ReLU layer) are trained on the pooled features of a feature store. Images are split once,
+per label, into train / validation / test with a fixed seed (stratified by class, so that rare
+classes appear in every part): probes train on train, their weight decay is chosen on
+validation, and the grid reports accuracy on test, beside chance (the test share of the most
+frequent class). Features are standardised with train statistics only.
+
+Probes are trained in torch, full batch with Adam for a fixed number of steps, and *many at
+once*: for one site, the probes of every timestep and every weight decay are one batched model
+(independent weights, one ``matmul``), which makes a whole grid take seconds on a CPU where
+fitting them one by one with scikit-learn took minutes. Initialisation is seeded, so a grid is
+reproducible on the same machine and thread count.
+
+Images whose features are missing (``valid`` False: unreadable) or whose label does not apply
+(code -1, e.g. ``shape`` of a glyph) are left out of that label's probes.
+
+Example:
+    >>> from workbench.features import open_features
+    >>> grid = probe(open_features("feats.zarr"), ["shape", "colour"])     # doctest: +SKIP
+    >>> grid.accuracy.dims                                                 # doctest: +SKIP
+    ('label', 'site', 'timestep', 'probe')
+    >>> peaks(grid)                                                        # doctest: +SKIP
+    >>> heatmap(grid).show()                                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+PROBES = ("linear", "mlp")
+#: Weight decays (L2 penalty on the weights, added to the mean cross-entropy) tried per probe
+#: kind; the one with the best validation accuracy is reported.
+WEIGHT_DECAYS = {"linear": (1e-4, 1e-3, 1e-2), "mlp": (1e-4, 1e-2)}
+STEPS = 300  # full-batch Adam steps: enough for standardised features to converge
+LEARNING_RATE = 1e-2
+
+
+def feature_sites(features: xr.Dataset) -> list[str]:
+    """The site variables of a feature store, in the order the job listed them."""
+    listed = features.attrs.get("sites")
+    names = [s for s in (listed or features.data_vars) if s in features.data_vars]
+    return [s for s in names if features[s].dims[:2] == ("image", "timestep")]
+
+
+def split_indices(labels: np.ndarray, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0):
+    """Positions of ``labels`` split into (train, val, test), stratified by class, fixed by ``seed``.
+
+    >>> train, val, test = split_indices(np.repeat([0, 1], 10), seed=0)
+    >>> len(train), len(val), len(test)
+    (12, 4, 4)
+    """
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.shape != (3,) or np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
+        raise ValueError(f"split must be three fractions (train, val, test) summing to 1, got {list(fractions)}")
+    rng = np.random.default_rng(seed)
+    parts = ([], [], [])
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        n_val = int(round(fractions[1] * len(members)))
+        n_test = int(round(fractions[2] * len(members)))
+        if len(members) - n_val - n_test < 1:  # a class needs a training example before anything else
+            n_val, n_test = 0, max(0, len(members) - 1)
+        n_train = len(members) - n_val - n_test
+        parts[0].extend(members[:n_train])
+        parts[1].extend(members[n_train : n_train + n_val])
+        parts[2].extend(members[n_train + n_val :])
+    return tuple(np.sort(np.asarray(p, dtype=int)) for p in parts)
+
+
+def train_probes(kind: str, X: torch.Tensor, y: torch.Tensor, train: np.ndarray, decays: Sequence[float],
+                 seed: int = 0, hidden: int = 64, steps: int = STEPS) -> Callable[[np.ndarray], torch.Tensor]:
+    """Train ``T x H`` independent probes at once: one per feature set ``X[t]`` (``X`` is
+    ``(T, N, D)``, standardised) and weight decay ``decays[h]``, on rows ``train``.
+
+    Returns ``predict(rows) -> (T, H, len(rows))`` class predictions.
+    """
+    n_sets, _, dim = X.shape
+    n_classes = int(y.max()) + 1
+    generator = torch.Generator().manual_seed(seed)
+    shape = (n_sets, len(decays))
+    if kind == "linear":
+        weights = [torch.zeros(*shape, dim, n_classes), torch.zeros(*shape, 1, n_classes)]
+    else:  # PyTorch's default Linear initialisation scale, seeded
+        weights = [
+            (torch.rand(*shape, dim, hidden, generator=generator) * 2 - 1) / dim**0.5,
+            torch.zeros(*shape, 1, hidden),
+            (torch.rand(*shape, hidden, n_classes, generator=generator) * 2 - 1) / hidden**0.5,
+            torch.zeros(*shape, 1, n_classes),
+        ]
+    for w in weights:
+        w.requires_grad_(True)
+
+    def logits(inputs):  # (T, 1, n, D): broadcast over the weight decays
+        if kind == "linear":
+            return inputs @ weights[0] + weights[1]
+        return torch.relu(inputs @ weights[0] + weights[1]) @ weights[2] + weights[3]
+
+    decay = torch.tensor(list(decays), dtype=X.dtype).view(1, -1)
+    targets, train_inputs = y[train], X[:, train].unsqueeze(1)
+    optimiser = torch.optim.Adam(weights, lr=LEARNING_RATE)
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimiser.zero_grad()
+            out = logits(train_inputs)  # (T, H, n, C)
+            loss = torch.nn.functional.cross_entropy(
+                out.reshape(-1, n_classes), targets.expand(*shape, -1).reshape(-1), reduction="none"
+            ).view(*shape, -1).mean(-1)
+            penalty = sum((w**2).sum((-2, -1)) for w in weights[::2])  # weights, not biases
+            (loss + 0.5 * decay * penalty).sum().backward()  # independent probes: their losses add
+            optimiser.step()
+
+    @torch.no_grad()
+    def predict(rows: np.ndarray) -> torch.Tensor:
+        return logits(X[:, rows].unsqueeze(1)).argmax(-1)
+
+    return predict
+
+
+def probe(
+    features: xr.Dataset,
+    labels: str | Sequence[str],
+    *,
+    sites: Sequence[str] | None = None,
+    timesteps: Sequence[int] | None = None,
+    probes: Sequence[str] = PROBES,
+    split: Sequence[float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+    hidden: int = 64,
+) -> xr.Dataset:
+    """Probe accuracy per label x site x timestep x probe kind, as a Dataset.
+
+    Variables: ``accuracy`` (test), ``val_accuracy``, ``weight_decay`` (chosen on validation),
+    ``chance`` and ``n_train`` / ``n_val`` / ``n_test`` per label. ``features`` is an
+    ``open_features`` Dataset (or any Dataset with ``(image, timestep, ...)`` site variables,
+    ``valid`` and int label variables).
+    """
+    labels = [labels] if isinstance(labels, str) else list(labels)
+    probes = list(probes)
+    unknown_probes = sorted(set(probes) - set(PROBES))
+    if unknown_probes:
+        raise ValueError(f"unknown probe kind(s) {unknown_probes}; valid: {', '.join(PROBES)}")
+    all_sites = feature_sites(features)
+    sites = list(sites) if sites is not None else all_sites
+    missing = [s for s in sites if s not in all_sites]
+    if missing:
+        raise KeyError(f"sites {missing} are not in this feature store; it holds: {', '.join(all_sites)}")
+    for label in labels:
+        if label not in features.data_vars or features[label].dims != ("image",):
+            have = [v for v in features.data_vars if features[v].dims == ("image",) and "classes" in features[v].attrs]
+            raise KeyError(f"label {label!r} is not in this feature store; its labels are: {', '.join(have)}")
+    timesteps = list(features["timestep"].values) if timesteps is None else list(timesteps)
+    valid = features["valid"].values if "valid" in features else np.ones(features.sizes["image"], bool)
+
+    shape = (len(labels), len(sites), len(timesteps), len(probes))
+    accuracy, val_accuracy, chosen = (np.full(shape, np.nan) for _ in range(3))
+    chance, counts = np.full(len(labels), np.nan), np.zeros((len(labels), 3), dtype=int)
+    prepared = []  # per label: usable images, class ids, split
+    for a, label in enumerate(labels):
+        codes = features[label].values.astype(int)
+        keep = np.flatnonzero(valid & (codes >= 0))
+        if len(np.unique(codes[keep])) < 2:
+            raise ValueError(f"label {label!r} has fewer than two classes among the usable images; nothing to probe")
+        _, y = np.unique(codes[keep], return_inverse=True)  # contiguous class ids among those present
+        parts = split_indices(y, split, seed)
+        counts[a] = [len(p) for p in parts]
+        chance[a] = np.bincount(y[parts[2]]).max() / max(1, len(parts[2]))
+        prepared.append((keep, torch.from_numpy(y), parts))
+    n_t = len(timesteps)
+    for group in _groups_by_width(features, sites):
+        # Sites of equal feature width train together: (sites x timesteps) feature sets, one batch.
+        values = np.concatenate([_feature_sets(features, site, timesteps) for site in group])  # (G*T, image, D)
+        at = [sites.index(site) for site in group]
+        for a, (keep, y, parts) in enumerate(prepared):
+            X = torch.from_numpy(np.ascontiguousarray(values[:, keep], dtype=np.float32))
+            mean, std = X[:, parts[0]].mean(1, keepdim=True), X[:, parts[0]].std(1, keepdim=True)
+            X = (X - mean) / (std + 1e-6)  # train statistics only
+            for d, kind in enumerate(probes):
+                decays = WEIGHT_DECAYS[kind]
+                predict = train_probes(kind, X, y, parts[0], decays, seed=seed, hidden=hidden)
+                val = _accuracy(predict, parts[1], y, (len(X), len(decays)))  # (G*T, H)
+                test = _accuracy(predict, parts[2], y, (len(X), len(decays)))
+                best = np.nan_to_num(val, nan=-1).argmax(axis=1)  # first best on ties: the smallest decay
+                pick = np.arange(len(X))
+                accuracy[a, at, :, d] = test[pick, best].reshape(len(group), n_t)
+                val_accuracy[a, at, :, d] = val[pick, best].reshape(len(group), n_t)
+                chosen[a, at, :, d] = np.asarray(decays)[best].reshape(len(group), n_t)
+    coords = {"label": labels, "site": sites, "timestep": timesteps, "probe": probes}
+    dims = ("label", "site", "timestep", "probe")
+    return xr.Dataset(
+        {
+            "accuracy": (dims, accuracy, {"description": "test accuracy of the probe chosen on validation"}),
+            "val_accuracy": (dims, val_accuracy),
+            "weight_decay": (dims, chosen, {"description": "L2 penalty chosen on validation"}),
+            "chance": ("label", chance, {"description": "test share of the most frequent class"}),
+            "n_train": ("label", counts[:, 0]),
+            "n_val": ("label", counts[:, 1]),
+            "n_test": ("label", counts[:, 2]),
+        },
+        coords=coords,
+        attrs={
+            "model": features.attrs.get("model", ""),
+            "pooling": features.attrs.get("pooling", ""),
+            "split": list(split),
+            "seed": seed,
+            "mlp_hidden": hidden,
+            "steps": STEPS,
+        },
+    )
+
+
+def _feature_sets(features: xr.Dataset, site: str, timesteps) -> np.ndarray:
+    """A site's features as ``(timestep, image, flattened feature)``."""
+    values = features[site].sel(timestep=timesteps).values
+    return values.reshape(values.shape[0], len(timesteps), -1).swapaxes(0, 1)
+
+
+def _groups_by_width(features: xr.Dataset, sites: list[str]) -> list[list[str]]:
+    widths: dict[int, list[str]] = {}
+    for site in sites:
+        width = int(np.prod([features.sizes[d] for d in features[site].dims[2:]], dtype=np.int64))
+        widths.setdefault(width, []).append(site)
+    return list(widths.values())
+
+
+def _accuracy(predict, rows: np.ndarray, y: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    if len(rows) == 0:
+        return np.full(shape, np.nan)
+    return (predict(rows) == y[rows]).float().mean(-1).numpy()
+
+
+def peaks(grid: xr.Dataset) -> pd.DataFrame:
+    """Where accuracy peaks, per label and probe kind: site, timestep, accuracy, chance.
+
+    Ties go to the earliest site and timestep in the grid's order."""
+    rows = []
+    for label in grid["label"].values:
+        for kind in grid["probe"].values:
+            acc = grid["accuracy"].sel(label=label, probe=kind)
+            flat = int(np.nanargmax(acc.values))
+            s, t = np.unravel_index(flat, acc.shape)
+            rows.append({
+                "label": str(label), "probe": str(kind), "site": str(acc["site"].values[s]),
+                "timestep": int(acc["timestep"].values[t]), "accuracy": float(acc.values[s, t]),
+                "chance": float(grid["chance"].sel(label=label)),
+            })
+    return pd.DataFrame(rows)
+
+
+def heatmap(grid: xr.Dataset, probe: str | None = None, title: str | None = None):
+    """A plotly figure: one heatmap (site x timestep, test accuracy) per label (rows) and probe
+    kind (columns; or only ``probe``). Hover shows accuracy, chance and the validation accuracy."""
+    return compare({"": grid}, probe=probe, title=title)
+
+
+def compare(grids: dict[str, xr.Dataset], probe: str | None = None, title: str | None = None):
+    """Heatmaps of several grids side by side (e.g. ``{"toy-unet": g1, "toy-mmdit": g2}``): one
+    row per label, one column per model x probe kind, one shared colour scale from 0 to 1."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    first = next(iter(grids.values()))
+    labels = [str(v) for v in first["label"].values]
+    kinds = [probe] if probe is not None else [str(v) for v in first["probe"].values]
+    columns = [(name, kind) for name in grids for kind in kinds]
+    titles = [
+        " ".join(x for x in (name, kind, label) if x) for label in labels for name, kind in columns
+    ]
+    fig = make_subplots(rows=len(labels), cols=len(columns), subplot_titles=titles,
+                        horizontal_spacing=0.12, vertical_spacing=max(0.04, 0.3 / len(labels)))
+    for r, label in enumerate(labels, start=1):
+        for c, (name, kind) in enumerate(columns, start=1):
+            grid = grids[name]
+            acc = grid["accuracy"].sel(label=label, probe=kind)
+            val = grid["val_accuracy"].sel(label=label, probe=kind)
+            chance = float(grid["chance"].sel(label=label))
+            fig.add_trace(
+                go.Heatmap(
+                    z=acc.values, x=[str(t) for t in acc["timestep"].values], y=[str(s) for s in acc["site"].values],
+                    zmin=0.0, zmax=1.0, colorscale="Viridis", showscale=(r == 1 and c == 1),
+                    text=np.vectorize(lambda v: f"{v:.2f}")(acc.values), texttemplate="%{text}",
+                    customdata=val.values,
+                    hovertemplate=(f"{label}, {kind}<br>site %{{y}}<br>t = %{{x}}<br>test %{{z:.3f}}"
+                                   f"<br>val %{{customdata:.3f}}<br>chance {chance:.3f}<extra>{name}</extra>"),
+                ),
+                row=r, col=c,
+            )
+            fig.update_xaxes(title_text="timestep", type="category", row=r, col=c)
+    height = 120 + len(labels) * (60 + 22 * len(first["site"]))
+    fig.update_layout(title=title or "probe accuracy (test split)", height=height, width=max(500, 420 * len(columns)))
+    return fig

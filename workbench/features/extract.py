@@ -1,0 +1,329 @@
+"""The extraction job: model x dataset x sites x timesteps -> a resumable zarr feature store.
+
+For every batch of images (= one chunk of the store) and every timestep ``t``, the clean images
+are noised to ``t`` (``Model.add_noise``; each image once per noise draw, deterministically), the
+denoiser runs *once* on the whole batch (``Model.predict``; draws stacked along the batch),
+``workbench.record`` captures the chosen sites, and each site is pooled and averaged over the draws. Then the chunk is written into
+its region of the preallocated store and marked done.
+
+Library:
+    >>> from workbench.features import extract
+    >>> report = extract(model="toy-unet", dataset="shapes", sites=["up_blocks.*.out"],
+    ...                  timesteps=[50, 150, 300], out="feats.zarr",
+    ...                  dataset_options=dict(limit=512, max_objects=1))           # doctest: +SKIP
+    >>> report.computed, report.images_per_second                              # doctest: +SKIP
+
+Command line: ``workbench extract --model toy-unet --dataset shapes --sites "up_blocks.*.out"
+--timesteps 50,150,300 --out feats.zarr`` (see ``workbench extract --help``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import string
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .config import DatasetSpec, ExtractConfig
+from .models import Conditioner, image_size, images_to_latents, load_model, model_identity
+from .noising import batch_noise, check_timesteps
+from .pooling import pool
+from .sources import Failure, open_source
+from . import store
+
+log = logging.getLogger("workbench.features")
+
+
+class Extractor:
+    """What one process (or worker thread) needs to compute chunks of a job: its own model
+    instance (recording hooks attach to it), the image source and the resolved sites.
+
+    Example:
+        >>> ex = Extractor(config)                        # doctest: +SKIP
+        >>> features, valid, failures = ex.compute(range(8))   # doctest: +SKIP
+    """
+
+    def __init__(self, config: ExtractConfig, model=None, source=None):
+        from workbench.capture.resolve import resolve
+
+        if config.threads:
+            torch.set_num_threads(int(config.threads))
+        self.config = config
+        self.model = load_model(model if model is not None else config.model)
+        if self.model.scheduler is None:
+            raise ValueError(f"{self.model.name}: extraction needs a scheduler to noise images (load it with one)")
+        self.source = source if source is not None else open_source(config.dataset)
+        self.sites = [site.name for site in resolve(self.model.denoiser, config.sites)]
+        self.size = image_size(self.model)
+        self.conditioner = Conditioner(self.model)
+        check_timesteps(self.model.scheduler, config.timesteps)
+        self._check_prompts()
+
+    # -- prompts ----------------------------------------------------------------------------------
+    def _check_prompts(self) -> None:
+        if self.config.prompt == "caption" and self.source.captions is None:
+            raise ValueError(f"prompt='caption' but {self.source.description} has no captions; use 'empty' or 'class'")
+        if self.config.prompt == "class":
+            fields = {f for _, f, _, _ in string.Formatter().parse(self.config.class_template) if f}
+            unknown = sorted(fields - set(self.source.labels))
+            if unknown:
+                raise KeyError(
+                    f"class_template {self.config.class_template!r} names {', '.join(unknown)}, not labels of this "
+                    f"dataset; its labels are: {', '.join(self.source.labels)}"
+                )
+
+    def prompts(self, indices) -> list[str]:
+        """The prompt of each image, by the job's text conditioning option."""
+        if self.config.prompt == "empty":
+            return [""] * len(indices)
+        if self.config.prompt == "caption":
+            return [str(self.source.captions[i]) for i in indices]
+        out = []
+        for i in indices:
+            names = {
+                name: (label.classes[label.codes[i]] if label.codes[i] >= 0 else "")
+                for name, label in self.source.labels.items()
+            }
+            out.append(" ".join(self.config.class_template.format_map(names).split()))
+        return out
+
+    # -- computing --------------------------------------------------------------------------------
+    def plan(self) -> dict[str, dict]:
+        """Each site's feature dims and shape after pooling, found by running one blank image.
+
+        Dims whose size differs between sites get the size in their name (``channel_64``).
+        """
+        blank = torch.zeros(1, 3, self.size, self.size, dtype=torch.uint8)
+        x0 = images_to_latents(self.model, blank.permute(0, 2, 3, 1).numpy())
+        pooled = self._run(x0, self.config.timesteps[0], self.conditioner(self.prompts([0])))
+        sizes: dict[str, set[int]] = {}
+        for array in pooled.values():
+            for dim, size in list(array.sizes.items())[1:]:
+                sizes.setdefault(dim, set()).add(size)
+        plan = {}
+        for site, array in pooled.items():
+            dims = [f"{d}_{s}" if len(sizes[d]) > 1 else d for d, s in list(array.sizes.items())[1:]]
+            plan[site] = {"dims": dims, "shape": list(array.shape[1:]), "layout": self._layout(array)}
+        return plan
+
+    @staticmethod
+    def _layout(array) -> str:
+        return "pooled map" if "py" in array.dims else ("map" if "y" in array.dims else "vector" if array.ndim == 2 else "other")
+
+    def compute(self, indices) -> tuple[dict[str, np.ndarray], np.ndarray, list[Failure]]:
+        """Features of images ``indices``: site -> ``(n, timesteps, *feature dims)``, the valid mask,
+        and the images that could not be read (their features are NaN)."""
+        config = self.config
+        indices = [int(i) for i in indices]
+        images, failures = self.source.load(indices, self.size)
+        if failures and config.on_bad_image == "error":
+            raise ValueError(f"cannot read image {failures[0]} (on_bad_image='error')")
+        for failure in failures:
+            log.warning("skipping image %s", failure)
+        bad = {f.index for f in failures}
+        good_rows = [row for row, index in enumerate(indices) if index not in bad]
+        valid = np.zeros(len(indices), dtype=bool)
+        valid[good_rows] = True
+        out: dict[str, np.ndarray] = {}
+        if not good_rows:
+            return out, valid, failures
+        good = [indices[row] for row in good_rows]
+        x0 = images_to_latents(self.model, images[good_rows])
+        conditioning = self.conditioner(self.prompts(good))
+        for step, t in enumerate(config.timesteps):
+            noise = batch_noise(config.seed, good, t, config.draws, tuple(x0.shape[1:]))
+            pooled = self._run(x0, t, conditioning, noise)
+            for site, array in pooled.items():
+                values = array.values.reshape(config.draws, len(good), *array.shape[1:])
+                if site not in out:
+                    out[site] = np.full((len(indices), len(config.timesteps), *array.shape[1:]), np.nan, config.dtype)
+                out[site][good_rows, step] = values.mean(axis=0)  # ensemble over noise draws (DIFT)
+        return out, valid, failures
+
+    @torch.no_grad()
+    def _run(self, x0: torch.Tensor, t: int, conditioning: dict, noise: torch.Tensor | None = None) -> dict:
+        """One denoiser call on ``x0`` noised to ``t`` (draws stacked draw-major), recorded and pooled."""
+        from workbench.capture import record
+
+        draws = 1 if noise is None else noise.shape[0] // x0.shape[0]
+        clean = x0.repeat(draws, *([1] * (x0.dim() - 1)))
+        noisy = self.model.add_noise(clean, t, torch.zeros_like(clean) if noise is None else noise)
+        conditioning = {k: v.repeat(draws, *([1] * (v.dim() - 1))) for k, v in conditioning.items()}
+        # expected_steps: this recording is one denoiser call, not a run over the scheduler's steps
+        # (else the recorder projects its memory over every step the scheduler holds).
+        with record(self.model, self.sites, expected_steps=1) as rec:
+            self.model.predict(noisy, t, conditioning)
+        cfg = self.config
+        return {site: pool(rec[site].isel(branch=0, step=0), cfg.pooling, cfg.pool_size, site) for site in self.sites}
+
+    # -- the job's identity -----------------------------------------------------------------------
+    def job(self) -> dict:
+        """What the store must hold; compared on every rerun."""
+        identity = self.config.identity()
+        # The resolved sites and the weights' digest below are what count, not how they were named
+        # (site patterns; "toy-unet" or the folder it lives in).
+        identity.pop("sites")
+        identity.pop("model")
+        return {
+            "config": identity,
+            "sites": self.sites,
+            "model": model_identity(self.model),
+            "dataset": {"n_images": len(self.source), "ids_sha1": self.source.digest()},
+            "image_size": self.size,
+        }
+
+    def provenance(self) -> dict:
+        import diffusers
+
+        import workbench
+
+        c = self.config
+        return {
+            "model": str(c.model) if not hasattr(c.model, "denoiser") else self.model.name,
+            "model_class": type(self.model.denoiser).__name__,
+            "sites": self.sites,
+            "timesteps": list(c.timesteps),
+            "seed": c.seed,
+            "draws": c.draws,
+            "pooling": c.pooling if c.pooling != "adaptive" else f"adaptive {c.pool_size}x{c.pool_size}",
+            "prompt": c.prompt if c.prompt != "class" else f"class: {c.class_template}",
+            "dataset": self.source.description,
+            "batch_size": c.batch_size,
+            "workbench_version": workbench.__version__,
+            "torch_version": torch.__version__,
+            "diffusers_version": diffusers.__version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+@dataclass
+class ChunkResult:
+    chunk: int
+    images: int
+    failures: list[str] = field(default_factory=list)
+
+
+def run_chunk(extractor: Extractor, plan: dict, chunk: int) -> ChunkResult:
+    """Compute chunk ``chunk`` and write it (data first, then its done mark)."""
+    config = extractor.config
+    start = chunk * config.batch_size
+    indices = range(start, min(len(extractor.source), start + config.batch_size))
+    features, valid, failures = extractor.compute(indices)
+    for site, spec in plan.items():  # an all-unreadable chunk still gets written (NaN)
+        features.setdefault(site, np.full((len(indices), len(config.timesteps), *spec["shape"]), np.nan, config.dtype))
+    store.write_chunk(config.out, plan, chunk, start, features, valid)
+    return ChunkResult(chunk, len(indices), [str(f) for f in failures])
+
+
+@dataclass
+class ExtractReport:
+    """What one run of a job did. ``computed``: the chunks this run computed (empty when the store
+    was already complete); ``already_done``: chunks found finished and left alone; ``seconds``:
+    the whole run, ``compute_seconds``: the chunks alone (model loading and store creation aside)."""
+
+    out: str
+    images: int
+    chunks: int
+    computed: list[int]
+    computed_images: int
+    already_done: int
+    failures: list[str]
+    seconds: float
+    compute_seconds: float
+    created: bool
+
+    @property
+    def images_per_second(self) -> float:
+        return self.computed_images / self.compute_seconds if self.compute_seconds > 0 else float("nan")
+
+    def __str__(self) -> str:
+        if not self.computed:
+            return f"{self.out}: complete ({self.chunks} chunks, {self.images} images); nothing to do"
+        text = (
+            f"{self.out}: computed {len(self.computed)} of {self.chunks} chunks ({self.computed_images} images) "
+            f"in {self.compute_seconds:.1f} s ({self.images_per_second:.1f} images/s)"
+        )
+        if self.already_done:
+            text += f"; {self.already_done} chunks were already done"
+        if self.failures:
+            text += f"; skipped {len(self.failures)} unreadable image(s): " + "; ".join(self.failures)
+        return text
+
+
+def build_config(config: ExtractConfig | dict | None = None, **options) -> ExtractConfig:
+    """An :class:`ExtractConfig` from a config, a dict (e.g. a loaded TOML file) and/or keyword
+    options (which win). ``dataset`` may be a string (``"shapes"``, a folder, ``"hf:PATH"``) with
+    ``dataset_options`` for the :class:`DatasetSpec`."""
+    data = config.to_dict() if isinstance(config, ExtractConfig) else dict(config or {})
+    dataset_options = options.pop("dataset_options", None) or {}
+    data.update({k: v for k, v in options.items() if v is not None})
+    dataset = data.get("dataset", "shapes")
+    if isinstance(dataset, str):
+        dataset = DatasetSpec.parse(dataset, **dataset_options)
+    elif isinstance(dataset, dict):
+        dataset = DatasetSpec(**{**dataset, **dataset_options})
+    data["dataset"] = dataset
+    for required in ("model", "sites", "timesteps"):
+        if not data.get(required):
+            raise ValueError(f"an extraction job needs {required!r} (flag --{required} or the config file)")
+    return ExtractConfig.from_dict(data)
+
+
+def extract(config: ExtractConfig | dict | None = None, *, model=None, cluster=None, workers: int = 2,
+            overwrite: bool = False, **options) -> ExtractReport:
+    """Run (or resume) an extraction job; returns an :class:`ExtractReport`.
+
+    ``config`` and/or keyword options describe the job (see :class:`ExtractConfig`); ``model`` is
+    a name (reference model, tiny family, folder) or a loaded ``workbench.Model``. ``cluster``: ``None`` runs here,
+    ``"local"`` starts a Dask ``LocalCluster`` of ``workers`` workers (threads), anything else is a
+    scheduler address or a ``distributed.Client``. ``overwrite`` replaces an existing store.
+
+    Reruns continue from finished chunks, a rerun of a finished job does nothing, and a rerun
+    with another model, sites or options into the same store raises :class:`StoreMismatch`.
+    """
+    instance = None
+    if model is not None and hasattr(model, "denoiser"):  # a loaded Model: use it, record its name
+        instance, options["model"] = model, model.name or type(model.denoiser).__name__
+    elif model is not None:
+        options["model"] = str(model)
+    config = build_config(config, **options)
+    model = instance
+    begin = time.perf_counter()
+    extractor = Extractor(config, model=model)
+    plan = extractor.plan()
+    created = store.prepare(config.out, extractor.job(), plan, extractor.source, config.timesteps,
+                            config.batch_size, config.dtype, extractor.provenance(), overwrite=overwrite)
+    done = store.done_chunks(config.out)
+    todo = [int(c) for c in np.flatnonzero(~done)]
+    results: list[ChunkResult] = []
+    compute_begin = time.perf_counter()
+    if todo:
+        todo_images = sum(min(len(extractor.source), (c + 1) * config.batch_size) - c * config.batch_size for c in todo)
+        bar = _progress(config, todo_images, f"extract {extractor.model.name or config.model}")
+        if cluster is None:
+            for chunk in todo:
+                results.append(run_chunk(extractor, plan, chunk))
+                bar.update(results[-1].images)
+        else:
+            from .scaleout import run_on_dask
+
+            results = run_on_dask(config, plan, todo, cluster=cluster, workers=workers, on_result=lambda r: bar.update(r.images))
+        bar.close()
+    compute_seconds = time.perf_counter() - compute_begin
+    failures = [f for r in results for f in r.failures]
+    return ExtractReport(
+        out=config.out, images=len(extractor.source), chunks=len(done), computed=[r.chunk for r in results],
+        computed_images=sum(r.images for r in results), already_done=int(done.sum()), failures=failures,
+        seconds=time.perf_counter() - begin, compute_seconds=compute_seconds, created=created,
+    )
+
+
+def _progress(config: ExtractConfig, total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    # tqdm shows the rate (img/s) and the ETA from the images done so far.
+    return tqdm(total=total, unit="img", desc=desc, disable=not config.progress, smoothing=0.1)
