@@ -110,38 +110,47 @@ class AttentionExplorer(widgets.VBox):
         return rows + [self.figure, self.status]
 
     def _build_figure(self) -> go.FigureWidget:
-        titles = ["A", "B", "A − B", "block mass"] if self.comparing else ["attention", "block mass"]
-        columns = len(titles)
-        fig = make_subplots(rows=1, cols=columns, subplot_titles=titles, horizontal_spacing=0.07,
-                            column_widths=[1.0] * (columns - 1) + [1.2])
+        """Map panels, then the block-mass bars, on hand-set domains: each colour bar gets room of
+        its own instead of overlapping the next panel (make_subplots spaces panels evenly)."""
+        if self.comparing:
+            panels = {"A": (0.0, 0.2), "B": (0.22, 0.42), "A-B": (0.49, 0.69), "bars": (0.79, 1.0)}
+        else:
+            panels = {"A": (0.0, 0.45), "bars": (0.6, 1.0)}
+        fig = make_subplots(rows=1, cols=len(panels))
         map_panels = ["A", "B"] if self.comparing else ["A"]
         for col, panel in enumerate(map_panels, start=1):
             fig.add_trace(go.Image(name=f"image {panel}", visible=False, hoverinfo="skip"), row=1, col=col)
             fig.add_trace(go.Heatmap(name=f"map {panel}", colorscale=_MAP_COLORS, zmin=0, showscale=False,
-                                     hovertemplate="y %{y:.0f}, x %{x:.0f}: %{z:.3f}<extra></extra>"), row=1, col=col)
+                                     hovertemplate="y %{y:.0f}, x %{x:.0f}: %{z:.4f}<extra></extra>"), row=1, col=col)
         if self.comparing:
             fig.add_trace(go.Heatmap(name="map A-B", colorscale=_DIFF_COLORS, zmid=0,
-                                     hovertemplate="y %{y:.0f}, x %{x:.0f}: %{z:+.3f}<extra></extra>"), row=1, col=3)
-        bar_col = columns
+                                     colorbar=dict(x=panels["A-B"][1] + 0.005, thickness=10, len=0.8),
+                                     hovertemplate="y %{y:.0f}, x %{x:.0f}: %{z:+.4f}<extra></extra>"), row=1, col=3)
+        # A and B share one colour scale; its bar sits right of the last map panel.
+        fig.update_traces(selector=dict(name=f"map {map_panels[-1]}"), showscale=True,
+                          colorbar=dict(x=panels[map_panels[-1]][1] + 0.005, thickness=10, len=0.8))
         for panel, color in zip(map_panels, ("#636efa", "#ef553b")):
             fig.add_trace(go.Bar(name=f"mass {panel}", marker_color=color, showlegend=self.comparing,
-                                 hovertemplate="%{x}: %{y:.3f}<extra>" + panel + "</extra>"), row=1, col=bar_col)
-        # The colour bar of the shared A/B scale sits right of the last map panel, the diff's
-        # right of the diff panel.
-        last_map_axis = fig.layout["xaxis2" if self.comparing else "xaxis"]
-        fig.update_traces(selector=dict(name=f"map {map_panels[-1]}"), showscale=True,
-                          colorbar=dict(x=last_map_axis.domain[1] + 0.005, thickness=10, len=0.75))
-        if self.comparing:
-            fig.update_traces(selector=dict(name="map A-B"),
-                              colorbar=dict(x=fig.layout.xaxis3.domain[1] + 0.005, thickness=10, len=0.75))
-        for col in range(1, columns):
+                                 hovertemplate="%{x}: %{y:.3f}<extra>" + panel + "</extra>"), row=1, col=len(panels))
+        titles = []
+        for col, (panel, domain) in enumerate(panels.items(), start=1):
             axis = "" if col == 1 else str(col)
-            fig.layout[f"xaxis{axis}"].update(visible=False, constrain="domain")
-            fig.layout[f"yaxis{axis}"].update(visible=False, autorange="reversed", scaleanchor=f"x{axis}", constrain="domain")
-        bar_axis = "" if bar_col == 1 else str(bar_col)
-        fig.layout[f"yaxis{bar_axis}"].update(range=[0, 1], title_text="share of attention")
-        fig.update_layout(height=360, width=1180 if self.comparing else 720, barmode="group", bargap=0.25,
-                          margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", x=1, xanchor="right", y=1.12))
+            fig.layout[f"xaxis{axis}"].domain = domain
+            if panel != "bars":
+                fig.layout[f"xaxis{axis}"].update(visible=False, constrain="domain")
+                fig.layout[f"yaxis{axis}"].update(visible=False, autorange="reversed", scaleanchor=f"x{axis}",
+                                                  constrain="domain")
+            else:
+                # Block names on two lines read flat, where slanted labels would crowd the legend.
+                fig.layout[f"xaxis{axis}"].update(tickvals=list(BLOCKS), ticktext=[b.replace("->", " →<br>") for b in BLOCKS])
+                fig.layout[f"yaxis{axis}"].update(range=[0, 1])
+            titles.append(dict(text=panel, x=(domain[0] + domain[1]) / 2, y=1.0, xref="paper", yref="paper",
+                               xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=14)))
+        titles[-1]["text"] = "block mass (share of attention)"
+        bars = panels["bars"]
+        fig.update_layout(annotations=titles, height=400, width=1050 if self.comparing else 640, barmode="group", bargap=0.25,
+                          margin=dict(l=10, r=10, t=40, b=40),
+                          legend=dict(orientation="h", x=(bars[0] + bars[1]) / 2, xanchor="center", y=-0.18, yanchor="top"))
         return go.FigureWidget(fig)
 
     # -- events -----------------------------------------------------------------------------------

@@ -1,0 +1,196 @@
+"""The widget notebook in a real browser: JupyterLab on loopback, headless Chromium driven by
+Playwright, all cells run from the Run menu, a slider moved, the figure seen to change.
+
+This is the one test that proves the widgets render where users see them (the front-end
+extensions of ipywidgets, anywidget and plotly load, the kernel's messages reach the page),
+which no Python-side test can. It needs Debian's ``chromium`` and the ``playwright`` package
+(``.ci/install_browser`` installs both) and skips with the reason when either is missing.
+
+Set ``WORKBENCH_UPDATE_SCREENSHOT=1`` to copy the screenshot to ``docs/img/widget.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "02_widgets.ipynb"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"]
+# JupyterLab settings that keep the page quiet and offline: no news or update checks (and so no
+# toast asking about them covering the notebook).
+LAB_SETTINGS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
+                                                                                      "checkForUpdates": False}}
+
+
+def _requirements() -> str | None:
+    """Why the test cannot run here, or None."""
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is missing (run .ci/install_browser)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is missing (run .ci/install_browser)"
+    try:
+        import anywidget  # noqa: F401
+    except ImportError:
+        return "anywidget is missing (plotly's FigureWidget needs it)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_lab(root: Path, port: int, token: str) -> subprocess.Popen:
+    """JupyterLab serving ``root`` on loopback, with its config, runtime files, settings and
+    workspaces all inside ``root`` so nothing a user has set (or another run left) leaks in."""
+    home = root / ".jupyter"
+    settings = home / "lab" / "user-settings"
+    for name, values in LAB_SETTINGS.items():
+        path = settings / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+           "JUPYTERLAB_SETTINGS_DIR": str(settings), "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+           "IPYTHONDIR": str(home / "ipython"), "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable, "-m", "jupyterlab",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False", f"--ServerApp.root_dir={root}",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None",
+        "--LabApp.extension_manager=readonly", "--ServerApp.terminals_enabled=False",
+    ]
+    if os.geteuid() == 0:  # CI containers run as root; the server refuses that unless told
+        command.append("--allow-root")
+    log = open(root / "jupyterlab.log", "w")
+    # A session of its own, so the whole group (server and the kernels it starts) can be ended
+    # together by this process's id.
+    return subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for_lab(proc: subprocess.Popen, port: int, token: str, root: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}/api/status?token={token}"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited ({proc.returncode}):\n{(root / 'jupyterlab.log').read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.25)
+    raise TimeoutError(f"JupyterLab did not answer within {timeout} s:\n{(root / 'jupyterlab.log').read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)  # the group led by the server this test started
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+# The explorer's widget output and its step slider; ipywidgets 8 renders sliders with noUiSlider.
+EXPLORER = ".jp-OutputArea-output:has(.js-plotly-plot):has(.widget-label:text-is('word B'))"
+STEP_SLIDER = ".widget-slider:has(.widget-label:text-is('step'))"
+# Plotly draws a heatmap as an SVG <image> whose href is a PNG of the cells: it changes iff the
+# drawn values do.
+HEATMAPS_JS = """el => Array.from(el.querySelectorAll('.js-plotly-plot .heatmaplayer image'))
+                          .map(img => img.getAttribute('href') || img.getAttribute('xlink:href'))"""
+
+
+def test_widget_notebook_in_chromium(tmp_path):
+    reason = _requirements()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    started = time.monotonic()
+    shutil.copy(NOTEBOOK, tmp_path / NOTEBOOK.name)
+    port, token = _free_port(), secrets.token_hex(16)
+    lab = _start_lab(tmp_path, port, token)
+    screenshot = tmp_path / "widget.png"
+    playwright = browser = page = None
+    try:
+        _wait_for_lab(lab, port, token, tmp_path)
+        playwright = sync_playwright().start()
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK.name}?reset&token={token}")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=30_000)
+        # The kernel is ready once the status bar reads "Python 3 (ipykernel) | Idle" (the toolbar's
+        # indicator says idle before a kernel even exists, and cells run then are dropped).
+        page.get_by_text(re.compile(r"\(ipykernel\) \| Idle")).first.wait_for(timeout=30_000)
+
+        # Run every cell the way a user would: Run menu -> Run All Cells.
+        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+        page.locator(".lm-Menu-item:visible", has_text="Run All Cells").first.click()
+        page.locator(".jp-CodeCell .jp-InputPrompt", has_text="[1]:").first.wait_for(timeout=20_000)
+
+        explorer = page.locator(EXPLORER).first
+        explorer.locator(".heatmaplayer image").first.wait_for(timeout=45_000)
+        viewer = page.locator(".jp-OutputArea-output:has(.js-plotly-plot):has(.widget-label:text-is('sample'))").first
+        viewer.locator(".imagelayer image").first.wait_for(timeout=20_000)  # the trajectory viewer, last cell
+        outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+        assert not any("Traceback" in text or "Error displaying widget" in text for text in outputs), outputs
+
+        before = explorer.evaluate(HEATMAPS_JS)
+        assert before, "the explorer drew no heatmap"
+        label_before = explorer.locator(STEP_SLIDER + " .widget-readout").inner_text()
+        handle = explorer.locator(STEP_SLIDER + " .noUi-handle").first
+        handle.focus()
+        handle.press("ArrowRight")  # one step on: the slider sends its new value to the kernel
+        deadline = time.monotonic() + 20
+        after = before
+        while after == before and time.monotonic() < deadline:
+            page.wait_for_timeout(200)
+            after = explorer.evaluate(HEATMAPS_JS)
+        assert explorer.locator(STEP_SLIDER + " .widget-readout").inner_text() != label_before
+        assert after != before, "moving the step slider did not redraw the attention maps"
+
+        explorer.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)  # let plotly finish its transition before the picture
+        explorer.screenshot(path=str(screenshot))
+        viewer.scroll_into_view_if_needed()
+        viewer.screenshot(path=str(tmp_path / "trajectory.png"))
+        assert not [e for e in errors if "plotly" in e.lower() or "widget" in e.lower()], errors
+    except Exception:
+        if page is not None:  # what the page showed when it went wrong, for whoever reads the failure
+            page.screenshot(path=str(tmp_path / "failure.png"))
+            print(f"page at failure: {tmp_path / 'failure.png'}; server log: {tmp_path / 'jupyterlab.log'}")
+        raise
+    finally:
+        if browser is not None:
+            browser.close()
+        if playwright is not None:
+            playwright.stop()
+        _stop(lab)
+    assert screenshot.stat().st_size > 10_000
+    if os.environ.get("WORKBENCH_UPDATE_SCREENSHOT") == "1":
+        target = REPO / "docs" / "img" / "widget.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(screenshot, target)
+    assert time.monotonic() - started < 90, "the browser test should take well under a minute"
