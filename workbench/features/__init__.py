@@ -10,12 +10,12 @@
 
 Modules: ``config`` (the job), ``sources`` (shapes world, image folder, Hugging Face datasets),
 ``models`` (images -> latents, prompts -> conditioning), ``noising`` (the forward process,
-deterministic noise), ``pooling``, ``store`` (the zarr layout, resuming), ``extract`` (the job),
+deterministic noise), ``pooling``, ``store`` (the zarr layout, resuming), ``extraction`` (the job),
 ``scaleout`` (Dask). See ``docs/features.md``.
 """
 
 from .config import DatasetSpec, ExtractConfig, load_config
-from .extract import ExtractReport, Extractor, build_config, extract
+from .extraction import ExtractReport, Extractor, build_config, extract
 from .sources import FolderSource, HuggingFaceSource, ImageSource, ShapesSource, open_source
 from .store import StoreMismatch, open_features
 

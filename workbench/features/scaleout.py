@@ -28,7 +28,7 @@ _local = threading.local()
 
 
 def _extractor_for(config_data: dict):
-    from .extract import Extractor
+    from .extraction import Extractor
 
     key = json.dumps(config_data, sort_keys=True)
     cache = getattr(_local, "extractors", None)
@@ -42,7 +42,7 @@ def _extractor_for(config_data: dict):
 
 def chunk_task(chunk: int, config_data: dict, plan: dict):
     """Run on a worker: compute one chunk and write it. Returns a ``ChunkResult``."""
-    from .extract import run_chunk
+    from .extraction import run_chunk
 
     # Intra-op threads are set per thread (OpenMP keeps the setting per thread); Dask already
     # runs one task per worker thread, so one torch thread each unless the job says otherwise.
