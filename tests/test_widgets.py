@@ -102,6 +102,22 @@ def test_blocks_and_whole_matrix_give_the_same_views(sd3):
     assert explorer.maps["A"].shape == (8, 8) and explorer.maps["B"] is not None
 
 
+def test_moving_controls_reuses_cached_summaries(sd3):
+    """Each (layer, sample, branch, step) is read and reduced once; head and word moves only index."""
+    _, rec, images = sd3
+    explorer = widgets.attention(rec, images)
+    computed = dict(explorer.source._summaries)
+    assert len(computed) == 2  # sample A and sample B at the first layer and step
+    explorer.controls["head"].value = 1
+    explorer.controls["word"].value = "circle"
+    explorer.controls["word_b"].value = "square"
+    assert explorer.source._summaries.keys() == computed.keys()
+    explorer.controls["step"].value = 1
+    explorer.controls["step"].value = 0
+    assert len(explorer.source._summaries) == 4
+    assert all(explorer.source._summaries[key] is summary for key, summary in computed.items())
+
+
 def test_all_layers_and_head_options(sd3):
     _, rec, images = sd3
     explorer = widgets.attention(rec, images)

@@ -11,6 +11,7 @@ with a single sample and nothing to compare, only map A and the bars are shown.
 
 from __future__ import annotations
 
+import html
 from typing import Mapping
 
 import ipywidgets as widgets
@@ -21,7 +22,7 @@ from plotly.subplots import make_subplots
 
 from ..attention.maps import _resize
 from .pictures import grid_placement, png_data_uri
-from .sources import _FUNCTION_WORDS, BLOCKS, AttentionSource, StepSummary
+from .sources import BLOCKS, AttentionSource, StepSummary, default_word
 
 MEAN_HEAD = -1
 _MAP_COLORS = "Inferno"
@@ -171,12 +172,12 @@ class AttentionExplorer(widgets.VBox):
             heads = src.heads(c["layer"].value)
             _set_options(c["head"], [("mean", MEAN_HEAD)] + [(str(h), h) for h in range(heads)])
             words_a = self._summary_a().words
-            _set_options(c["word"], words_a, default=_default_word(words_a))
+            _set_options(c["word"], words_a, default=default_word(words_a))
             if self.comparing:
                 summary_b = self._summary_b()
                 words_b = summary_b.words if summary_b is not None else []
                 word_a = c["word"].value
-                _set_options(c["word_b"], words_b, default=word_a if word_a in words_b else _default_word(words_b))
+                _set_options(c["word_b"], words_b, default=word_a if word_a in words_b else default_word(words_b))
                 if word_a != self._followed_word and word_a in words_b:
                     c["word_b"].value = word_a  # A's word changed: B follows when it has the word
                 self._followed_word = word_a
@@ -247,7 +248,11 @@ class AttentionExplorer(widgets.VBox):
                     trace.update(z=diff, zmin=-bound, zmax=bound)
             self._draw_bars(mass)
             self._draw_titles()
-        self._timestep_label.value = f"t = {self.source.timesteps[c['step'].value]:.1f}"
+        step = c["step"].value
+        # The slider counts recorded steps; say which run step that is when only some were recorded.
+        recorded = self.source.steps[step]
+        prefix = f"run step {recorded} · " if self.source.steps != list(range(len(self.source.steps))) else ""
+        self._timestep_label.value = f"{prefix}t = {self.source.timesteps[step]:.1f}"
         self.status.value = self._status_html(notes)
 
     def _draw_map(self, panel: str, grid: np.ndarray | None, images, sample: int, top: float) -> None:
@@ -282,11 +287,11 @@ class AttentionExplorer(widgets.VBox):
         head = "mean over heads" if c["head"].value == MEAN_HEAD else f"head {c['head'].value}"
         lines = [f"<b>{c['layer'].value}</b> · step {self.source.steps[step]} (t = {self.source.timesteps[step]:.1f}) · "
                  f"{head} · branch {c['branch'].value}",
-                 f"A: {_escape(self.source.prompts[c['sample'].value])}"]
+                 f"A: {html.escape(self.source.prompts[c['sample'].value])}"]
         if self.comparing:
-            lines.append(f"B: {_escape(self.compare_source.prompts[c['sample_b'].value])}")
+            lines.append(f"B: {html.escape(self.compare_source.prompts[c['sample_b'].value])}")
         lines.append("maps: share of each image patch's attention that goes to the word's tokens")
-        lines += [f"<i>{_escape(n)}</i>" for n in notes if n]
+        lines += [f"<i>{html.escape(n)}</i>" for n in notes if n]
         return "<br>".join(lines)
 
     def _trace(self, name: str):
@@ -305,14 +310,6 @@ def _block_mass(summary: StepSummary, head: int) -> np.ndarray:
     return mass.mean(axis=0) if head == MEAN_HEAD or head >= mass.shape[0] else mass[head]
 
 
-def _default_word(words: list[str]) -> str | None:
-    """The first content word: 'circle' rather than 'a' in 'a red circle'."""
-    for word in words:
-        if word.lower() not in _FUNCTION_WORDS and word.isalnum():
-            return word
-    return words[0] if words else None
-
-
 def _set_options(dropdown: widgets.Dropdown, options: list, default=None) -> None:
     """Replace a dropdown's options, keeping its value if it is still offered."""
     values = [o[1] if isinstance(o, tuple) else o for o in options]
@@ -321,12 +318,6 @@ def _set_options(dropdown: widgets.Dropdown, options: list, default=None) -> Non
     keep = dropdown.value if dropdown.value in values else (default if default in values else (values[0] if values else None))
     dropdown.options = options
     dropdown.value = keep
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(str(text))
 
 
 def attention(recording: Mapping[str, xr.DataArray], images=None, compare: Mapping[str, xr.DataArray] | None = None,

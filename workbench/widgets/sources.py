@@ -33,11 +33,19 @@ _PROBS_SITE = re.compile(r"^(?P<layer>.+\.probs)(?:\.(?P<block>(?:image|text)->(
 # the widgets undo that so every site reads with the plain names.
 _SIZED_DIM = re.compile(r"^(?P<base>[a-z]+)_(?P<size>\d+)$")
 # Words the explorer does not pick by default: they rarely have a localised map.
-_FUNCTION_WORDS = {"a", "an", "the", "on", "in", "of", "at", "to", "and", "with", "is", "left", "right"}
+_FUNCTION_WORDS = {"a", "an", "the", "on", "in", "of", "at", "to", "and", "with", "is"}
 
 
 class NoAttentionError(ValueError):
     """The recording holds no attention probabilities the widgets can show."""
+
+
+def default_word(words: list[str]) -> str | None:
+    """The first content word: 'red' rather than 'a' in 'a red circle'."""
+    for word in words:
+        if word.lower() not in _FUNCTION_WORDS and word.isalnum():
+            return word
+    return words[0] if words else None
 
 
 def plain_dims(array: xr.DataArray) -> xr.DataArray:

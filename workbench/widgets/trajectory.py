@@ -79,7 +79,8 @@ class TrajectoryViewer(widgets.VBox):
         with self.figure.batch_update():
             for trace in self.figure.data:
                 trace.source = png_data_uri(self.frame(trace.name, sample, step))
-        self.status.value = f"step {self.steps[step]} of {len(self.steps)} recorded · t = {self.timesteps[step]:.1f}"
+        self.status.value = (f"step {self.steps[step]} ({step + 1} of {len(self.steps)} recorded) · "
+                             f"t = {self.timesteps[step]:.1f}")
 
 
 def trajectory(recording: Mapping[str, xr.DataArray], model, site: str = "latent.x0") -> TrajectoryViewer:
