@@ -107,6 +107,7 @@ class Recorder:
             prompts=prompts,
             interventions=[repr(i) for i in interventions],
         )
+        self._announced = False
         self._handles: list = []
         self._active_modes: list[TorchFunctionMode] = []
         self._scheduler_step = None
@@ -136,6 +137,7 @@ class Recorder:
             self.branches = tuple(branches)
         if self.expected_steps is None:
             self.expected_steps = expected_steps
+        self._announced = True  # the runner said how long the run is, even if "unknown" (None)
 
     def _reset_clock(self) -> None:
         self._step, self._call, self._last_t = -1, 0, None
@@ -262,7 +264,9 @@ class Recorder:
             return
         self._first_call_checked = True
         total = self.expected_steps
-        if total is None and self.scheduler is not None and getattr(self.scheduler, "timesteps", None) is not None:
+        # a raw pipeline call sets the scheduler's timesteps before its first denoiser call; after an
+        # announced run of unknown length (single denoiser calls) they are stale, so not used
+        if total is None and not self._announced and getattr(self.scheduler, "timesteps", None) is not None:
             total = len(self.scheduler.timesteps)
         self._total_steps = total
         if total is not None and isinstance(self.steps, (list, tuple)):
