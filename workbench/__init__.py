@@ -29,6 +29,16 @@ from .store import open_recording
 __version__ = "0.1.0"
 
 
+def __getattr__(name):
+    # Subpackages that pull plotly/ipywidgets or analysis code load on first use, so that
+    # `import workbench` stays light: wb.widgets, wb.attention, wb.analysis, wb.data.
+    if name in ("widgets", "attention", "analysis", "data"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
+
 def run_with_cache(model, sites, *args, **kwargs):
     """TransformerLens-style: run ``model.generate(*args, **kwargs)`` recording ``sites``;
     returns ``(images, recording)``. Recording options go in ``record=dict(...)``."""
