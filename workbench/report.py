@@ -20,9 +20,9 @@ def word_map_figure(image: np.ndarray, maps: xr.DataArray, title: str = "", max_
     fig.add_trace(go.Image(z=pixels), row=1, col=1)
     h, w = image.shape[:2]
     for i, word in enumerate(words, start=2):
+        # each map on its own colour range: where this word's attention goes, not how much it gets
         heat = _upsample(maps.sel(word=word).values, (h, w))
-        fig.add_trace(go.Image(z=pixels), row=1, col=i)
-        fig.add_trace(go.Heatmap(z=heat, colorscale="Inferno", opacity=0.6, showscale=False, hoverinfo="skip"),
+        fig.add_trace(go.Heatmap(z=heat, colorscale="Inferno", showscale=False, hovertemplate="y %{y}, x %{x}: %{z:.4f}"),
                       row=1, col=i)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
@@ -38,8 +38,8 @@ def trajectory_figure(frames: np.ndarray, timesteps, title: str = "") -> go.Figu
     steps = [dict(method="animate", label=f"{k} (t={float(t):.0f})",
                   args=[[str(k)], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
              for k, t in enumerate(timesteps)]
-    fig.update_layout(title=title, height=330, width=330, sliders=[dict(steps=steps, currentvalue=dict(prefix="step "))],
-                      margin=dict(l=5, r=5, t=50, b=5))
+    fig.update_layout(title=dict(text=title, y=0.97), height=360, width=360,
+                      sliders=[dict(steps=steps, currentvalue=dict(prefix="step "))], margin=dict(l=5, r=5, t=70, b=5))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return fig
