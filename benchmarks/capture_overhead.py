@@ -5,6 +5,10 @@ tokens) runs a short flow-matching denoising loop. Each configuration runs in it
 (so its peak memory is its own); inside it, bare runs and instrumented runs alternate and the
 ratio of their medians is reported, so both numbers come from the same process and moment.
 
+Time is measured twice: wall clock, and the process's own CPU time (``time.process_time``) on
+one thread. On a shared machine other processes stretch wall time at random, while CPU time
+counts only this process's work, so the CPU-time ratio is the one to read there.
+
     python benchmarks/capture_overhead.py                      # all configurations, markdown table
     python benchmarks/capture_overhead.py --python .bench-venv/bin/python   # nnsight lives there
 
@@ -136,33 +140,40 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(name: str, width: int, layers: int, steps: int, repeats: int) -> dict:
+def measure(name: str, width: int, layers: int, steps: int, repeats: int, threads: int = 1) -> dict:
     """Runs in a subprocess: bare runs first (their peak memory), then bare/instrumented alternating."""
     import torch
 
-    torch.set_num_threads(torch.get_num_threads())
+    torch.set_num_threads(threads)
     model, scheduler, inputs = build(width, layers)
     run = instrumented(name, model, scheduler, inputs, steps)
     denoise(model, scheduler, inputs, steps)  # warm-up
-    bare_times = []
+    def timed(fn):
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = fn()
+        return result, time.perf_counter() - wall, time.process_time() - cpu
+
+    bare_wall, bare_cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        denoise(model, scheduler, inputs, steps)
-        bare_times.append(time.perf_counter() - start)
+        _, wall, cpu = timed(lambda: denoise(model, scheduler, inputs, steps))
+        bare_wall.append(wall)
+        bare_cpu.append(cpu)
     bare_peak = peak_rss_mib()
     run()  # warm-up of the instrumented path
-    inst_times = []
+    inst_wall, inst_cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        captured = run()
-        inst_times.append(time.perf_counter() - start)
+        captured, wall, cpu = timed(run)
+        inst_wall.append(wall)
+        inst_cpu.append(cpu)
         del captured
-        start = time.perf_counter()
-        denoise(model, scheduler, inputs, steps)
-        bare_times.append(time.perf_counter() - start)
-    bare, inst = statistics.median(bare_times), statistics.median(inst_times)
+        _, wall, cpu = timed(lambda: denoise(model, scheduler, inputs, steps))
+        bare_wall.append(wall)
+        bare_cpu.append(cpu)
+    med = statistics.median
     return {
-        "config": name, "bare_s": bare, "instrumented_s": inst, "ratio": inst / bare,
+        "config": name, "bare_cpu_s": med(bare_cpu), "instrumented_cpu_s": med(inst_cpu),
+        "ratio": med(inst_cpu) / med(bare_cpu), "wall_ratio": med(inst_wall) / med(bare_wall),
+        "bare_wall_s": med(bare_wall), "instrumented_wall_s": med(inst_wall),
         "bare_peak_mib": bare_peak, "peak_mib": peak_rss_mib(), "extra_peak_mib": peak_rss_mib() - bare_peak,
     }
 
@@ -174,34 +185,36 @@ def main(argv=None) -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: CPU time is exact)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the subprocesses (one with nnsight)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(measure(args.one, args.width, args.layers, args.steps, args.repeats)))
+        print(json.dumps(measure(args.one, args.width, args.layers, args.steps, args.repeats, args.threads)))
         return
     results = []
     for name in args.configs.split(","):
         cmd = [args.python, __file__, "--one", name, "--width", str(args.width), "--layers", str(args.layers),
-               "--steps", str(args.steps), "--repeats", str(args.repeats)]
+               "--steps", str(args.steps), "--repeats", str(args.repeats), "--threads", str(args.threads)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         r = results[-1]
-        print(f"{name}: {r['ratio']:.3f}x bare ({r['instrumented_s']:.2f}s vs {r['bare_s']:.2f}s), "
-              f"extra peak {r['extra_peak_mib']:.0f} MiB", file=sys.stderr)
+        print(f"{name}: {r['ratio']:.3f}x bare in CPU time ({r['instrumented_cpu_s']:.2f}s vs {r['bare_cpu_s']:.2f}s), "
+              f"{r['wall_ratio']:.3f}x in wall time, extra peak {r['extra_peak_mib']:.0f} MiB", file=sys.stderr)
     import torch
 
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {args.threads} thread(s), torch "
           f"{torch.__version__}; SD3Transformer2DModel width {args.width}, {args.layers} layers, 1024 image + 77 text "
           f"tokens, {args.steps} steps, median of {args.repeats}\n")
-    print("| configuration | time vs bare | instrumented s | bare s | extra peak MiB |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| configuration | CPU time vs bare | wall time vs bare | instrumented CPU s | bare CPU s | extra peak MiB |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for r in results:
-        print(f"| {CONFIGS[r['config']]} | {r['ratio']:.3f}x | {r['instrumented_s']:.2f} | {r['bare_s']:.2f} | {r['extra_peak_mib']:.0f} |")
+        print(f"| {CONFIGS[r['config']]} | {r['ratio']:.3f}x | {r['wall_ratio']:.3f}x | {r['instrumented_cpu_s']:.2f} | "
+              f"{r['bare_cpu_s']:.2f} | {r['extra_peak_mib']:.0f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
