@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from .config import DatasetSpec
 
@@ -103,9 +104,13 @@ class ShapesSource(ImageSource):
             recipe = dataclasses.replace(recipe, max_objects=int(spec.max_objects))
         self.recipe = recipe
         n = spec.limit or recipe.splits[self.split]
-        # Labels and captions up front; the pixels are regenerated batch by batch in load().
-        ds = generate(n, self.split, self.seed, recipe=recipe).drop_vars(["image", "mask"])
-        _set_shapes_fields(self, ds)
+        # Labels and captions up front, a block at a time so that memory stays flat; the pixels
+        # are regenerated batch by batch in load().
+        blocks = [
+            generate(min(1024, n - start), self.split, self.seed, recipe=recipe, start=start).drop_vars(["image", "mask"])
+            for start in range(0, n, 1024)
+        ]
+        _set_shapes_fields(self, xr.concat(blocks, dim="sample") if len(blocks) > 1 else blocks[0])
         self.description = f"shapes world, split {self.split}, seed {self.seed}, {n} images"
 
     def _read(self, indices):

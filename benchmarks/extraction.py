@@ -1,0 +1,229 @@
+"""Extraction benchmark: throughput against a hand-written torch-hooks loop, and peak memory
+against the number of images.
+
+Both extractors do the same work on the same images: shapes-world images generated batch by
+batch, noised with the same deterministic noise to each timestep, one denoiser call per batch and
+timestep, the same block outputs pooled 2 x 2, written to a zarr store chunked by batch. The
+hand-written loop is what one would write without workbench: ``register_forward_hook`` on the
+block modules, ``adaptive_avg_pool2d``, ``zarr`` arrays; no resuming, no labels, no provenance.
+
+* throughput: one subprocess; workbench and hand-written runs alternate (``--repeats`` each)
+  and the medians are compared, so both numbers come from the same process and moment;
+* memory: one subprocess per image count, each reporting its own peak RSS.
+
+    python benchmarks/extraction.py                        # both, markdown tables on stdout
+    python benchmarks/extraction.py --only throughput --images 256 --repeats 3
+    python benchmarks/extraction.py --only memory --memory-images 64,256,1024
+
+The model is the shipped reference ``toy-unet`` if its weights are present, else the same
+architecture with fresh weights (throughput does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SITES = ["down_blocks.0.out", "down_blocks.1.out", "down_blocks.2.out", "mid_block.out", "up_blocks.0.out",
+         "up_blocks.1.out", "up_blocks.2.out"]
+TIMESTEPS = [50, 150, 300]
+BATCH = 32
+DATASET = dict(kind="shapes", split="test", max_objects=1)
+
+
+def model_spec(workdir: Path) -> str:
+    from workbench.models.reference import build_components, reference_dir
+
+    if (reference_dir("toy-unet") / "reference.json").exists():
+        return str(reference_dir("toy-unet"))
+    folder = workdir / "toy-unet-fresh"
+    if not folder.exists():
+        import torch
+
+        build_components("toy-unet", seed=0).save_pretrained(folder, dtype=torch.float32)
+    return str(folder)
+
+
+def run_workbench(model, n: int, out: Path) -> float:
+    """Seconds spent computing and writing ``n`` images with ``workbench.features.extract``."""
+    from workbench.features import DatasetSpec, extract
+
+    report = extract(model=model, dataset=DatasetSpec(**DATASET, limit=n), sites=SITES, timesteps=TIMESTEPS,
+                     pooling="adaptive", pool_size=2, batch_size=BATCH, out=str(out), overwrite=True, progress=False)
+    return report.compute_seconds
+
+
+def run_handwritten(model, n: int, out: Path) -> float:
+    """The same job as plain torch hooks + zarr."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+    import zarr
+
+    from workbench.data import default_recipe, sample_scene
+    from workbench.features.noising import batch_noise
+
+    start_time = time.perf_counter()
+    recipe = dataclasses.replace(default_recipe(), max_objects=1)
+    unet = model.denoiser
+    captured: dict[str, torch.Tensor] = {}
+    modules = {site: unet.get_submodule(site.rsplit(".", 1)[0]) for site in SITES}
+
+    def keep(name):
+        def hook(module, args, output):
+            captured[name] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    handles = [module.register_forward_hook(keep(name)) for name, module in modules.items()]
+    try:
+        with torch.no_grad():
+            empty = model.encode([""])["encoder_hidden_states"]
+            root = zarr.open_group(str(out), mode="w")
+            arrays = {}
+            for start in range(0, n, BATCH):
+                indices = list(range(start, min(n, start + BATCH)))
+                images = np.stack([sample_scene(i, DATASET["split"], 0, recipe=recipe).image for i in indices])
+                x0 = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+                buffers: dict[str, np.ndarray] = {}
+                for step, t in enumerate(TIMESTEPS):
+                    noise = batch_noise(0, indices, t, 1, tuple(x0.shape[1:]))
+                    sigma = t / 1000
+                    noisy = (1 - sigma) * x0 + sigma * noise
+                    unet(sample=noisy, timestep=torch.full((len(indices),), float(t)),
+                         encoder_hidden_states=empty.expand(len(indices), -1, -1), return_dict=False)
+                    for name in SITES:
+                        pooled = torch.nn.functional.adaptive_avg_pool2d(captured[name], 2).numpy()
+                        buffers.setdefault(name, np.empty((len(indices), len(TIMESTEPS), *pooled.shape[1:]), np.float32))
+                        buffers[name][:, step] = pooled
+                for name, values in buffers.items():
+                    if name not in arrays:
+                        arrays[name] = root.create_array(name, shape=(n, *values.shape[1:]), dtype="float32",
+                                                         chunks=(BATCH, *values.shape[1:]))
+                    arrays[name][start : start + len(indices)] = values
+    finally:
+        for handle in handles:
+            handle.remove()
+    return time.perf_counter() - start_time
+
+
+def child_throughput(n: int, repeats: int, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    from workbench.features.models import load_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = load_model(model_spec(tmp))
+        run_workbench(model, BATCH, tmp / "warm.zarr")  # warm-up: first calls allocate and import
+        run_handwritten(model, BATCH, tmp / "warm_h.zarr")
+        times = {"workbench": [], "handwritten": []}
+        for _ in range(repeats):
+            times["workbench"].append(run_workbench(model, n, tmp / "wb.zarr"))
+            times["handwritten"].append(run_handwritten(model, n, tmp / "hw.zarr"))
+        same = _same_features(tmp / "wb.zarr", tmp / "hw.zarr")
+    rates = {k: n / statistics.median(v) for k, v in times.items()}
+    return {"images": n, "repeats": repeats, "seconds": times, "images_per_s": rates,
+            "ratio": rates["workbench"] / rates["handwritten"], "same_features": same}
+
+
+def _same_features(wb: Path, hw: Path) -> bool:
+    import numpy as np
+    import xarray as xr
+    import zarr
+
+    ds = xr.open_zarr(wb, consolidated=False)
+    root = zarr.open_group(str(hw), mode="r")
+    return all(np.allclose(ds[s].values, root[s][:], rtol=1e-4, atol=1e-5) for s in SITES)
+
+
+def child_memory(n: int, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    from workbench.features.models import load_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = load_model(model_spec(Path(tmp)))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        seconds = run_workbench(model, n, Path(tmp) / "mem.zarr")
+        store_mb = sum(p.stat().st_size for p in (Path(tmp) / "mem.zarr").rglob("*") if p.is_file()) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {"images": n, "peak_rss_mib": peak / 1024, "rss_after_load_mib": before / 1024,
+            "store_mib": store_mb, "seconds": seconds}
+
+
+def spawn(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{cpu}, {os.cpu_count()} cores (load average {load:.1f} at start), Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=("throughput", "memory"))
+    parser.add_argument("--images", type=int, default=256, help="images per throughput run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-images", default="64,256,1024")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads in the subprocesses")
+    parser.add_argument("--child", choices=("throughput", "memory"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child == "throughput":
+        print(json.dumps(child_throughput(args.images, args.repeats, args.threads)))
+        return 0
+    if args.child == "memory":
+        print(json.dumps(child_memory(args.images, args.threads)))
+        return 0
+
+    print(f"machine: {machine()}")
+    print(f"job: toy-unet, {len(SITES)} block outputs, timesteps {TIMESTEPS}, adaptive 2x2 pooling, batch {BATCH}, "
+          f"{args.threads} torch thread(s)\n")
+    if args.only in (None, "throughput"):
+        result = spawn(["--child", "throughput", "--images", str(args.images), "--repeats", str(args.repeats),
+                        "--threads", str(args.threads)])
+        rates = result["images_per_s"]
+        print("| extractor | images/s (median of %d runs of %d images) |" % (args.repeats, args.images))
+        print("| --- | --- |")
+        print(f"| workbench.features.extract | {rates['workbench']:.1f} |")
+        print(f"| hand-written torch hooks + zarr | {rates['handwritten']:.1f} |")
+        print(f"\nratio workbench / hand-written: {result['ratio']:.2f}x; same features: {result['same_features']}\n")
+    if args.only in (None, "memory"):
+        print("| images | peak RSS (MiB) | RSS after model load (MiB) | store on disk (MiB) | seconds |")
+        print("| --- | --- | --- | --- | --- |")
+        for n in [int(x) for x in args.memory_images.split(",")]:
+            r = spawn(["--child", "memory", "--images", str(n), "--threads", str(args.threads)])
+            print(f"| {n} | {r['peak_rss_mib']:.0f} | {r['rss_after_load_mib']:.0f} | {r['store_mib']:.1f} | "
+                  f"{r['seconds']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
