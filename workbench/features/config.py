@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,8 @@ class DatasetSpec:
     image folder with one subfolder per class) or ``"hf"`` (a Hugging Face ``datasets`` dataset saved
     with ``save_to_disk``). ``path`` is required for all but ``"shapes"``.
 
-    ``limit`` keeps the first ``limit`` images. Shapes world: ``split``, ``seed`` and ``max_objects``
+    ``limit`` keeps the first ``limit`` images (an image folder lists its classes in sorted order,
+    so a limit below its size drops whole classes from the end). Shapes world: ``split``, ``seed`` and ``max_objects``
     (1 makes every label unambiguous: the image holds one object). Hugging Face: ``split`` (for a
     saved ``DatasetDict``), ``image_column``, ``label_columns`` (default: every ``ClassLabel``
     column), ``caption_column``.
@@ -63,8 +64,8 @@ class DatasetSpec:
             raise ValueError(f"a {self.kind!r} dataset needs a path")
         if self.limit is not None and self.limit <= 0:
             raise ValueError(f"limit must be a positive number of images, got {self.limit}")
-        if self.path is not None:
-            self.path = str(self.path)
+        if self.path is not None:  # absolute: a rerun from another folder is the same job
+            self.path = str(Path(self.path).expanduser().resolve())
 
     @classmethod
     def parse(cls, text: str, **options) -> "DatasetSpec":

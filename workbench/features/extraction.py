@@ -112,7 +112,12 @@ class Extractor:
 
     @staticmethod
     def _layout(array) -> str:
-        return "pooled map" if "py" in array.dims else ("map" if "y" in array.dims else "vector" if array.ndim == 2 else "other")
+        """How a pooled site reads: a vector per image, a (pooled) map, or its recorded dims."""
+        if "py" in array.dims:
+            return "pooled map"
+        if "y" in array.dims:
+            return "map"
+        return "vector" if array.ndim == 2 else "recorded"
 
     def compute(self, indices) -> tuple[dict[str, np.ndarray], np.ndarray, list[Failure]]:
         """Features of images ``indices``: site -> ``(n, timesteps, *feature dims)``, the valid mask,
@@ -183,7 +188,7 @@ class Extractor:
 
         c = self.config
         return {
-            "model": str(c.model) if not hasattr(c.model, "denoiser") else self.model.name,
+            "model": c.model,
             "model_class": type(self.model.denoiser).__name__,
             "sites": self.sites,
             "timesteps": list(c.timesteps),
@@ -287,6 +292,9 @@ def extract(config: ExtractConfig | dict | None = None, *, model=None, cluster=N
     """
     instance = None
     if model is not None and hasattr(model, "denoiser"):  # a loaded Model: use it, record its name
+        if cluster is not None:
+            raise TypeError("on a Dask cluster every worker loads the model itself: pass its name or folder, "
+                            "not a loaded Model")
         instance, options["model"] = model, model.name or type(model.denoiser).__name__
     elif model is not None:
         options["model"] = str(model)

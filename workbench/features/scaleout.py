@@ -56,8 +56,6 @@ def run_on_dask(config: ExtractConfig, plan: dict, chunks: list[int], *, cluster
     workers in this process), a scheduler address, or a ``distributed.Client``."""
     from distributed import Client, LocalCluster, as_completed
 
-    if not isinstance(config.model, str):
-        raise TypeError("on a Dask cluster the model must be named (a reference name, tiny family or folder)")
     owned = []
     if isinstance(cluster, Client):
         client = cluster
