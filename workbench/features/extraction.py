@@ -31,7 +31,7 @@ import torch
 from .config import DatasetSpec, ExtractConfig
 from .models import Conditioner, image_size, images_to_latents, load_model, model_identity
 from .noising import batch_noise, check_timesteps
-from .pooling import pool
+from .pooling import pool_tensor
 from .sources import Failure, open_source
 from . import store
 
@@ -101,23 +101,14 @@ class Extractor:
         x0 = images_to_latents(self.model, blank.permute(0, 2, 3, 1).numpy())
         pooled = self._run(x0, self.config.timesteps[0], self.conditioner(self.prompts([0])))
         sizes: dict[str, set[int]] = {}
-        for array in pooled.values():
-            for dim, size in list(array.sizes.items())[1:]:
+        for tensor, dims in pooled.values():
+            for dim, size in zip(dims, tensor.shape[1:]):
                 sizes.setdefault(dim, set()).add(size)
         plan = {}
-        for site, array in pooled.items():
-            dims = [f"{d}_{s}" if len(sizes[d]) > 1 else d for d, s in list(array.sizes.items())[1:]]
-            plan[site] = {"dims": dims, "shape": list(array.shape[1:]), "layout": self._layout(array)}
+        for site, (tensor, dims) in pooled.items():
+            named = [f"{d}_{s}" if len(sizes[d]) > 1 else d for d, s in zip(dims, tensor.shape[1:])]
+            plan[site] = {"dims": named, "shape": list(tensor.shape[1:]), "layout": _layout(dims)}
         return plan
-
-    @staticmethod
-    def _layout(array) -> str:
-        """How a pooled site reads: a vector per image, a (pooled) map, or its recorded dims."""
-        if "py" in array.dims:
-            return "pooled map"
-        if "y" in array.dims:
-            return "map"
-        return "vector" if array.ndim == 2 else "recorded"
 
     def compute(self, indices) -> tuple[dict[str, np.ndarray], np.ndarray, list[Failure]]:
         """Features of images ``indices``: site -> ``(n, timesteps, *feature dims)``, the valid mask,
@@ -142,11 +133,11 @@ class Extractor:
         for step, t in enumerate(config.timesteps):
             noise = batch_noise(config.seed, good, t, config.draws, tuple(x0.shape[1:]))
             pooled = self._run(x0, t, conditioning, noise)
-            for site, array in pooled.items():
-                values = array.values.reshape(config.draws, len(good), *array.shape[1:])
+            for site, (tensor, _) in pooled.items():
+                values = tensor.reshape(config.draws, len(good), *tensor.shape[1:]).mean(dim=0)  # ensemble (DIFT)
                 if site not in out:
-                    out[site] = np.full((len(indices), len(config.timesteps), *array.shape[1:]), np.nan, config.dtype)
-                out[site][good_rows, step] = values.mean(axis=0)  # ensemble over noise draws (DIFT)
+                    out[site] = np.full((len(indices), len(config.timesteps), *tensor.shape[1:]), np.nan, config.dtype)
+                out[site][good_rows, step] = values.numpy()
         return out, valid, failures
 
     @torch.no_grad()
@@ -162,8 +153,14 @@ class Extractor:
         # (else the recorder projects its memory over every step the scheduler holds).
         with record(self.model, self.sites, expected_steps=1) as rec:
             self.model.predict(noisy, t, conditioning)
-        cfg = self.config
-        return {site: pool(rec[site].isel(branch=0, step=0), cfg.pooling, cfg.pool_size, site) for site in self.sites}
+        # Pool the raw captures (one call: step 0, call 0) rather than labelled arrays: building
+        # coordinates for every site and call costs as much as pooling itself.
+        cfg, pooled = self.config, {}
+        for name in self.sites:
+            site, raw = rec.sites[name], rec.raw(name, 0)
+            tokens, grid = _token_layout(site, raw, rec.geometry)
+            pooled[name] = pool_tensor(raw, site.dims, cfg.pooling, cfg.pool_size, tokens, grid, name)
+        return pooled
 
     # -- the job's identity -----------------------------------------------------------------------
     def job(self) -> dict:
@@ -203,6 +200,26 @@ class Extractor:
             "diffusers_version": diffusers.__version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
+
+
+def _layout(dims: tuple[str, ...]) -> str:
+    """How a pooled site reads: a vector per image, a (pooled) map, or its recorded dims."""
+    if "py" in dims:
+        return "pooled map"
+    if "y" in dims:
+        return "map"
+    return "vector" if dims == ("channel",) else "recorded"
+
+
+def _token_layout(site, raw: torch.Tensor, geometry) -> tuple[str, tuple[int, int] | None]:
+    """What a site's token axis holds, from its site map layout: image tokens (and their grid
+    for this call's geometry), text tokens, or both (joint)."""
+    layout = site.query_layout
+    if "token" not in site.dims or layout is None:
+        return "text", None
+    if layout.segments == ("image",):
+        return "image", geometry.image_grid(raw.shape[1 + site.dims.index("token")])
+    return ("text", None) if layout.segments == ("text",) else ("joint", None)
 
 
 @dataclass
