@@ -148,6 +148,19 @@ def test_pooling_of_maps_and_image_tokens(tmp_path, reference_folders):
     assert full.dims == ("image", "timestep", "channel", "y", "x") and full.shape[-2:] == (grid, grid)
     mean = open_features(tmp_path / "mean.zarr")["transformer_blocks.1.out.image"]
     np.testing.assert_allclose(full.mean(("y", "x")).values, mean.values, rtol=1e-5, atol=1e-6)
+    # The raw-capture path extraction takes agrees with the recording's labelled token coordinates.
+    import workbench as wb
+    from workbench.features.extraction import _token_layout
+    from workbench.features.pooling import pool_tensor
+
+    site = "transformer_blocks.2.out.image"
+    with wb.record(mmdit, [site], expected_steps=1) as rec:
+        mmdit.predict(torch.randn(2, 3, 32, 32), 300, mmdit.encode(["", "a red circle"]))
+    labelled = pool(rec[site].isel(branch=0, step=0), "none")
+    tokens, grid = _token_layout(rec.sites[site], rec.raw(site, 0), rec.geometry)
+    raw, dims = pool_tensor(rec.raw(site, 0), rec.sites[site].dims, "none", tokens=tokens, grid=grid)
+    assert dims == labelled.dims[1:] and tokens == "image"
+    np.testing.assert_array_equal(raw.numpy(), labelled.values)
     with pytest.raises(ValueError, match="no spatial grid"):
         pool(xr.DataArray(np.ones((1, 2, 5, 5)), dims=("sample", "head", "query", "key")), "mean", site="attn.probs")
 
