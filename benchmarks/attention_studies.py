@@ -46,6 +46,7 @@ def main(argv=None) -> None:
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--timesteps", default="100,300,500,700,900")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--reuse-steps", type=int, default=10, help="steps whose attention the edit reuses")
     parser.add_argument("--skip-editing", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -70,15 +71,13 @@ def main(argv=None) -> None:
     if not args.skip_editing:
         model, judge = wb.load("toy-mmdit"), load_judge()
         start = time.perf_counter()
-        edits = compare_methods(model, judge, n_pairs=args.pairs, steps=args.steps)
+        edits = compare_methods(model, judge, n_pairs=args.pairs, steps=args.steps, reuse_steps=args.reuse_steps)
         summary["editing"] = {"seconds": time.perf_counter() - start, "scores": edits.scores.to_pandas().round(4).to_dict()}
         (RESULTS / "editing_toy-mmdit.json").write_text(json.dumps(edits.to_dict(), indent=1))
         print(f"\n### editing toy-mmdit ({args.pairs} pairs)\n")
         print("| method | edit success | object mask IoU | background change |\n| --- | --- | --- | --- |")
-        for method in edits.method.values:
-            s = edits.scores.sel(method=method)
-            print(f"| {method} | {float(s.sel(score='edit_success')):.2f} | {float(s.sel(score='mask_iou')):.3f} | "
-                  f"{float(s.sel(score='background_change')):.4f} |")
+        for method, row in edits.scores.to_pandas().iterrows():
+            print(f"| {method} | {row['edit_success']:.2f} | {row['mask_iou']:.3f} | {row['background_change']:.4f} |")
     (RESULTS / "attention_summary.json").write_text(json.dumps(summary, indent=1))
 
 
