@@ -83,9 +83,12 @@ def test_grid_shape_and_probes_find_the_easy_label_not_noise():
     assert set(top.columns) >= {"label", "probe", "site", "timestep", "accuracy", "chance"}
     row = top[(top.label == "colour") & (top.probe == "linear")].iloc[0]
     assert (row.site, row.timestep) == ("clear", 100)
-    # Fixed seeds: the same grid again.
+    # Fixed seeds: the same grid again, and a cell does not depend on what else is in the grid.
     again = probe(features, ["colour", "shape"], seed=0)
     np.testing.assert_array_equal(again["accuracy"].values, grid["accuracy"].values)
+    alone = probe(features, "colour", sites=["clear"], timesteps=[500], probes=["mlp"], seed=0)
+    assert float(alone["accuracy"].squeeze()) == float(grid["accuracy"].sel(label="colour", site="clear",
+                                                                            timestep=500, probe="mlp"))
 
 
 def test_probe_errors_name_what_is_missing():

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Callable, Sequence
 
 import numpy as np
@@ -39,9 +40,13 @@ PROBES = ("linear", "mlp")
 #: Weight decays (L2 penalty on the weights, added to the mean cross-entropy) tried per probe
 #: kind; the one with the best validation accuracy is reported.
 WEIGHT_DECAYS = {"linear": (1e-4, 1e-3, 1e-2), "mlp": (1e-4, 1e-2)}
-#: Full-batch Adam steps: enough for standardised features to converge (the MLP, which can
-#: overfit a small train split, is stopped earlier; its weight decay is chosen on validation).
+#: Adam steps: enough for standardised features to converge (the MLP, which can overfit a
+#: small train split, is stopped earlier; its weight decay is chosen on validation).
 STEPS = {"linear": 300, "mlp": 200}
+#: Training rows per step. Up to this many the probes train full batch (on the small splits
+#: probing uses, mini-batches of 256 converged visibly worse in the same number of steps);
+#: beyond it, steps see this many rows, so a step's cost stops growing with the dataset.
+BATCH = 2048
 LEARNING_RATE = 1e-2
 
 
@@ -78,31 +83,33 @@ def split_indices(labels: np.ndarray, fractions: Sequence[float] = (0.6, 0.2, 0.
 
 
 def train_probes(kind: str, X: torch.Tensor, y: torch.Tensor, train: np.ndarray, decays: Sequence[float],
-                 seed: int = 0, hidden: int = 32, steps: int | None = None) -> Callable[[np.ndarray], torch.Tensor]:
+                 set_seeds: Sequence[int] | None = None, seed: int = 0, hidden: int = 32,
+                 steps: int | None = None) -> Callable[[np.ndarray], torch.Tensor]:
     """Train ``S x H`` independent probes at once: one per feature set ``X[s]`` (``X`` is
     ``(S, N, D)``, standardised) and weight decay ``decays[h]``, on rows ``train``.
 
     The weight decays share each feature set's input: their weights sit side by side in one
-    ``(D, H * out)`` matrix per set, so a step is one batched matmul per layer.
+    ``(D, H * out)`` matrix per set, so a step is one batched matmul per layer. Each step sees
+    :data:`BATCH` training rows (all of them when there are fewer), cycling through seeded
+    permutations. ``set_seeds`` seed each set's MLP initialisation on its own, so that a probe's
+    result does not depend on which other sets it was trained beside.
     Returns ``predict(rows) -> (S, H, len(rows))`` class predictions.
     """
     n_sets, _, dim = X.shape
     n_decays, n_classes = len(decays), int(y.max()) + 1
     steps = steps or STEPS[kind]
-    generator = torch.Generator().manual_seed(seed)
-
-    def uniform(*shape, fan_in):  # PyTorch's default Linear initialisation, seeded
-        return (torch.rand(*shape, generator=generator) * 2 - 1) / fan_in**0.5
+    set_seeds = list(range(n_sets)) if set_seeds is None else list(set_seeds)
 
     if kind == "linear":  # zero init: the convex problem has one optimum, reached from anywhere
         weights = [torch.zeros(n_sets, dim, n_decays * n_classes), torch.zeros(n_sets, 1, n_decays * n_classes)]
-    else:
-        weights = [
-            uniform(n_sets, dim, n_decays * hidden, fan_in=dim),
-            torch.zeros(n_sets, 1, n_decays * hidden),
-            uniform(n_sets, n_decays, hidden, n_classes, fan_in=hidden),
-            torch.zeros(n_sets, 1, n_decays, n_classes),
-        ]
+    else:  # PyTorch's default Linear initialisation, one generator per set
+        first, second = [], []
+        for set_seed in set_seeds:
+            generator = torch.Generator().manual_seed(int(set_seed))
+            first.append((torch.rand(dim, n_decays * hidden, generator=generator) * 2 - 1) / dim**0.5)
+            second.append((torch.rand(n_decays, hidden, n_classes, generator=generator) * 2 - 1) / hidden**0.5)
+        weights = [torch.stack(first), torch.zeros(n_sets, 1, n_decays * hidden),
+                   torch.stack(second), torch.zeros(n_sets, 1, n_decays, n_classes)]
     for w in weights:
         w.requires_grad_(True)
 
@@ -117,12 +124,13 @@ def train_probes(kind: str, X: torch.Tensor, y: torch.Tensor, train: np.ndarray,
         return first if kind == "linear" else first + weights[2].pow(2).sum((2, 3))
 
     decay = torch.tensor(list(decays), dtype=X.dtype).view(1, -1)
-    inputs, targets = X[:, train], y[train].view(1, -1, 1).expand(n_sets, -1, n_decays).reshape(-1)
+    batches = _batches(np.asarray(train), steps, seed)
     optimiser = torch.optim.Adam(weights, lr=LEARNING_RATE)
     with torch.enable_grad():
-        for _ in range(steps):
+        for rows in batches:
             optimiser.zero_grad()
-            out = logits(inputs)
+            out = logits(X[:, rows])
+            targets = y[rows].view(1, -1, 1).expand(n_sets, -1, n_decays).reshape(-1)
             loss = torch.nn.functional.cross_entropy(out.reshape(-1, n_classes), targets, reduction="none")
             loss = loss.view(n_sets, -1, n_decays).mean(1) + 0.5 * decay * penalty()
             loss.sum().backward()  # independent probes: summing their losses trains each on its own
@@ -133,6 +141,19 @@ def train_probes(kind: str, X: torch.Tensor, y: torch.Tensor, train: np.ndarray,
         return logits(X[:, rows]).argmax(-1).permute(0, 2, 1)
 
     return predict
+
+
+def _batches(train: np.ndarray, steps: int, seed: int) -> list[np.ndarray]:
+    """``steps`` batches of training rows: the whole set each step if it is small, else
+    :data:`BATCH` rows at a time through a fresh seeded permutation per epoch."""
+    if len(train) <= BATCH:
+        return [train] * steps
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    while len(out) < steps:
+        order = rng.permutation(train)
+        out += [order[i : i + BATCH] for i in range(0, len(order) - BATCH + 1, BATCH)]  # full batches only
+    return out[:steps]
 
 
 def probe(
@@ -195,7 +216,8 @@ def probe(
             X = (X - mean) / (std + 1e-6)  # train statistics only
             for d, kind in enumerate(probes):
                 decays = WEIGHT_DECAYS[kind]
-                predict = train_probes(kind, X, y, parts[0], decays, seed=seed, hidden=hidden)
+                set_seeds = [_set_seed(seed, site, t) for site in group for t in timesteps]
+                predict = train_probes(kind, X, y, parts[0], decays, set_seeds=set_seeds, seed=seed, hidden=hidden)
                 val = _accuracy(predict, parts[1], y, (len(X), len(decays)))  # (G*T, H)
                 test = _accuracy(predict, parts[2], y, (len(X), len(decays)))
                 best = np.nan_to_num(val, nan=-1).argmax(axis=1)  # first best on ties: the smallest decay
@@ -225,6 +247,11 @@ def probe(
             "steps": json.dumps(STEPS),
         },
     )
+
+
+def _set_seed(seed: int, site: str, timestep) -> int:
+    """A probe's own initialisation seed: from the grid's seed, its site and its timestep."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(site.encode()), int(timestep)]).generate_state(1)[0])
 
 
 def _feature_sets(features: xr.Dataset, site: str, timesteps) -> np.ndarray:
