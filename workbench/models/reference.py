@@ -258,6 +258,20 @@ def reference_dir(name: str) -> Path:
     return Path(str(root))
 
 
+@contextlib.contextmanager
+def _quiet_transformers_loading():
+    """No "Loading weights" progress bar for a 0.2M-parameter text encoder; restores the setting."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_components(folder: str | Path, name: str | None = None) -> Components:
     """Load a saved reference folder (from :meth:`Components.save_pretrained`), float32, eval mode,
     never touching the network."""
@@ -271,9 +285,13 @@ def load_components(folder: str | Path, name: str | None = None) -> Components:
     record = json.loads((folder / "reference.json").read_text())
     spec = SPECS[_check_name(name or record["name"])]
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True, dtype=torch.float32)
+    with _quiet_transformers_loading():
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True, dtype=torch.float32)
     cls = getattr(diffusers, spec.denoiser_class)
-    denoiser = cls.from_pretrained(folder / spec.denoiser_subfolder, local_files_only=True, torch_dtype=torch.float32)
+    # low_cpu_mem_usage=False says out loud what diffusers falls back to without `accelerate`
+    # (it otherwise prints an install suggestion on every load)
+    denoiser = cls.from_pretrained(folder / spec.denoiser_subfolder, local_files_only=True, torch_dtype=torch.float32,
+                                   low_cpu_mem_usage=False)
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
     for module in (text_encoder, denoiser):
         module.float().eval().requires_grad_(False)
