@@ -23,7 +23,7 @@ from ..hooks import Site, site_map_for
 from ..hooks.base import AttentionTap, InputTap, LatentTap, OutputTap, kwarg_or_arg
 from ..hooks.pipelines import cfg_order, denoiser_of
 from ..hooks.schedulers import x0_from_step
-from .interventions import CallContext, Intervention
+from .interventions import CallContext, Intervention, step_selected
 from .recording import CallInfo, Recording
 from .resolve import resolve
 
@@ -253,11 +253,7 @@ class Recorder:
     def _selected(self, step: int, t: float) -> bool:
         if self.timesteps is not None:
             return any(abs(t - s) < 1e-4 for s in self.timesteps)
-        if self.steps is None:
-            return True
-        if isinstance(self.steps, slice):
-            return step in range(*self.steps.indices(1 << 30))
-        return step in self.steps
+        return step_selected(self.steps, step)
 
     def _validate_first_call(self) -> None:
         if self._first_call_checked:

@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from .recording import Recording
 
 
+def step_selected(selection: Sequence[int] | slice | int | None, step: int) -> bool:
+    """Whether ``step`` is in a step selection: None (all), an index, a list of indices or a slice."""
+    if selection is None:
+        return True
+    if isinstance(selection, slice):
+        return step in range(*selection.indices(1 << 30))
+    return step in ([selection] if isinstance(selection, int) else selection)
+
+
 @dataclass
 class CallContext:
     """What an intervention needs to know about the forward call it is editing."""
@@ -38,11 +47,7 @@ class Intervention:
     label: str = field(default="", repr=False)
 
     def active_at(self, step: int) -> bool:
-        if self.steps is None:
-            return True
-        if isinstance(self.steps, slice):
-            return step in range(*self.steps.indices(1 << 30))
-        return step in ([self.steps] if isinstance(self.steps, int) else self.steps)
+        return step_selected(self.steps, step)
 
     def replacement(self, x: torch.Tensor, ctx: CallContext) -> torch.Tensor:
         raise NotImplementedError
