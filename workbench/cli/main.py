@@ -1,8 +1,10 @@
-"""``workbench``: demo, sites, generate, train (and, as they land, extract and probe).
+"""``workbench``: demo, sites, generate, train, extract, probe.
 
     workbench demo --out demo-out                 # the main job: images, recordings, report.html
     workbench sites toy-mmdit "transformer_blocks.0.*"
     workbench generate toy-unet "a red circle on the left" --record "**.attn2.probs" --out run/
+    workbench extract --model toy-unet --dataset shapes --sites "up_blocks.*.out" --timesteps 50,150,300 --out feats.zarr
+    workbench probe feats.zarr --label shape
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("name")
     train.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the trainer (see --help there)")
     train.set_defaults(func=_train)
+
+    from .extract_probe import add_extract, add_probe  # feature extraction and probes (docs/features.md)
+
+    add_extract(sub)
+    add_probe(sub)
     return parser
 
 
@@ -99,7 +106,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (KeyError, ValueError, TypeError, IndexError, FileNotFoundError) as err:
+    except (KeyError, ValueError, TypeError, IndexError, FileNotFoundError, FileExistsError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"workbench {args.command}: error: {message}", file=sys.stderr)
         return 2
