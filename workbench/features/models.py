@@ -11,7 +11,7 @@ kwargs, and a fingerprint of its weights (so that a store is never filled by two
   for Stable Diffusion 1.x/2.x and SD3 pipelines; unconditional denoisers take none.
 
 Example:
-    >>> import workbench as wb
+    >>> import numpy as np
     >>> model = load_model("tiny-sd")
     >>> image_size(model), latent_channels(model)
     (32, 4)
