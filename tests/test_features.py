@@ -270,7 +270,7 @@ def test_mismatching_rerun_is_refused(tmp_path, unet, reference_folders):
     assert done_chunks(out).all()  # nothing was touched
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not a workbench feature store"):
+    with pytest.raises(ValueError, match="not a workbench feature store"):
         extract(model=unet, **job(tmp_path / "other"))
 
 

@@ -6,8 +6,8 @@
     workbench extract --config job.toml --cluster local --workers 2   # on a Dask LocalCluster
     workbench probe feats.zarr --label shape --label colour --html grid.html
 
-Register with ``add_extract(sub)`` and ``add_probe(sub)`` on the main parser's subparsers. Until
-then: ``python -m workbench.cli.extract_probe extract ...``.
+``workbench.cli.main`` registers them with ``add_extract(sub)`` and ``add_probe(sub)``; this module
+also runs on its own: ``python -m workbench.cli.extract_probe extract ...``.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (KeyError, ValueError, TypeError, IndexError, FileNotFoundError, FileExistsError) as err:
+    except (KeyError, ValueError, TypeError, IndexError, FileNotFoundError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"workbench {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -161,7 +161,7 @@ class FolderSource(ImageSource):
         if not root.exists():
             raise FileNotFoundError(f"image folder {root} does not exist")
         if not root.is_dir():
-            raise NotADirectoryError(f"{root} is not a folder (expected one subfolder per class)")
+            raise ValueError(f"{root} is not a folder (expected one subfolder per class)")
         classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not classes:
             raise ValueError(f"image folder {root} has no class subfolders (expected {root}/<class>/<image>.png)")

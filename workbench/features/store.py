@@ -67,7 +67,7 @@ def prepare(path, job: dict, plan: dict, source, timesteps: list[int], batch_siz
     if path.exists():
         attrs = _open_group_attrs(path)
         if attrs is None or attrs.get("workbench_features") != FORMAT:
-            raise FileExistsError(f"{path} exists and is not a workbench feature store; choose another output path")
+            raise ValueError(f"{path} exists and is not a workbench feature store; choose another output path")
         if attrs.get("prepared"):
             check_job(path, json.loads(attrs["job"]), job)
             return False
