@@ -64,6 +64,8 @@ def prepare(path, job: dict, plan: dict, source, timesteps: list[int], batch_siz
     path = Path(path)
     if path.exists() and overwrite:
         shutil.rmtree(path)
+    if path.is_dir() and not any(path.iterdir()):  # an empty folder made for the store
+        path.rmdir()
     if path.exists():
         attrs = _open_group_attrs(path)
         if attrs is None or attrs.get("workbench_features") != FORMAT:
