@@ -40,6 +40,32 @@ def heatmap(scores: xr.Dataset, path: Path) -> None:
     fig.write_html(path.with_suffix(".html"), include_plotlyjs="cdn")
 
 
+def markdown_tables() -> str:
+    """The tables of docs/attention.md, from the saved results."""
+    out = []
+    for name in ("toy-mmdit", "toy-unet"):
+        scores = xr.Dataset.from_dict(json.loads((RESULTS / f"segmentation_{name}.json").read_text()))
+        out.append(f"### {name}: best per map ({scores.attrs['images']} images)\n")
+        out.append("| map | layer | timestep | mIoU | pixel acc |\n| --- | --- | --- | --- | --- |")
+        out += [f"| {b['variant']} | `{b['layer']}` | {b['timestep']} | {b['miou']:.3f} | {b['pixel_accuracy']:.3f} |"
+                for b in best_cells(scores)]
+        for variant in scores.variant.values:
+            grid = scores.miou.isel(variant=list(scores.variant.values).index(variant))
+            out.append(f"\n{name}, {variant}, mIoU per layer and timestep:\n")
+            out.append("| layer | " + " | ".join(f"t={int(t)}" for t in scores.timestep.values) + " |")
+            out.append("|" + " --- |" * (1 + scores.sizes["timestep"]))
+            out += [f"| `{layer}` | " + " | ".join(f"{v:.3f}" for v in grid.values[i]) + " |"
+                    for i, layer in enumerate(scores.layer.values)]
+        out.append("")
+    path = RESULTS / "editing_toy-mmdit.json"
+    if path.exists():
+        edits = xr.Dataset.from_dict(json.loads(path.read_text())).scores.to_pandas()
+        out.append("| method | edit success | object mask IoU | background change |\n| --- | --- | --- | --- |")
+        out += [f"| {m} | {r['edit_success']:.2f} | {r['mask_iou']:.3f} | {r['background_change']:.4f} |"
+                for m, r in edits.iterrows()]
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=200)
@@ -48,7 +74,11 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--reuse-steps", type=int, default=10, help="steps whose attention the edit reuses")
     parser.add_argument("--skip-editing", action="store_true")
+    parser.add_argument("--tables", action="store_true", help="only print the markdown tables of the saved results")
     args = parser.parse_args(argv)
+    if args.tables:
+        print(markdown_tables())
+        return
     torch.set_num_threads(1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     timesteps = tuple(int(t) for t in args.timesteps.split(","))
