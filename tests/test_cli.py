@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import numpy as np
 
 import workbench as wb
 from workbench.cli.main import main

@@ -3,7 +3,6 @@ determinism, errors; the heatmaps; the CLI; and the probing notebook, executed h
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -130,21 +129,4 @@ def test_probe_cli_on_an_extracted_store(tmp_path, capsys):
     assert list(table.columns) == ["label", "site", "timestep", "probe", "accuracy"] and len(table) == 1
 
 
-def _reference_weights_present() -> bool:
-    from workbench.models.reference import NAMES, reference_dir
-
-    return all((reference_dir(name) / "reference.json").exists() for name in NAMES)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not _reference_weights_present(), reason="the reference models' weights are not in workbench/reference yet")
-def test_probing_notebook_executes_headless():
-    import nbformat
-    from nbclient import NotebookClient
-
-    notebook = nbformat.read(ROOT / "notebooks" / "05_probing.ipynb", as_version=4)
-    start = time.perf_counter()
-    NotebookClient(notebook, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(ROOT)}}).execute()
-    assert time.perf_counter() - start < 120
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
+# The probing notebook is executed with every other notebook by tests/test_notebooks.py.

@@ -150,8 +150,8 @@ def sites(model, pattern: str = "*") -> pd.DataFrame:
 def load(source, **kwargs) -> Model:
     """A ``Model`` from: a reference model name (``"toy-mmdit"``, ``"toy-unet"``), a tiny random
     family (``"tiny-sd3"``, ``"tiny-flux"``, ``"tiny-sd"``, ``"tiny-pixart"``, ``"tiny-dit"``), a local
-    diffusers folder (pipeline or single model; never downloads), a pipeline object, or a
-    denoiser module (``scheduler=`` optional)."""
+    diffusers folder (pipeline or single model; never downloads), a saved reference-model folder
+    (it holds ``reference.json``), a pipeline object, or a denoiser module (``scheduler=`` optional)."""
     if isinstance(source, Model):
         return source
     if isinstance(source, torch.nn.Module):
@@ -170,6 +170,15 @@ def load(source, **kwargs) -> Model:
                        "true_cfg_scale", "negative_prompt")
             defaults = {k: v for k, v in example_call_kwargs(family).items() if k not in per_run}
             return _from_pipeline(pipe, name=text, generate_defaults=defaults)
+        if (Path(text) / "reference.json").exists():  # a saved reference model (Components.save_pretrained)
+            import json
+
+            from .models.reference import load_reference
+
+            name = json.loads((Path(text) / "reference.json").read_text())["name"]
+            model = load_reference(name, folder=text)
+            model.name = text
+            return model
         if Path(text).exists():
             from .models.local import load_local
 

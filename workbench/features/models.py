@@ -22,28 +22,16 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
 
 def load_model(spec):
-    """A ``workbench.Model`` from a ``Model``, a name ``workbench.load`` knows, or a saved reference
-    folder (``Components.save_pretrained``: it holds ``reference.json``)."""
-    from workbench.run import Model, load
+    """A ``workbench.Model`` from a ``Model`` or anything ``workbench.load`` takes (a name, a
+    diffusers folder, a saved reference folder)."""
+    from workbench.run import load
 
-    if isinstance(spec, Model):
-        return spec
-    folder = Path(str(spec))
-    if (folder / "reference.json").exists():
-        from workbench.models.reference import load_reference
-
-        name = json.loads((folder / "reference.json").read_text())["name"]
-        model = load_reference(name, folder=folder)
-        model.name = str(spec)
-        return model
     return load(spec)
 
 

@@ -222,7 +222,7 @@ def evaluate_judge(judge: Judge, n: int = 1000, split: str = "test", seed: int =
     shapes / glyphs; ``colour``: object crops whose colour is right; ``empty``: empty anchors
     judged ``"none"``.
     """
-    names, colours, positions = judge.names, judge.colours, judge.positions
+    positions = judge.positions
     scenes = [sample_scene(i, split, seed) for i in range(n)]
     verdict = judge.judge(np.stack([s.image for s in scenes]).astype(np.float32) / 255.0)
     hits = {"name": [], "shape": [], "glyph": [], "colour": [], "empty": []}
