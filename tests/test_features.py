@@ -367,7 +367,7 @@ def test_latent_models_encode_images_or_fail_clearly():
 
 
 def test_cli_config_file_and_flags(tmp_path, reference_folders):
-    from workbench.cli.extract_probe import main
+    from workbench.cli.main import main
 
     config = tmp_path / "job.toml"
     config.write_text(

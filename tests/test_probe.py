@@ -110,7 +110,7 @@ def test_heatmaps_one_panel_per_label_and_probe_and_side_by_side():
 
 
 def test_probe_cli_on_an_extracted_store(tmp_path, capsys):
-    from workbench.cli.extract_probe import main
+    from workbench.cli.main import main
     from workbench.models.reference import build_components
 
     build_components("toy-unet", seed=0).save_pretrained(tmp_path / "toy-unet", dtype=torch.float32)

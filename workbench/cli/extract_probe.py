@@ -166,21 +166,7 @@ def run_probe(args) -> None:
         print(f"wrote {args.html}")
 
 
-def main(argv=None) -> int:
-    """Standalone entry: ``python -m workbench.cli.extract_probe {extract,probe} ...``."""
-    parser = argparse.ArgumentParser(prog="workbench", description="Feature extraction and probing.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_extract(sub)
-    add_probe(sub)
-    args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except (KeyError, ValueError, TypeError, IndexError, FileNotFoundError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"workbench {args.command}: error: {message}", file=sys.stderr)
-        return 2
-    return 0
+if __name__ == "__main__":  # python -m workbench.cli.extract_probe extract ... is workbench extract ...
+    from .main import main
 
-
-if __name__ == "__main__":
     sys.exit(main())
