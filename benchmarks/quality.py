@@ -16,6 +16,7 @@ Captions are built by the shapes world's own caption templates (``make_scene``),
 the phrasing the models were trained on.
 
     python benchmarks/quality.py [--models toy-mmdit toy-unet] [--n 200] [--steps 20] [--out DIR]
+                                 [--weights toy-mmdit=FOLDER]   # score candidate weights, not the shipped
 
 Prints a markdown table and writes ``quality.md`` and ``quality.json`` into ``--out``.
 """
@@ -36,7 +37,7 @@ import workbench as wb
 from workbench.data import make_scene
 from workbench.data.recipe import default_recipe
 from workbench.models.judge import NONE, load_judge
-from workbench.models.reference import NAMES
+from workbench.models.reference import NAMES, load_reference
 
 
 def prompt_families(n: int = 200, seed: int = 0) -> dict[str, list[tuple[str, list[dict]]]]:
@@ -99,13 +100,17 @@ def score(family: str, objects: list[list[dict]], verdict: dict) -> dict:
 TARGETS = {("single", "shape_and_colour"): 90.0, ("glyph", "glyph"): 80.0}
 
 
-def run(models: list[str], n: int, steps: int, batch: int, seed: int, guidance: float | None) -> dict:
+def run(models: list[str], n: int, steps: int, batch: int, seed: int, guidance: float | None,
+        weights: dict[str, str] | None = None) -> dict:
+    """``weights`` maps a model name to a folder to load instead of the shipped weights."""
     judge = load_judge()
     families = prompt_families(n, seed)
     results = {}
+    weights = weights or {}
     for name in models:
-        model = wb.load(name)
-        results[name] = {"steps": steps, "guidance_scale": guidance or model.info["guidance_scale"]}
+        model = load_reference(name, weights[name]) if name in weights else wb.load(name)
+        results[name] = {"steps": steps, "guidance_scale": guidance or model.info["guidance_scale"],
+                         "weights": weights.get(name, "shipped")}
         for family, items in families.items():
             start = time.time()
             prompts = [c for c, _ in items]
@@ -142,9 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float, default=None, help="default: the model's own")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--weights", nargs="*", default=[], metavar="NAME=FOLDER",
+                        help="score the weights in FOLDER for model NAME instead of the shipped ones")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    results = run(args.models, args.n, args.steps, args.batch, args.seed, args.guidance)
+    weights = dict(w.split("=", 1) for w in args.weights)
+    results = run(args.models, args.n, args.steps, args.batch, args.seed, args.guidance, weights)
     table = markdown(results)
     print(table)
     for name, r in results.items():

@@ -1,6 +1,8 @@
 """Training loops for the reference models (rectified flow, as SD3) and entry point.
 
     python -m workbench.models.train toy-mmdit [--minutes 25] [--seed 0] [--out DIR]
+    python -m workbench.models.train toy-mmdit --init-from shipped --minutes 32 --steps 3900 \
+        --two-object-fraction 0.1 --lr 6e-4 --warmup 50 --out /tmp/new   # continue a trained model
 
 Training images are generated on the fly by the shapes-world generator (thousands per second,
 so the CPU spends its time on the model, and no two batches repeat). Each batch mixes one-object
@@ -15,11 +17,20 @@ default: most weight on mid noise levels, where layout and identity are decided)
 
 Everything is deterministic given ``seed`` (initialisation, data, noise, dropout), except that
 ``minutes`` is a wall-clock safety cap: a run that hits it stops early and records how far it got.
+
+Warm start (``init_from``): the denoiser and text encoder are loaded (float32) from a saved
+folder (``"shipped"`` = the package's reference folder) and trained further with a fresh
+optimizer and its own warm-up + cosine schedule over the new run's ``steps``. The batches of a
+continuation start at the cumulative step count of the earlier rounds, so they are new scenes,
+and the noise generator is seeded from ``(seed, that step count)``; the run stays deterministic
+given ``seed`` and the starting weights. The record keeps the earlier rounds (``rounds``) and
+the cumulative steps, images and minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -92,26 +103,57 @@ def train_reference(
     batch_size: int | None = None,
     threads: int = 2,
     progress: bool = True,
+    init_from: str | Path | None = None,
+    lr: float | None = None,
+    warmup: int | None = None,
+    two_object_fraction: float | None = None,
+    glyph_fraction: float | None = None,
 ) -> dict:
     """Train reference model ``name`` from scratch and save it to ``out`` (default: the package's
     ``workbench/reference/<name>``). Returns the training record (also saved as reference.json).
 
     ``steps``/``batch_size`` override the spec (the schedule follows ``steps``); ``minutes`` caps
-    the wall time.
+    the wall time. ``init_from`` (a saved folder, or ``"shipped"`` for the package's one) continues
+    training from those weights (fresh optimizer and schedule); ``lr``, ``warmup``,
+    ``two_object_fraction`` and ``glyph_fraction`` override the spec for this run.
     """
     if name not in NAMES:
         raise ValueError(f"unknown reference model {name!r}; known: {', '.join(NAMES)}")
     torch.set_num_threads(threads)
-    spec = SPECS[name]
+    overrides = {k: v for k, v in dict(lr=lr, warmup=warmup, two_object_fraction=two_object_fraction,
+                                        glyph_fraction=glyph_fraction).items() if v is not None}
+    spec = dataclasses.replace(SPECS[name], **overrides)
     total = steps or spec.steps
     bs = batch_size or spec.batch_size
-    c = build_components(name, seed=seed)
+    previous: dict | None = None
+    init_folder: Path | None = None
+    if init_from is not None:
+        from workbench.models.reference import load_components, reference_dir
+
+        init_folder = reference_dir(name) if str(init_from) == "shipped" else Path(init_from)
+        previous = json.loads((init_folder / "reference.json").read_text()).get("training", {})
+        c = load_components(init_folder, name)  # float32
+        c.spec = spec
+        # Save as a fresh run would: the project's tokenizer (not the reloaded one, which writes extra
+        # keys) and no absolute "_name_or_path" in the denoiser config.
+        from diffusers.configuration_utils import FrozenDict
+
+        from workbench.models.reference import build_tokenizer
+
+        c.tokenizer = build_tokenizer()
+        c.denoiser._internal_dict = FrozenDict(
+            {k: v for k, v in c.denoiser.config.items() if k != "_name_or_path"})
+        for module in (c.text_encoder, c.denoiser):
+            module.requires_grad_(True)
+    else:
+        c = build_components(name, seed=seed)
+    step_offset = int(previous.get("cumulative_steps", previous.get("steps_done", 0))) if previous else 0
     c.text_encoder.train()
     c.denoiser.train()
     params = [p for m in (c.text_encoder, c.denoiser) for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=spec.lr, betas=(0.9, 0.99), weight_decay=0.0)
     ema = [p.detach().clone() for p in params]
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed if not step_offset else seed * 1_000_003 + step_offset)
 
     start, deadline = time.time(), time.time() + 60 * minutes
     losses: list[float] = []
@@ -120,7 +162,7 @@ def train_reference(
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = spec.lr * _lr_factor(step, spec, total)
-        x0, captions = sample_batch(spec, step, bs, seed)
+        x0, captions = sample_batch(spec, step_offset + step, bs, seed)
         loss = flow_matching_loss(c, x0, captions, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -131,6 +173,9 @@ def train_reference(
         losses.append(loss.item())
         smooth = losses[-1] if smooth is None else 0.98 * smooth + 0.02 * losses[-1]
         bar.set_postfix(loss=f"{smooth:.4f}", refresh=False)
+        if progress and not bar.disable and step % 100 == 0:
+            print(f"step {step} loss {smooth:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
+                  f"{(time.time() - start) / 60:.1f} min", file=sys.stderr, flush=True)
         if time.time() > deadline:
             break
     bar.close()
@@ -161,6 +206,20 @@ def train_reference(
         "text_encoder_parameters": sum(p.numel() for p in c.text_encoder.parameters()),
         "denoiser_config": spec.denoiser_config,
     }
+    record["warmup"] = spec.warmup
+    if previous is not None:
+        earlier = previous.pop("rounds", None) or [
+            {k: v for k, v in previous.items() if k not in ("loss_curve", "denoiser_config")}]
+        this_round = {k: v for k, v in record.items() if k not in ("loss_curve", "denoiser_config")}
+        record.update(
+            warm_started_from=str(init_from) if str(init_from) == "shipped" else str(init_folder),
+            round=len(earlier) + 1,
+            rounds=earlier + [this_round],
+        )
+    rounds = record.get("rounds", [record])
+    record["cumulative_steps"] = sum(int(r["steps_done"]) for r in rounds)
+    record["cumulative_images"] = sum(int(r["steps_done"]) * int(r["batch_size"]) for r in rounds)
+    record["cumulative_minutes"] = round(sum(float(r["minutes"]) for r in rounds), 2)
     if out is None:
         from workbench.models.reference import reference_dir
 
@@ -178,10 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="folder (default: the package's reference folder)")
+    parser.add_argument("--init-from", default=None,
+                        help='continue from a saved folder ("shipped": the package\'s reference folder)')
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the spec's)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: the spec's)")
+    parser.add_argument("--two-object-fraction", type=float, default=None)
+    parser.add_argument("--glyph-fraction", type=float, default=None)
     args = parser.parse_args(argv)
     record = train_reference(args.name, minutes=args.minutes, seed=args.seed, out=args.out, steps=args.steps,
-                             batch_size=args.batch_size, threads=args.threads)
-    summary = {k: v for k, v in record.items() if k not in ("loss_curve", "denoiser_config")}
+                             batch_size=args.batch_size, threads=args.threads, init_from=args.init_from,
+                             lr=args.lr, warmup=args.warmup, two_object_fraction=args.two_object_fraction,
+                             glyph_fraction=args.glyph_fraction)
+    summary = {k: v for k, v in record.items() if k not in ("loss_curve", "denoiser_config", "rounds")}
     print(json.dumps(summary, indent=2))
     return 0
 
