@@ -88,16 +88,8 @@ def test_shipped_models_follow_prompt_colours(model, judge):
     assert colour_right >= 6, f"{model.name}: only {colour_right}/8 prompts show the asked colour"
 
 
-# Models that do not meet the single-object target yet (quality report in docs/reference_models.md).
-BELOW_SHAPE_TARGET = {"toy-mmdit"}
-
-
-def test_shipped_models_follow_prompt_shapes_and_colours(model, judge, request):
+def test_shipped_models_follow_prompt_shapes_and_colours(model, judge):
     """The target: >= 6 of 8 single-object prompts show the asked shape in the asked colour."""
-    if model.name in BELOW_SHAPE_TARGET:
-        request.applymarker(pytest.mark.xfail(strict=False, reason=f"{model.name} is still below the single-object "
-                                              "target (undertrained within the CPU time budget): see "
-                                              "docs/reference_models.md (quality report)"))
     both, _ = _judge_single(model, judge)
     assert both >= 6, f"{model.name}: only {both}/8 single-object prompts judged right"
 

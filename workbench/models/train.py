@@ -213,7 +213,7 @@ def train_reference(
         this_round = {k: v for k, v in record.items() if k not in ("loss_curve", "denoiser_config")}
         record.update(
             warm_started_from=str(init_from) if str(init_from) == "shipped" else str(init_folder),
-            round=len(earlier) + 1,
+            round=int(earlier[-1].get("round") or len(earlier)) + 1,
             rounds=earlier + [this_round],
         )
     rounds = record.get("rounds", [record])
