@@ -26,6 +26,8 @@ import hashlib
 import numpy as np
 import torch
 
+from ..hooks.pipelines import can_encode_prompts, encode_prompts, vae_encode
+
 
 def load_model(spec):
     """A ``workbench.Model`` from a ``Model`` or anything ``workbench.load`` takes (a name, a
@@ -83,11 +85,8 @@ def images_to_latents(model, images: np.ndarray) -> torch.Tensor:
     pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     if "encode_images" in model.info:
         return model.info["encode_images"](pixels)
-    vae = _vae(model)
-    if vae is not None:
-        latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mean
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        return ((latents - shift) * vae.config.scaling_factor).float()
+    if _vae(model) is not None:
+        return vae_encode(model.pipeline, pixels)
     if _is_pixel_space(model):
         return pixels
     raise ValueError(
@@ -102,7 +101,7 @@ class Conditioner:
     def __init__(self, model):
         self.model = model
         self._cache: dict[str, dict[str, torch.Tensor]] = {}
-        self.unconditional = model.encode is None and not _has_prompt_encoder(model)
+        self.unconditional = model.encode is None and not can_encode_prompts(model.pipeline)
         text_dims = ("cross_attention_dim", "joint_attention_dim", "caption_channels")
         if self.unconditional and any(model.denoiser.config.get(k) is not None for k in text_dims):
             raise ValueError(
@@ -126,19 +125,4 @@ class Conditioner:
         model = self.model
         if model.encode is not None:
             return dict(model.encode(prompts))
-        pipe = model.pipeline
-        name = type(pipe).__name__
-        if name.startswith("StableDiffusion3"):
-            embeds, _, pooled, _ = pipe.encode_prompt(
-                prompt=prompts, prompt_2=None, prompt_3=None, device=model.denoiser.device,
-                do_classifier_free_guidance=False,
-            )
-            return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
-        if name.startswith("StableDiffusion"):
-            embeds, _ = pipe.encode_prompt(prompts, model.denoiser.device, 1, False)
-            return {"encoder_hidden_states": embeds}
-        raise ValueError(f"extraction does not know how to encode prompts for a {name}")
-
-
-def _has_prompt_encoder(model) -> bool:
-    return model.pipeline is not None and type(model.pipeline).__name__.startswith("StableDiffusion")
+        return encode_prompts(model.pipeline, prompts, model.denoiser.device)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..hooks.schedulers import is_flow_matching
+
 
 def noise_for(seed: int, index: int, timestep: int, draw: int, shape: tuple[int, ...]) -> torch.Tensor:
     """Standard normal noise of ``shape`` for one (image, timestep, draw) of a job seeded ``seed``."""
@@ -37,12 +39,8 @@ def batch_noise(seed: int, indices, timestep: int, draws: int, shape: tuple[int,
 def check_timesteps(scheduler, timesteps: list[int]) -> None:
     """Refuse timesteps outside the scheduler's training range, naming it."""
     total = int(getattr(scheduler.config, "num_train_timesteps", 1000))
-    flow = _is_flow_matching(scheduler)
+    flow = is_flow_matching(scheduler)
     top = total if flow else total - 1  # flow matching: t = 1000 is pure noise and valid
     bad = [t for t in timesteps if not 0 <= t <= top]
     if bad:
         raise ValueError(f"timesteps {bad} are outside 0..{top}, the range {type(scheduler).__name__} was trained on")
-
-
-def _is_flow_matching(scheduler) -> bool:
-    return type(scheduler).__name__.startswith("FlowMatch")

@@ -74,3 +74,32 @@ def vae_decode(pipeline, latents):
     with torch.no_grad():
         images = vae.decode(latents, return_dict=False)[0]
     return (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().numpy()
+
+
+def vae_encode(pipeline, pixels):
+    """Images (N, 3, H, W) in [-1, 1] -> the latents the denoiser is trained on: the inverse of
+    ``vae_decode`` (the posterior mean, shifted then scaled)."""
+    vae = pipeline.vae
+    latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mean
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return ((latents - shift) * vae.config.scaling_factor).float()
+
+
+def can_encode_prompts(pipeline) -> bool:
+    """Whether ``encode_prompts`` knows this pipeline (Stable Diffusion 1.x/2.x and SD3)."""
+    return pipeline is not None and type(pipeline).__name__.startswith("StableDiffusion")
+
+
+def encode_prompts(pipeline, prompts: list[str], device) -> dict:
+    """The denoiser's conditioning kwargs for ``prompts``, through the pipeline's own encoders
+    (no guidance: the conditional branch only)."""
+    name = type(pipeline).__name__
+    if name.startswith("StableDiffusion3"):
+        embeds, _, pooled, _ = pipeline.encode_prompt(
+            prompt=prompts, prompt_2=None, prompt_3=None, device=device, do_classifier_free_guidance=False
+        )
+        return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
+    if name.startswith("StableDiffusion"):
+        embeds, _ = pipeline.encode_prompt(prompts, device, 1, False)
+        return {"encoder_hidden_states": embeds}
+    raise ValueError(f"workbench does not know how to encode prompts for a {name}")

@@ -11,12 +11,17 @@ from __future__ import annotations
 import torch
 
 
+def is_flow_matching(scheduler) -> bool:
+    """Whether ``scheduler`` interpolates noise linearly (rectified flow) rather than by alphas."""
+    return type(scheduler).__name__.startswith("FlowMatch")
+
+
 def x0_from_step(scheduler, output, model_output: torch.Tensor, sample: torch.Tensor, timestep) -> torch.Tensor:
     pred = output[1] if isinstance(output, tuple) and len(output) > 1 else getattr(output, "pred_original_sample", None)
     if pred is not None:
         return pred
     name = type(scheduler).__name__
-    if name.startswith("FlowMatch"):
+    if is_flow_matching(scheduler):
         sigma = scheduler.sigmas[scheduler.step_index - 1].to(sample.device, sample.dtype)
         return sample - sigma * model_output
     alphas = getattr(scheduler, "alphas_cumprod", None)
@@ -38,7 +43,7 @@ def add_noise(scheduler, clean: torch.Tensor, noise: torch.Tensor, timestep: flo
     """The noisy sample at ``timestep`` as this scheduler's training defines it: flow matching
     interpolates x_t = (1 - s) x0 + s noise with s = t / num_train_timesteps; alpha schedulers
     (DDPM, DDIM, ...) use their own ``add_noise``."""
-    if type(scheduler).__name__.startswith("FlowMatch"):
+    if is_flow_matching(scheduler):
         sigma = float(timestep) / scheduler.config.num_train_timesteps
         return (1.0 - sigma) * clean + sigma * noise
     t = torch.full((clean.shape[0],), int(round(float(timestep))), dtype=torch.long)
