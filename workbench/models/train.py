@@ -51,16 +51,28 @@ _DATA_STREAM = 7_919  # keeps training scenes off the dataset splits' seeds (see
 def sample_batch(spec: ReferenceSpec, step: int, batch_size: int, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
     """Training batch ``step``: images (B, 3, 32, 32) in [-1, 1] and captions (some emptied).
 
-    Scene ``i`` of batch ``step`` depends only on ``(seed, step, i)``.
+    Scene ``i`` of batch ``step`` depends only on ``(seed, step, i)``. With
+    ``spec.exclude_held_out`` a scene showing a held-out (name, colour, position) triple
+    (``workbench.data.holdout``) is redrawn from ``(seed, step, i, attempt)``, so the benchmark's
+    held-out family stays unseen and the batch stays deterministic.
     """
     from workbench.data import make_scene
+    from workbench.data.holdout import held_out_combinations
 
+    held_out = held_out_combinations() if spec.exclude_held_out else frozenset()
     images, captions = [], []
     for i in range(batch_size):
         rng = np.random.default_rng((seed, _DATA_STREAM, step, i))
         n_objects = 2 if rng.random() < spec.two_object_fraction else 1
         kinds = ["glyph" if rng.random() < spec.glyph_fraction else "shape" for _ in range(n_objects)]
-        scene = make_scene([{"kind": k} for k in kinds], seed=(seed, _DATA_STREAM, step, i))
+        scene_seed: tuple[int, ...] = (seed, _DATA_STREAM, step, i)
+        for attempt in range(1, 101):
+            scene = make_scene([{"kind": k} for k in kinds], seed=scene_seed)
+            if not any((o.name, o.colour, o.position) in held_out for o in scene.objects):
+                break
+            scene_seed = (seed, _DATA_STREAM, step, i, attempt)
+        else:  # 5-10% of triples are held out: 100 misses in a row cannot happen by chance
+            raise RuntimeError(f"no scene without a held-out combination for batch {step}, item {i}")
         images.append(scene.image)
         captions.append("" if rng.random() < spec.caption_dropout else scene.caption)
     x0 = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -94,6 +106,7 @@ def _ema_update(ema: list[torch.Tensor], params: list[torch.Tensor], decay: floa
         torch._foreach_lerp_(ema, params, 1 - decay)
 
 
+@torch.enable_grad()  # callers may be under no_grad (tests, notebooks); training needs gradients
 def train_reference(
     name: str,
     minutes: float = 25.0,
@@ -108,6 +121,8 @@ def train_reference(
     warmup: int | None = None,
     two_object_fraction: float | None = None,
     glyph_fraction: float | None = None,
+    checkpoint_every: int = 0,
+    exclude_held_out: bool | None = None,
 ) -> dict:
     """Train reference model ``name`` from scratch and save it to ``out`` (default: the package's
     ``workbench/reference/<name>``). Returns the training record (also saved as reference.json).
@@ -116,12 +131,15 @@ def train_reference(
     the wall time. ``init_from`` (a saved folder, or ``"shipped"`` for the package's one) continues
     training from those weights (fresh optimizer and schedule); ``lr``, ``warmup``,
     ``two_object_fraction`` and ``glyph_fraction`` override the spec for this run.
+    ``checkpoint_every`` > 0 saves the EMA weights every that many steps to
+    ``<out>/checkpoints/step-NNNNNN`` (each a loadable folder with the record so far).
+    ``exclude_held_out`` (default: the spec's, True) keeps the held-out combinations out of training.
     """
     if name not in NAMES:
         raise ValueError(f"unknown reference model {name!r}; known: {', '.join(NAMES)}")
     torch.set_num_threads(threads)
     overrides = {k: v for k, v in dict(lr=lr, warmup=warmup, two_object_fraction=two_object_fraction,
-                                        glyph_fraction=glyph_fraction).items() if v is not None}
+                                        glyph_fraction=glyph_fraction, exclude_held_out=exclude_held_out).items() if v is not None}
     spec = dataclasses.replace(SPECS[name], **overrides)
     total = steps or spec.steps
     bs = batch_size or spec.batch_size
@@ -158,6 +176,15 @@ def train_reference(
     start, deadline = time.time(), time.time() + 60 * minutes
     losses: list[float] = []
     smooth = None
+    if out is None:
+        from workbench.models.reference import reference_dir
+
+        out = reference_dir(name)
+
+    def record_so_far() -> dict:
+        return _record(spec, seed, total, bs, threads, losses, time.time() - start, c, previous, init_from,
+                       init_folder)
+
     bar = tqdm(range(total), desc=f"train {name}", disable=not progress, mininterval=5, file=sys.stderr)
     for step in bar:
         for group in optimizer.param_groups:
@@ -176,17 +203,41 @@ def train_reference(
         if progress and not bar.disable and step % 100 == 0:
             print(f"step {step} loss {smooth:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
                   f"{(time.time() - start) / 60:.1f} min", file=sys.stderr, flush=True)
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < total:
+            # A loadable folder per checkpoint (EMA weights, record up to here): nothing is lost if
+            # the run is killed, and any checkpoint can be scored or continued with --init-from.
+            _save_ema(c, params, ema, Path(out) / "checkpoints" / f"step-{step + 1:06d}", record_so_far())
         if time.time() > deadline:
             break
     bar.close()
-    elapsed = time.time() - start
 
+    record = record_so_far()
     # Save the EMA weights (smoother samples than the last iterate).
     with torch.no_grad():
         for p, e in zip(params, ema, strict=True):
             p.copy_(e)
     c.text_encoder.eval()
     c.denoiser.eval()
+    c.save_pretrained(out, info={"training": record})
+    return record
+
+
+def _save_ema(c: Components, params: list[torch.Tensor], ema: list[torch.Tensor], folder: Path, record: dict) -> None:
+    """Save the EMA weights to ``folder`` and put the live weights back (training goes on)."""
+    with torch.no_grad():
+        live = [p.detach().clone() for p in params]
+        for p, e in zip(params, ema, strict=True):
+            p.copy_(e)
+        try:
+            c.save_pretrained(folder, info={"training": record})
+        finally:
+            for p, w in zip(params, live, strict=True):
+                p.copy_(w)
+
+
+def _record(spec: ReferenceSpec, seed: int, total: int, bs: int, threads: int, losses: list[float], elapsed: float,
+            c: Components, previous: dict | None, init_from, init_folder: Path | None) -> dict:
+    """The training record of this run so far, with the earlier rounds and cumulative figures."""
     record = {
         "seed": seed,
         "steps_planned": total,
@@ -197,10 +248,11 @@ def train_reference(
         "caption_dropout": spec.caption_dropout,
         "two_object_fraction": spec.two_object_fraction,
         "glyph_fraction": spec.glyph_fraction,
+        "exclude_held_out": spec.exclude_held_out,
         "minutes": round(elapsed / 60, 2),
         "threads": threads,
-        "loss_first_50": float(np.mean(losses[:50])),
-        "loss_last_100": float(np.mean(losses[-100:])),
+        "loss_first_50": float(np.mean(losses[:50])) if losses else None,
+        "loss_last_100": float(np.mean(losses[-100:])) if losses else None,
         "loss_curve": [round(float(np.mean(losses[i:i + 50])), 4) for i in range(0, len(losses), 50)],
         "denoiser_parameters": sum(p.numel() for p in c.denoiser.parameters()),
         "text_encoder_parameters": sum(p.numel() for p in c.text_encoder.parameters()),
@@ -208,9 +260,11 @@ def train_reference(
     }
     record["warmup"] = spec.warmup
     if previous is not None:
+        previous = dict(previous)
         earlier = previous.pop("rounds", None) or [
             {k: v for k, v in previous.items() if k not in ("loss_curve", "denoiser_config")}]
-        this_round = {k: v for k, v in record.items() if k not in ("loss_curve", "denoiser_config")}
+        # Each round keeps its own loss curve (a round's curve is the evidence that it converged).
+        this_round = {k: v for k, v in record.items() if k != "denoiser_config"}
         record.update(
             warm_started_from=str(init_from) if str(init_from) == "shipped" else str(init_folder),
             round=int(earlier[-1].get("round") or len(earlier)) + 1,
@@ -220,11 +274,6 @@ def train_reference(
     record["cumulative_steps"] = sum(int(r["steps_done"]) for r in rounds)
     record["cumulative_images"] = sum(int(r["steps_done"]) * int(r["batch_size"]) for r in rounds)
     record["cumulative_minutes"] = round(sum(float(r["minutes"]) for r in rounds), 2)
-    if out is None:
-        from workbench.models.reference import reference_dir
-
-        out = reference_dir(name)
-    c.save_pretrained(out, info={"training": record})
     return record
 
 
@@ -243,11 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: the spec's)")
     parser.add_argument("--two-object-fraction", type=float, default=None)
     parser.add_argument("--glyph-fraction", type=float, default=None)
+    parser.add_argument("--checkpoint-every", type=int, default=250,
+                        help="save the EMA weights every N steps to OUT/checkpoints/step-N (0: never)")
+    parser.add_argument("--include-held-out", action="store_true",
+                        help="also train on the held-out combinations (as rounds 1-4 did)")
     args = parser.parse_args(argv)
     record = train_reference(args.name, minutes=args.minutes, seed=args.seed, out=args.out, steps=args.steps,
                              batch_size=args.batch_size, threads=args.threads, init_from=args.init_from,
                              lr=args.lr, warmup=args.warmup, two_object_fraction=args.two_object_fraction,
-                             glyph_fraction=args.glyph_fraction)
+                             glyph_fraction=args.glyph_fraction, checkpoint_every=args.checkpoint_every,
+                             exclude_held_out=False if args.include_held_out else None)
     summary = {k: v for k, v in record.items() if k not in ("loss_curve", "denoiser_config", "rounds")}
     print(json.dumps(summary, indent=2))
     return 0
