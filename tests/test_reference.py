@@ -180,3 +180,15 @@ def test_held_out_combinations_never_reach_training():
     # Without the exclusion the same batch does show some (10% of shape triples are held out).
     _, captions = sample_batch(dataclasses.replace(spec, exclude_held_out=False), step=0, batch_size=96, seed=0)
     assert [c for c in captions if any(c.endswith(p) for p in phrases)]
+
+
+def test_warm_started_rounds_are_numbered_and_counted(tmp_path):
+    from workbench.models.train import train_reference
+
+    kwargs = dict(steps=1, batch_size=2, threads=1, progress=False)
+    train_reference("toy-mmdit", out=tmp_path / "r1", **kwargs)
+    second = train_reference("toy-mmdit", out=tmp_path / "r2", init_from=tmp_path / "r1", **kwargs)
+    third = train_reference("toy-mmdit", out=tmp_path / "r3", init_from=tmp_path / "r2", **kwargs)
+    assert (second["round"], third["round"]) == (2, 3)
+    assert [r.get("round") for r in third["rounds"]] == [None, 2, 3]
+    assert third["cumulative_steps"] == 3 and third["cumulative_images"] == 6

@@ -263,11 +263,12 @@ def _record(spec: ReferenceSpec, seed: int, total: int, bs: int, threads: int, l
         previous = dict(previous)
         earlier = previous.pop("rounds", None) or [
             {k: v for k, v in previous.items() if k not in ("loss_curve", "denoiser_config")}]
-        # Each round keeps its own loss curve (a round's curve is the evidence that it converged).
-        this_round = {k: v for k, v in record.items() if k != "denoiser_config"}
+        number = int(earlier[-1].get("round") or len(earlier)) + 1
+        # Each round keeps its number and its own loss curve (the evidence of how far it got).
+        this_round = {k: v for k, v in record.items() if k != "denoiser_config"} | {"round": number}
         record.update(
             warm_started_from=str(init_from) if str(init_from) == "shipped" else str(init_folder),
-            round=int(earlier[-1].get("round") or len(earlier)) + 1,
+            round=number,
             rounds=earlier + [this_round],
         )
     rounds = record.get("rounds", [record])
