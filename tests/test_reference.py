@@ -186,7 +186,8 @@ def test_warm_started_rounds_are_numbered_and_counted(tmp_path):
     from workbench.models.train import train_reference
 
     kwargs = dict(steps=1, batch_size=2, threads=1, progress=False)
-    train_reference("toy-mmdit", out=tmp_path / "r1", **kwargs)
+    first = train_reference("toy-mmdit", out=tmp_path / "r1", stop_after=1, **(kwargs | {"steps": 5}))
+    assert (first["steps_done"], first["steps_planned"]) == (1, 5)  # a capped round replayed with --stop-after
     second = train_reference("toy-mmdit", out=tmp_path / "r2", init_from=tmp_path / "r1", **kwargs)
     third = train_reference("toy-mmdit", out=tmp_path / "r3", init_from=tmp_path / "r2", **kwargs)
     assert (second["round"], third["round"]) == (2, 3)

@@ -123,6 +123,7 @@ def train_reference(
     glyph_fraction: float | None = None,
     checkpoint_every: int = 0,
     exclude_held_out: bool | None = None,
+    stop_after: int | None = None,
 ) -> dict:
     """Train reference model ``name`` from scratch and save it to ``out`` (default: the package's
     ``workbench/reference/<name>``). Returns the training record (also saved as reference.json).
@@ -134,6 +135,8 @@ def train_reference(
     ``checkpoint_every`` > 0 saves the EMA weights every that many steps to
     ``<out>/checkpoints/step-NNNNNN`` (each a loadable folder with the record so far).
     ``exclude_held_out`` (default: the spec's, True) keeps the held-out combinations out of training.
+    ``stop_after`` ends the run after that many steps with the schedule still planned over
+    ``steps``: it replays exactly a round that the ``minutes`` cap cut short.
     """
     if name not in NAMES:
         raise ValueError(f"unknown reference model {name!r}; known: {', '.join(NAMES)}")
@@ -207,7 +210,7 @@ def train_reference(
             # A loadable folder per checkpoint (EMA weights, record up to here): nothing is lost if
             # the run is killed, and any checkpoint can be scored or continued with --init-from.
             _save_ema(c, params, ema, Path(out) / "checkpoints" / f"step-{step + 1:06d}", record_so_far())
-        if time.time() > deadline:
+        if time.time() > deadline or (stop_after is not None and step + 1 >= stop_after):
             break
     bar.close()
 
@@ -295,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--glyph-fraction", type=float, default=None)
     parser.add_argument("--checkpoint-every", type=int, default=250,
                         help="save the EMA weights every N steps to OUT/checkpoints/step-N (0: never)")
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="stop after N steps, the schedule still planned over --steps (replays a capped round)")
     parser.add_argument("--include-held-out", action="store_true",
                         help="also train on the held-out combinations (as rounds 1-4 did)")
     args = parser.parse_args(argv)
@@ -302,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                              batch_size=args.batch_size, threads=args.threads, init_from=args.init_from,
                              lr=args.lr, warmup=args.warmup, two_object_fraction=args.two_object_fraction,
                              glyph_fraction=args.glyph_fraction, checkpoint_every=args.checkpoint_every,
-                             exclude_held_out=False if args.include_held_out else None)
+                             exclude_held_out=False if args.include_held_out else None,
+                             stop_after=args.stop_after)
     summary = {k: v for k, v in record.items() if k not in ("loss_curve", "denoiser_config", "rounds")}
     print(json.dumps(summary, indent=2))
     return 0
