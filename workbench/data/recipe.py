@@ -1,6 +1,6 @@
 """The shapes-world vocabulary, read from a TOML recipe.
 
-The packaged recipe (``workbench/data/recipes/shapes.toml``) is loaded through
+The packaged recipe (the repository's ``datasets/shapes.toml``, installed as ``workbench.datasets``) is loaded through
 ``importlib.resources`` so it is found from an installed wheel as well as from the repository.
 
 Example:
@@ -98,7 +98,7 @@ class Recipe:
 @functools.cache
 def default_recipe() -> Recipe:
     """The packaged shapes recipe (cached: recipes are immutable)."""
-    text = resources.files("workbench.data").joinpath("recipes", "shapes.toml").read_text("utf-8")
+    text = resources.files("workbench.datasets").joinpath("shapes.toml").read_text("utf-8")
     return parse_recipe(tomllib.loads(text))
 
 
