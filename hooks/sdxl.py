@@ -29,6 +29,7 @@ SITE_MAPS = ()  # the denoiser is a UNet2DConditionModel: unet.py serves it
 PIPELINES = (
     PipelineFacts(
         pipeline_classes=("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"),
+        denoiser_attribute="unet",
         encode_prompts=_sdxl_encode,
         description="SDXL: [uncond | cond] batched guidance; text axis CLIP (77), two encoders joined on channels",
     ),

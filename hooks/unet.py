@@ -139,11 +139,13 @@ SITE_MAPS = (UNET_2D_CONDITION, UNET_2D)
 PIPELINES = (
     PipelineFacts(
         pipeline_classes=("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"),
+        denoiser_attribute="unet",
         encode_prompts=_sd_encode,
         description="Stable Diffusion 1.x/2.x: [uncond | cond] batched guidance; text axis CLIP (77)",
     ),
     PipelineFacts(
         pipeline_classes=("DDPMPipeline",),
+        denoiser_attribute="unet",
         guidance="none",
         prompt_arg="",  # unconditional: no prompts
         text_tokens=lambda pipeline, prompts, text_len: None,

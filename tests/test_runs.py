@@ -9,7 +9,7 @@ from workbench.models.tiny import tiny_denoiser
 
 from conftest import hook_count
 
-PIPELINE_FAMILIES = ["sd3", "flux", "sd", "pixart", "dit"]
+PIPELINE_FAMILIES = ["sd3", "flux", "sd", "pixart", "dit", "sdxl", "auraflow"]
 
 
 @pytest.fixture(scope="module")

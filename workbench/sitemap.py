@@ -15,7 +15,7 @@ A site map (one per architecture family, declared in the top-level ``hooks/`` fo
 axes mean, and how a joint token axis splits into image and text. Pipeline facts (guidance branch
 order, prompt argument, text tokens, prompt encoding, latent packing) are declared beside it as
 :class:`PipelineFacts`. Neither knows of torch hooks or storage: ``workbench.capture`` does the
-hooking and ``workbench.run.Model`` answers pipeline questions by reading these declarations.
+hooking and ``workbench.model.Model`` answers pipeline questions by reading these declarations.
 
 This module is the vocabulary those declarations are written in, and the builders they share.
 """
@@ -280,7 +280,7 @@ class PipelineFacts:
     """
 
     pipeline_classes: tuple[str, ...]  # diffusers pipeline class names (subclasses are served too)
-    denoiser_attribute: str = "unet"  # where the pipeline keeps its denoiser: "unet" or "transformer"
+    denoiser_attribute: str  # the pipeline attribute that holds its denoiser ("unet", "transformer")
     cfg_order: tuple[str, ...] = ("uncond", "cond")  # branch order in a batched guidance call
     guidance: Literal["batched", "embedded", "none"] = "batched"  # embedded: a distilled guidance input
     prompt_arg: str = "prompt"  # the __call__ argument that takes the prompts (DiT: class_labels)

@@ -6,6 +6,7 @@ import difflib
 from fnmatch import fnmatchcase
 
 import pandas as pd
+import torch
 
 from ..hooks import site_map_for
 from ..loading import load
