@@ -42,6 +42,8 @@ EXPECTED_SAMPLE_SHAPES = {
     "unet2d": (2, 3, 16, 16),
     "dit": (2, 8, 16, 16),  # eps + learned variance
     "pixart": (2, 8, 16, 16),
+    "sdxl": (2, 4, 16, 16),
+    "auraflow": (2, 4, 16, 16),
 }
 
 

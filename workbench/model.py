@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .hooks import pipeline_facts_for, site_map_for
-from .schedulers import add_noise, timestep_range
+from .schedulers import add_noise, resumable, timestep_range
 from .sitemap import PipelineFacts, SiteMap
 
 
@@ -237,15 +237,31 @@ class Model:
         guidance_scale: float | None = None,
         height: int | None = None,
         width: int | None = None,
+        latents: torch.Tensor | None = None,
+        start_step: int = 0,
+        stop_step: int | None = None,
+        output: str = "images",
         **pipeline_kwargs,
-    ) -> np.ndarray:
+    ) -> np.ndarray | torch.Tensor:
         """Images as float arrays (sample, height, width, rgb) in [0, 1]: through the diffusers
-        pipeline if there is one, else through :func:`denoise` with the model's own pieces."""
+        pipeline if there is one, else through :func:`denoise` with the model's own pieces.
+
+        Models run by :func:`denoise` can also run part of a schedule: ``latents`` enter step
+        ``start_step`` (default: the seed's noise at step 0), the run stops before ``stop_step``,
+        and ``output="latents"`` returns the latents instead of images. Running steps [0, k) and
+        then [k, steps) from the returned latents reproduces the full run bit for bit, so a sweep
+        computes the steps its variants share once, and an edited latent continues from exactly
+        that state."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        if output not in ("images", "latents"):
+            raise ValueError(f"output must be 'images' or 'latents', got {output!r}")
         if self.pipeline is None:
-            return self._generate_bare(prompts, steps, seed, guidance_scale)
+            return self._generate_bare(prompts, steps, seed, guidance_scale, latents, start_step, stop_step, output)
+        if start_step or stop_step is not None or output != "images":
+            raise ValueError(f"{self.name or 'this model'} runs through {type(self.pipeline).__name__}, which cannot "
+                             "start or stop mid-schedule; run its denoiser with workbench.denoise(start_step=...)")
         facts = self.facts
         if not facts.prompt_arg:
             raise ValueError(f"{type(self.pipeline).__name__} is unconditional and takes no prompts: "
@@ -276,17 +292,25 @@ class Model:
         )
         return np.clip(np.asarray(result.images, dtype=np.float32), 0.0, 1.0)
 
-    def _generate_bare(self, prompts: list[str], steps: int, seed: int, guidance_scale: float | None) -> np.ndarray:
+    def _generate_bare(self, prompts: list[str], steps: int, seed: int, guidance_scale: float | None,
+                       latents: torch.Tensor | None, start_step: int, stop_step: int | None, output: str):
         if self.prompt_encoder is None or self.decoder is None or self.latent_shape is None:
             raise ValueError(f"{self.name or 'this model'} has no pipeline and no prompt encoder/decoder; "
                              "run it with workbench.denoise(...)")
         scale = (self.guidance_scale or 1.0) if guidance_scale is None else guidance_scale
-        generator = torch.Generator("cpu").manual_seed(seed)
-        latents = torch.randn((len(prompts), *self.latent_shape), generator=generator)
+        shape = (len(prompts), *self.latent_shape)
+        if latents is None:
+            if start_step:
+                raise ValueError(f"start_step={start_step} needs the latents entering that step (latents=...)")
+            latents = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}; {len(prompts)} prompts need {shape}")
         negative = self.encode([""] * len(prompts)) if scale > 1.0 else None
         with torch.no_grad():
             latents = denoise(self, latents, steps=steps, conditioning=self.encode(prompts), negative=negative,
-                              guidance_scale=scale, prompts=prompts)
+                              guidance_scale=scale, prompts=prompts, start_step=start_step, stop_step=stop_step)
+            if output == "latents":
+                return latents
             return np.clip(np.asarray(self.decoder(latents), dtype=np.float32), 0.0, 1.0)
 
 
@@ -301,12 +325,19 @@ def denoise(
     guidance_scale: float = 1.0,
     scheduler=None,
     prompts: list[str] | None = None,
+    start_step: int = 0,
+    stop_step: int | None = None,
 ) -> torch.Tensor:
     """A plain denoising loop: ``latents`` from the first timestep to the last.
 
     ``conditioning`` holds the denoiser's extra keyword inputs (e.g. ``encoder_hidden_states``);
     with ``negative`` and ``guidance_scale > 1`` both are batched as [negative, conditioning] and
     combined with classifier-free guidance, as the diffusers pipelines do.
+
+    ``start_step`` / ``stop_step`` run only steps [start_step, stop_step) of the ``steps``-step
+    schedule: ``latents`` are those entering ``start_step`` and the result is the latents entering
+    ``stop_step``. Recorders number the steps as in the full run. Only schedulers whose state is a
+    function of the step index can resume (``workbench.schedulers.resumable``).
     """
     if isinstance(model, torch.nn.Module):
         model = Model(denoiser=model, scheduler=scheduler, name=type(model).__name__)
@@ -314,14 +345,23 @@ def denoise(
     if scheduler is None:
         raise ValueError("denoise needs a scheduler (pass scheduler=...)")
     denoiser, site_map = model.denoiser, model.site_map
+    stop = steps if stop_step is None else stop_step
+    if not 0 <= start_step <= stop <= steps:
+        raise ValueError(f"start_step={start_step}, stop_step={stop_step} must satisfy 0 <= start <= stop <= steps={steps}")
+    if (start_step or stop != steps) and not resumable(scheduler):
+        raise ValueError(f"{type(scheduler).__name__} keeps a history of past predictions: a run cannot stop or "
+                         "resume mid-schedule with it; use an Euler, flow-matching Euler or DDIM scheduler")
     cfg = negative is not None and guidance_scale > 1.0
     for recorder in model._recorders:
-        recorder.begin_run(prompts=prompts, branches=("uncond", "cond") if cfg else ("cond",), expected_steps=steps)
+        recorder.begin_run(prompts=prompts, branches=("uncond", "cond") if cfg else ("cond",), expected_steps=steps,
+                           first_step=start_step)
     conditioning = conditioning or {}
     if cfg:
         conditioning = {k: _concat(negative[k], v) for k, v in conditioning.items()}
     scheduler.set_timesteps(steps)
-    for t in scheduler.timesteps:
+    if hasattr(scheduler, "set_begin_index"):  # index-keyed schedulers: start counting at start_step
+        scheduler.set_begin_index(start_step)
+    for t in scheduler.timesteps[start_step:stop]:
         model_input = torch.cat([latents] * 2) if cfg else latents
         model_input = scheduler.scale_model_input(model_input, t) if hasattr(scheduler, "scale_model_input") else model_input
         call = {

@@ -116,8 +116,14 @@ class Recorder:
         if exc_type is None:
             self._finish()
 
-    def begin_run(self, *, prompts, branches, expected_steps) -> None:
-        """Called by ``Model.generate`` / ``denoise`` before a run: what the hooks cannot see."""
+    def begin_run(self, *, prompts, branches, expected_steps, first_step: int = 0) -> None:
+        """Called by ``Model.generate`` / ``denoise`` before a run: what the hooks cannot see.
+
+        ``first_step``: a run resumed from step k (``denoise(start_step=k)``) numbers its first
+        denoiser call k, so step selections mean the same steps as in the full run."""
+        if self._step < 0:
+            self._first_step = first_step
+            self._step = first_step - 1
         if prompts is not None:
             self.recording.prompts = list(prompts)
         if self.branches is None and self.branch_calls is None:
@@ -127,6 +133,7 @@ class Recorder:
         self._announced = True  # the runner said how long the run is, even if "unknown" (None)
 
     def _reset_clock(self) -> None:
+        self._first_step = 0
         self._step, self._call, self._last_t = -1, 0, None
         self._geometry = None
         self._recording_now = False
@@ -172,10 +179,10 @@ class Recorder:
                 self.scheduler.step = original
 
     def _finish(self) -> None:
-        if self._step < 0:
+        if self._step < self._first_step:
             return
         if isinstance(self.steps, (list, tuple)):
-            missing = [s for s in self.steps if s > self._step]
+            missing = [s for s in self.steps if s > self._step or s < self._first_step]
             if missing:
                 raise IndexError(f"steps {missing} are out of range: the run had {self._step + 1} steps (0..{self._step})")
         if self.timesteps is not None:
@@ -194,7 +201,7 @@ class Recorder:
         if same_step:
             self._call += 1
         else:
-            if self.store is not None and self._step >= 0:
+            if self.store is not None and self._step >= self._first_step:
                 self._flush_step(self._step)
             self._step, self._call = self._step + 1, 0
         self._last_t = t
