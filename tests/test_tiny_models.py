@@ -235,7 +235,7 @@ def test_tiny_denoiser_seed_and_overrides():
     with pytest.raises(TypeError):
         tiny_denoiser("sd3", not_a_config_key=1)
     with pytest.raises(ValueError, match="Unknown denoiser family"):
-        tiny_denoiser("sdxl")
+        tiny_denoiser("hunyuan-dit")
 
 
 # ---------------------------------------------------------------------------------------------
