@@ -258,13 +258,14 @@ def property_stability(traj: dict, args) -> dict:
 def property_swaps(model, cache, val, traj, val_read, read, steps, args) -> dict:
     """P2: flip rate when A's values / vectors at step k are replaced by B's, continued with A's prompt."""
     rows = []
+    n = args.swap_pairs
     for a in ATTRIBUTES:
-        pairs, field = val[a], FIELD[a]
-        read_a, read_b = val_read[a]
-        valid = read_a[field] != read_b[field]
+        pairs, field = val[a][:n], FIELD[a]
+        read_a, read_b = (r[field][:n] for r in val_read[a])
+        valid = read_a != read_b
         positions = [p["position"] for p in pairs]
         for k in tqdm(args.swap_steps, desc=f"P2 {a}"):
-            za, zb = traj[a]["a"][:, k], traj[a]["b"][:, k]
+            za, zb = traj[a]["a"][:n, k], traj[a]["b"][:n, k]
             for view, part in SWAP_CONDITIONS:
                 def compute(view=view, part=part, za=za, zb=zb, k=k):
                     if view == "whole":
@@ -276,12 +277,12 @@ def property_swaps(model, cache, val, traj, val_read, read, steps, args) -> dict
                     r = read(images, positions)
                     return {f: r[f] for f in READ_FIELDS}
                 r = cache.get(f"swap_{a}_{k}_{view}_{part}", compute)
-                flip = (r[field] == read_b[field]) & valid
-                changed = (r[field] != read_a[field]) & valid
+                flip = (r[field] == read_b) & valid
+                changed = (r[field] != read_a) & valid
                 rows.append({"attribute": a, "step": int(k), "view": view, "part": part, "valid": int(valid.sum()),
                              "flip_rate": float(flip.sum() / max(valid.sum(), 1)),
                              "change_rate": float(changed.sum() / max(valid.sum(), 1))})
-    return {"rows": rows, "steps": list(map(int, args.swap_steps))}
+    return {"rows": rows, "steps": list(map(int, args.swap_steps)), "pairs_per_attribute": n}
 
 
 def property_ranks(traj, steps) -> dict:
@@ -484,6 +485,7 @@ def main(argv=None) -> int:
     parser.add_argument("--val-pairs", type=int, default=25, help="validation pairs per attribute for edit selection")
     parser.add_argument("--test-pairs", type=int, default=100)
     parser.add_argument("--real-pairs", type=int, default=25)
+    parser.add_argument("--swap-pairs", type=int, default=50, help="property pairs per attribute in P2's swaps")
     parser.add_argument("--swap-steps", type=int, nargs="+", default=[1, 2, 3, 5, 7])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", default="bench-out/svd")

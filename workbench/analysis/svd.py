@@ -417,3 +417,45 @@ def at_step(latents: xr.DataArray, step: int) -> xr.DataArray:
     if step not in steps:
         raise ValueError(f"step {step!r} is out of range: the trajectory holds steps {steps[0]}..{steps[-1]}")
     return latents.sel(step=step, drop=True)
+
+
+class EditSession:
+    """One prompt's run, ready to be edited at any step by gains on its top singular values
+    (per channel view): what the singular-value explorer (``workbench.widgets.svd``) shows.
+
+    ``pictures(step, gains)`` gives the denoiser's clean-image estimate of the edited latent at
+    that step (``latent.x0``, one denoiser call, recorded) and the final image of the run
+    continued from it; ``distances(k)`` the step x step Grassmann distances of the run."""
+
+    def __init__(self, model, prompt: str, steps: int = 10, seed: int = 0, guidance_scale: float | None = None):
+        self.model, self.prompt, self.steps, self.guidance_scale = model, prompt, steps, guidance_scale
+        self.latents = trajectory(model, [prompt], steps, seed=seed, guidance_scale=guidance_scale)
+        self.factors = latent_svd(self.latents.isel(sample=0), "per_channel")  # dims step, channel, ...
+        self.max_rank = max_rank(model.latent_shape, "per_channel")
+
+    def edited_latent(self, step: int, gains) -> xr.DataArray:
+        """The latent entering ``step`` with its top ``len(gains)`` singular values scaled."""
+        return edit_latents(at_step(self.latents, step), lambda f: scale_values(f, list(gains)), "per_channel")
+
+    def pictures(self, step: int, gains) -> tuple[np.ndarray, np.ndarray]:
+        """(x0 estimate at ``step``, final image), each (H, W, 3) in [0, 1]."""
+        from ..capture import record
+
+        if not 0 <= step < self.steps:
+            raise ValueError(f"step {step!r} is out of range: a {self.steps}-step run has steps 0..{self.steps - 1}")
+        z = self.edited_latent(step, gains)
+        with record(self.model, ["latent.x0"]) as rec:
+            self.model.generate([self.prompt], steps=self.steps, latents=torch.from_numpy(np.ascontiguousarray(z.values)),
+                                start_step=step, stop_step=step + 1, guidance_scale=self.guidance_scale,
+                                output="latents")
+        x0 = rec["latent.x0"].isel(sample=0, branch=-1, step=-1).values
+        preview = np.clip(self.model.decode_latents(x0[None]), 0.0, 1.0)[0]
+        final = continue_from(self.model, [self.prompt], z, step, self.steps, guidance_scale=self.guidance_scale)[0]
+        return preview, final
+
+    def top_values(self, step: int, n: int) -> np.ndarray:
+        """The top ``n`` singular values at ``step``, averaged over channels."""
+        return self.factors["S"].sel(step=step).isel(component=slice(0, n)).mean("channel").values
+
+    def distances(self, k: int) -> xr.DataArray:
+        return subspace_distances(self.factors, k)
