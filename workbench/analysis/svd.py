@@ -60,7 +60,7 @@ def as_latents(latents, leading: Sequence[str] = ("sample",)) -> xr.DataArray:
     values = latents.detach().cpu().numpy() if isinstance(latents, torch.Tensor) else np.asarray(latents)
     if values.ndim < 3:
         raise ValueError(f"latents need at least 3 axes (channel, y, x), got shape {values.shape}")
-    lead = list(leading)[-(values.ndim - 3):] if values.ndim > 3 else []
+    lead = list(leading)[:values.ndim - 3]
     if len(lead) != values.ndim - 3:
         raise ValueError(f"latents of shape {values.shape} have {values.ndim - 3} leading axes; name them with leading=")
     return xr.DataArray(values, dims=(*lead, *LATENT_DIMS))
@@ -334,6 +334,7 @@ def svd_edit(source, attribute, rank: int = 4, view: str = "per_channel", iterat
     return source.copy(data=edited.astype(source.dtype))
 
 
+@torch.enable_grad()  # callers often run under no_grad; the predictor trains here
 def _fit_edits(us, ss, vhs, ua, sa, vha, r, iterations, hidden, identity_weight, seed):
     """Train one predictor per sample (all samples at once, as a batch of independent MLPs; the
     matrices of one sample share theirs); returns the edited matrices (sample, matrix, m, n)."""
