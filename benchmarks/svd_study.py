@@ -479,7 +479,8 @@ def _jsonable(value):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=["toy-mmdit", "toy-unet"])
+    parser.add_argument("model", choices=["toy-mmdit", "toy-unet", "report"],
+                        help="a reference model to study, or 'report': markdown tables of the saved results")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--prop-pairs", type=int, default=50, help="property pairs per attribute (2 prompts each)")
     parser.add_argument("--val-pairs", type=int, default=25, help="validation pairs per attribute for edit selection")
@@ -491,8 +492,82 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default="bench-out/svd")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "results"))
     args = parser.parse_args(argv)
+    if args.model == "report":
+        found = {m: json.loads((Path(args.out) / f"svd_{m}.json").read_text()) for m in ("toy-mmdit", "toy-unet")
+                 if (Path(args.out) / f"svd_{m}.json").exists()}
+        print(report(found))
+        return 0
     run(args.model, args)
     return 0
+
+
+# -- markdown tables for docs/svd.md --------------------------------------------------------------
+def report(results: dict) -> str:
+    """Markdown tables of both models' results, side by side where they share rows."""
+    lines = []
+    for name, r in results.items():
+        lines.append(f"\n### {name} ({r['steps']} steps, guidance {r['guidance_scale']})\n")
+        lines.append("Render rate on property pairs (the judge reads the asked value):")
+        lines.append("| attribute | source correct | target correct | A and B read differently |\n|---|---|---|---|")
+        for a, v in r["render_rate"].items():
+            lines.append(f"| {a} | {v['source_correct']:.2f} | {v['target_correct']:.2f} | {v['read_different']:.2f} |")
+        lines.append("\nP1, Grassmann distance (mean over prompts):")
+        lines.append("| view | k | random | adjacent steps 1-3 | adjacent, last 3 | step 1 -> final | mid -> final | "
+                     "cross-sample mid | cross-sample final |\n|---|---|---|---|---|---|---|---|---|")
+        for m in r["P1"]["maps"]:
+            d = np.array(m["distance"])
+            adj = np.diag(d, 1)
+            mid = len(d) // 2
+            lines.append(f"| {m['view']} | {m['k']} | {m['random_mean']:.2f} | {adj[1:4].mean():.2f} | {adj[-3:].mean():.2f} | "
+                         f"{d[1, -1]:.2f} | {d[mid, -1]:.2f} | {m['cross_sample'][mid]:.2f} | {m['cross_sample'][-1]:.2f} |")
+        if "P2" in r:
+            steps = r["P2"]["steps"]
+            lines.append(f"\nP2, flip rate by swap step ({r['P2'].get('pairs_per_attribute', '?')} pairs per attribute; "
+                         "valid = pairs the judge reads differently):")
+            lines.append("| attribute | condition | valid | " + " | ".join(f"k={k}" for k in steps) + " |")
+            lines.append("|---|---|---|" + "---|" * len(steps))
+            rows = {}
+            for row in r["P2"]["rows"]:
+                rows.setdefault((row["attribute"], f"{row['view']} {row['part']}"), {})[row["step"]] = row
+            for (a, cond), per_step in rows.items():
+                valid = next(iter(per_step.values()))["valid"]
+                lines.append(f"| {a} | {cond} | {valid} | " + " | ".join(f"{per_step[k]['flip_rate']:.2f}" for k in steps) + " |")
+        if "P3" in r:
+            lines.append("\nP3, modal rank (1 = largest) of A's component carrying B - A, steps "
+                         f"{r['P3']['steps'][0]}..{r['P3']['steps'][-1]}; top-4 share at step 1 / mid / last:")
+            lines.append("| view | attribute | modal rank per step | top-4 share |\n|---|---|---|---|")
+            for view in ("channels", "per_channel"):
+                for a, e in r["P3"][view].items():
+                    t4 = e["top4_share"]
+                    lines.append(f"| {view} | {a} | {' '.join(map(str, e['modal_rank']))} | "
+                                 f"{t4[0]:.2f} / {t4[len(t4) // 2]:.2f} / {t4[-1]:.2f} |")
+        if "selection" in r:
+            lines.append("\nChosen on validation (mean of success-and-preserved over attributes): " + ", ".join(
+                f"{m} {v['chosen']} ({v['score']:.2f})" for m, v in r["selection"].items()))
+        if "editing" in r:
+            lines.append("\nEditing, test pairs: success / preserved / background PSNR (dB):")
+            methods = ["prompt-swap", "svd-edit", "slerp", "sdedit", "attention-reuse"]
+            lines.append("| attribute | " + " | ".join(methods) + " |\n|---|" + "---|" * len(methods))
+            for a, e in r["editing"].items():
+                cells = []
+                for m in methods:
+                    s = e.get(m, {})
+                    cells.append("n/a" if "success" not in s else
+                                 f"{s['success']:.2f} / {s['preserved']:.2f} / {s['background_psnr']:.1f}")
+                lines.append(f"| {a} (n={e.get('prompt-swap', {}).get('n', '?')}, source read right "
+                             f"{e['source_read_correct']:.2f}) | " + " | ".join(cells) + " |")
+        if "real" in r:
+            rp = r["real"]["reconstruction_psnr"]
+            lines.append(f"\nReal images ({rp['images']} rendered test scenes, guidance 1): reconstruction PSNR "
+                         f"{rp['refine0']:.1f} dB (no refinement), {rp['refine2']:.1f} dB (2 fixed-point refinements); "
+                         f"edits at step {rp['edit_step']}, rank {rp['rank']}:")
+            lines.append("| attribute | svd-edit | prompt-swap (from inverted noise) | prompt-swap from step k |\n|---|---|---|---|")
+            for a in ATTRIBUTES:
+                e = r["real"][a]
+                lines.append(f"| {a} | " + " | ".join(
+                    f"{e[m]['success']:.2f} / {e[m]['preserved']:.2f} / {e[m]['background_psnr']:.1f}"
+                    for m in ("svd-edit", "prompt-swap", "prompt-swap-from-k")) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
