@@ -511,15 +511,18 @@ def report(results: dict) -> str:
         lines.append("| attribute | source correct | target correct | A and B read differently |\n|---|---|---|---|")
         for a, v in r["render_rate"].items():
             lines.append(f"| {a} | {v['source_correct']:.2f} | {v['target_correct']:.2f} | {v['read_different']:.2f} |")
-        lines.append("\nP1, Grassmann distance (mean over prompts):")
-        lines.append("| view | k | random | adjacent steps 1-3 | adjacent, last 3 | step 1 -> final | mid -> final | "
-                     "cross-sample mid | cross-sample final |\n|---|---|---|---|---|---|---|---|---|")
+        lines.append("\nP1, Grassmann distance (mean over prompts). Adjacent: steps i -> i+1 (the last step, sigma "
+                     "0.001 -> 0, left out); sample-specific from: the first step from which every later latent's subspace "
+                     "is closer to its own final subspace than a different prompt's final subspace is:")
+        lines.append("| view | k | random | adjacent steps 0-3 | adjacent steps 5-8 | step 1 -> final | mid -> final | "
+                     "cross-sample mid | cross-sample final | sample-specific from step |\n|---|---|---|---|---|---|---|---|---|---|")
         for m in r["P1"]["maps"]:
             d = np.array(m["distance"])
-            adj = np.diag(d, 1)
+            adj, to_final, cross = np.diag(d, 1)[:-1], d[:, -1], np.array(m["cross_sample"])
             mid = len(d) // 2
-            lines.append(f"| {m['view']} | {m['k']} | {m['random_mean']:.2f} | {adj[1:4].mean():.2f} | {adj[-3:].mean():.2f} | "
-                         f"{d[1, -1]:.2f} | {d[mid, -1]:.2f} | {m['cross_sample'][mid]:.2f} | {m['cross_sample'][-1]:.2f} |")
+            stable = next((s for s in range(len(d)) if (to_final[s:-1] < cross[-1]).all()), None)
+            lines.append(f"| {m['view']} | {m['k']} | {m['random_mean']:.2f} | {adj[:4].mean():.2f} | {adj[-4:].mean():.2f} | "
+                         f"{d[1, -1]:.2f} | {d[mid, -1]:.2f} | {cross[mid]:.2f} | {cross[-1]:.2f} | {stable} |")
         if "P2" in r:
             steps = r["P2"]["steps"]
             lines.append(f"\nP2, flip rate by swap step ({r['P2'].get('pairs_per_attribute', '?')} pairs per attribute; "
