@@ -477,6 +477,96 @@ def _jsonable(value):
     raise TypeError(type(value))
 
 
+# -- figures for docs/svd.md ----------------------------------------------------------------------
+def _viridis(x: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> RGB uint8 along a few viridis anchors (no plotting library needed)."""
+    anchors = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=float)
+    pos = np.clip(x, 0, 1) * (len(anchors) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(anchors) - 2)
+    frac = (pos - lo)[..., None]
+    return (anchors[lo] * (1 - frac) + anchors[lo + 1] * frac).astype(np.uint8)
+
+
+def figures(results: dict, img_dir: Path, html_path: Path) -> list[Path]:
+    """PNG figures (P1 heatmaps beside their baselines, example edits) and one interactive HTML page."""
+    from PIL import Image, ImageDraw
+
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    img_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    picks = (("per_channel", 4), ("channels", 1))
+    cell, pad = 18, 30
+    tiles = []
+    for name, r in results.items():
+        maps = {(m["view"], m["k"]): m for m in r["P1"]["maps"]}
+        for key in picks:
+            m = maps[key]
+            d = np.array(m["distance"]) / m["random_mean"]  # 1 = as far apart as random subspaces
+            rgb = np.kron(_viridis(d), np.ones((cell, cell, 1), dtype=np.uint8))
+            tile = Image.new("RGB", (rgb.shape[1] + 2 * pad, rgb.shape[0] + 2 * pad), "white")
+            tile.paste(Image.fromarray(rgb), (pad, pad))
+            draw = ImageDraw.Draw(tile)
+            draw.text((pad, 4), f"{name} {key[0]} k={key[1]}", fill="black")
+            draw.text((pad, pad + rgb.shape[0] + 4), "step 0 .. 10 (x and y); colour: distance / random", fill="black")
+            tiles.append(tile)
+    if tiles:
+        sheet = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)), "white")
+        x = 0
+        for t in tiles:
+            sheet.paste(t, (x, 0))
+            x += t.width
+        path = img_dir / "svd_subspace_distance.png"
+        sheet.save(path)
+        written.append(path)
+    import base64
+    import io
+
+    for name, r in results.items():
+        if "examples" not in r:
+            continue
+        rows = []
+        methods = ["source", "prompt-swap", "svd-edit", "slerp", "sdedit", "attention-reuse"]
+        for a in ATTRIBUTES:
+            shown = r["examples"][a]["images"]
+            for method in [m for m in methods if m in shown]:
+                pictures = [Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB")
+                            for uri in shown[method][:6]]
+                rows.append((f"{a}: {method}", pictures))
+        scale, label_w = 2, 150
+        sheet = Image.new("RGB", (label_w + 6 * 32 * scale, len(rows) * 32 * scale), "white")
+        draw = ImageDraw.Draw(sheet)
+        for i, (label, pictures) in enumerate(rows):
+            draw.text((4, i * 32 * scale + 26), label, fill="black")
+            for j, picture in enumerate(pictures):
+                sheet.paste(picture.resize((32 * scale, 32 * scale), Image.NEAREST), (label_w + j * 32 * scale, i * 32 * scale))
+        path = img_dir / f"svd_edits_{name}.png"
+        sheet.save(path)
+        written.append(path)
+    fig = make_subplots(rows=len(results), cols=len(picks) + 1, horizontal_spacing=0.06, vertical_spacing=0.12,
+                        subplot_titles=[f"{n}: {v} k={k}" for n in results for v, k in picks]
+                        + [] if False else None)
+    for row, (name, r) in enumerate(results.items(), start=1):
+        maps = {(m["view"], m["k"]): m for m in r["P1"]["maps"]}
+        for col, key in enumerate(picks, start=1):
+            m = maps[key]
+            fig.add_trace(go.Heatmap(z=m["distance"], zmin=0, zmax=m["random_mean"], colorscale="Viridis",
+                                     showscale=False, name=f"{name} {key}"), row=row, col=col)
+        for key in picks:
+            m = maps[key]
+            d = np.array(m["distance"])
+            fig.add_trace(go.Scatter(y=(d[:, -1] / m["random_mean"]).tolist(), name=f"{name} {key[0]} k={key[1]}: to final"),
+                          row=row, col=len(picks) + 1)
+            fig.add_trace(go.Scatter(y=(np.array(m["cross_sample"]) / m["random_mean"]).tolist(), line=dict(dash="dot"),
+                                     name=f"{name} {key[0]} k={key[1]}: other prompt"), row=row, col=len(picks) + 1)
+    fig.update_layout(height=380 * len(results), width=1150, title="P1: Grassmann distance between steps "
+                      "(heatmaps; right: to the final step and to another prompt at the same step, / random baseline)")
+    html_path.write_text(fig.to_html(include_plotlyjs="cdn", full_html=True))
+    written.append(html_path)
+    return written
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=["toy-mmdit", "toy-unet", "report"],
@@ -496,6 +586,9 @@ def main(argv=None) -> int:
         found = {m: json.loads((Path(args.out) / f"svd_{m}.json").read_text()) for m in ("toy-mmdit", "toy-unet")
                  if (Path(args.out) / f"svd_{m}.json").exists()}
         print(report(found))
+        root = Path(__file__).resolve().parents[1]
+        for path in figures(found, root / "docs" / "img", Path(args.out) / "svd_figures.html"):
+            print(f"wrote {path}", file=sys.stderr)
         return 0
     run(args.model, args)
     return 0
