@@ -444,7 +444,7 @@ class StoreJob:
                                 on_result(result)
                     finally:
                         self.claims.release(chunk)
-                        current = None
+                    current = None  # (kept on an exception: the messages name the chunk)
                 if waiting and waiting == pending:  # nothing left that we could take: wait for the others
                     fresh = [c for c in waiting if c not in told]
                     if fresh:
