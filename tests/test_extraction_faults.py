@@ -142,11 +142,11 @@ def test_a_job_waits_for_a_chunk_another_job_holds_and_a_different_job_is_refuse
             os.kill(a.pid, signal.SIGCONT)
         held = len(held_claims(out))
 
-        other = subprocess.run([sys.executable, "-m", "workbench.cli.main", *argv(toy_unet, out, timesteps="100")],
-                               capture_output=True, text=True, timeout=120)
-        assert other.returncode == 2 and "different job" in other.stderr and "timesteps" in other.stderr, other.stderr
-
+        other = subprocess.Popen([sys.executable, "-m", "workbench.cli.main", *argv(toy_unet, out, timesteps="100")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         b = start(argv(toy_unet, out), counts_b)
+        code, text = finish(other)
+        assert code == 2 and "different job" in text and "timesteps: store has [100, 500], this job asks [100]" in text, text
         wait_for(lambda: n_done(out) == N_IMAGES // BATCH - held, proc=b)  # B did all A does not hold ...
         time.sleep(1.0)
         assert b.poll() is None  # ... and waits for the chunk A holds instead of computing it too
