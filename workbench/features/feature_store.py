@@ -192,12 +192,6 @@ def done_chunks(path) -> np.ndarray:
         return out
 
 
-def chunk_variables(path) -> list[str]:
-    """The variables a job writes per chunk: every site, and ``valid``."""
-    attrs = _open_group_attrs(Path(path))
-    return [*json.loads(attrs["plan"]), "valid"]
-
-
 def write_chunk(path, plan: dict, chunk: int, start: int, features: dict[str, np.ndarray], valid: np.ndarray) -> None:
     """Write one chunk's features (site -> ``(images, timesteps, *feature dims)``) and ``valid``
     flags into its region, record what was written, then mark it done."""
@@ -240,6 +234,18 @@ def unmark(path, chunks) -> None:
         records.forget(int(chunk))
 
 
+def _open_zarr(path: Path) -> xr.Dataset:
+    """Through the consolidated metadata; a store written before stores were consolidated is
+    read array by array (without the warning xarray gives for that)."""
+    import zarr
+
+    try:
+        zarr.open_consolidated(str(path), mode="r")
+    except (ValueError, KeyError, FileNotFoundError):
+        return xr.open_zarr(path, consolidated=False)
+    return xr.open_zarr(path, consolidated=True)
+
+
 def open_features(path, require_complete: bool = True) -> xr.Dataset:
     """A feature store as a lazy ``xarray.Dataset``.
 
@@ -260,7 +266,7 @@ def open_features(path, require_complete: bool = True) -> xr.Dataset:
     damaged = damaged_chunks(path)
     if damaged:
         raise DamagedStore(path, damaged, int(attrs["batch_size"]))
-    ds = xr.open_zarr(path)
+    ds = _open_zarr(path)
     done = ds["done"].values
     if require_complete and not done.all():
         raise ValueError(
