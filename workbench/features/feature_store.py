@@ -192,6 +192,16 @@ def done_chunks(path) -> np.ndarray:
         return out
 
 
+def is_done(path, chunk: int) -> bool:
+    """Whether chunk ``chunk`` is finished (reads its one mark, not the whole array)."""
+    import zarr
+
+    try:
+        return bool(zarr.open_array(str(Path(path) / "done"), mode="r")[int(chunk)])
+    except Exception:  # a mark whose write failed half-way
+        return False
+
+
 def write_chunk(path, plan: dict, chunk: int, start: int, features: dict[str, np.ndarray], valid: np.ndarray) -> None:
     """Write one chunk's features (site -> ``(images, timesteps, *feature dims)``) and ``valid``
     flags into its region, record what was written, then mark it done."""

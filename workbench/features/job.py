@@ -141,7 +141,7 @@ def extract(config: ExtractConfig | dict | None = None, *, model=None, cluster=N
         return f"chunk {chunk} (images {chunk * batch}..{min(n_images, (chunk + 1) * batch) - 1})"
 
     def is_done(chunk: int) -> bool:
-        return bool(feature_store.done_chunks(out)[chunk])
+        return feature_store.is_done(out, chunk)
 
     results: list[ChunkResult] = []
     compute_begin = time.perf_counter()

@@ -343,11 +343,12 @@ class StoreJob:
 
     def failed(self, err: OSError, chunk: int | None = None) -> JobFailed:
         """The error that ends the job when writing fails."""
-        what = f"writing {self.describe(chunk)}" if chunk is not None else "writing the store"
+        full = err.errno in _SPACE_ERRORS
+        verb = "writing" if full else "computing or writing"
+        what = f"{verb} {self.describe(chunk)}" if chunk is not None else "writing the store"
         where = f" ({err.filename})" if err.filename else ""
-        cause = "the disk is full" if err.errno in _SPACE_ERRORS else "the write failed"
-        remedy = "Free space on that disk, then resume with" if err.errno in _SPACE_ERRORS else \
-            "Fix the cause, then resume with"
+        cause = "the disk is full" if full else "an I/O error"
+        remedy = "Free space on that disk, then resume with" if full else "Fix the cause, then resume with"
         message = (f"{self.store}: {cause}: {what} failed with {err.strerror or err}{where}. {self._state()}; "
                    f"the failed chunk is not marked done and will be recomputed.\n{remedy}:\n  {self.resume}")
         return JobFailed(message, store=self.store, done=self.done_count(), total=self.total, resume=self.resume)
