@@ -129,7 +129,7 @@ def test_two_identical_jobs_started_together_compute_each_chunk_once(tmp_path, t
     assert_equal_to(out, whole)
 
 
-def test_a_job_waits_for_a_chunk_another_job_holds_and_a_different_job_is_refused(tmp_path, toy_unet, whole):
+def test_a_job_waits_for_a_chunk_another_job_holds_and_a_different_job_is_refused(tmp_path, toy_unet, whole, capsys):
     out = tmp_path / "shared.zarr"
     counts_a, counts_b = tmp_path / "a.count", tmp_path / "b.count"
     a = start(argv(toy_unet, out), counts_a, delay=0.3)
@@ -142,13 +142,13 @@ def test_a_job_waits_for_a_chunk_another_job_holds_and_a_different_job_is_refuse
             os.kill(a.pid, signal.SIGCONT)
         held = len(held_claims(out))
 
-        other = subprocess.Popen([sys.executable, "-m", "workbench.cli.main", *argv(toy_unet, out, timesteps="100")],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         b = start(argv(toy_unet, out), counts_b)
-        code, text = finish(other)
-        assert code == 2 and "different job" in text and "timesteps: store has [100, 500], this job asks [100]" in text, text
+        # A job with other settings (here, in this process) while A holds the store: refused.
+        assert main(argv(toy_unet, out, timesteps="100")) == 2
+        refused = capsys.readouterr().err
+        assert "different job" in refused and "timesteps: store has [100, 500], this job asks [100]" in refused
         wait_for(lambda: n_done(out) == N_IMAGES // BATCH - held, proc=b)  # B did all A does not hold ...
-        time.sleep(1.0)
+        time.sleep(0.5)
         assert b.poll() is None  # ... and waits for the chunk A holds instead of computing it too
         os.kill(a.pid, signal.SIGCONT)
         code_a, text_a = finish(a)
