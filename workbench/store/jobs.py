@@ -153,25 +153,27 @@ class ChunkRecords:
         return None
 
 
-def chunk_files(store, variables: Iterable[str], chunk: int) -> list[str]:
-    """The files (relative to the store) of chunk ``chunk`` along the first dim of each variable."""
+def _arrays(store, variables: Iterable[str]) -> list:
+    """The zarr arrays ``variables`` of ``store``, opened through the group (one metadata read
+    when the store is consolidated)."""
     import zarr
 
-    out = []
-    for name in variables:
-        array = zarr.open_array(str(Path(store) / name), mode="r")
-        key = array.metadata.encode_chunk_key((chunk,) + (0,) * (array.ndim - 1))
-        out.append(f"{name}/{key}")
-    return out
+    group = zarr.open_group(str(store), mode="r")
+    return [group[name] for name in variables]
+
+
+def chunk_files(store, variables: Iterable[str], chunk: int) -> list[str]:
+    """The files (relative to the store) of chunk ``chunk`` along the first dim of each variable."""
+    variables = list(variables)
+    return [f"{name}/{array.metadata.encode_chunk_key((chunk,) + (0,) * (array.ndim - 1))}"
+            for name, array in zip(variables, _arrays(store, variables))]
 
 
 def chunk_digest(store, variables: Iterable[str], chunk: int) -> str:
     """sha1 of chunk ``chunk`` (along the first dim) of each variable, as read from disk."""
-    import zarr
-
+    variables = list(variables)
     digest = hashlib.sha1()
-    for name in variables:
-        array = zarr.open_array(str(Path(store) / name), mode="r")
+    for name, array in zip(variables, _arrays(store, variables)):
         block = np.ascontiguousarray(array.get_block_selection((chunk,) + (0,) * (array.ndim - 1)))
         digest.update(name.encode())
         digest.update(block.tobytes())
