@@ -147,6 +147,9 @@ def test_a_job_waits_for_a_chunk_another_job_holds_and_a_different_job_is_refuse
         assert main(argv(toy_unet, out, timesteps="100")) == 2
         refused = capsys.readouterr().err
         assert "different job" in refused and "timesteps: store has [100, 500], this job asks [100]" in refused
+        assert main(argv(toy_unet, out, "--overwrite")) == 2  # nor replaced while A holds a chunk
+        refused = capsys.readouterr().err
+        assert "being written by another job" in refused and f"pid {a.pid} on" in refused
         wait_for(lambda: n_done(out) == N_IMAGES // BATCH - held, proc=b)  # B did all A does not hold ...
         time.sleep(0.5)
         assert b.poll() is None  # ... and waits for the chunk A holds instead of computing it too

@@ -82,7 +82,7 @@ def prepare(path, job: dict, plan: dict, source, timesteps: list[int], batch_siz
     """
     path = Path(path)
     if path.exists() and overwrite:
-        busy = _live_claims(path)
+        busy = Claims(path).live_holders()
         if busy:
             raise ValueError(f"{path} is being written by another job ({busy}); refusing to overwrite it while it runs")
         remove_store(path)
@@ -101,12 +101,6 @@ def prepare(path, job: dict, plan: dict, source, timesteps: list[int], batch_siz
         return True
     check_job(path, json.loads(_open_group_attrs(path)["job"]), job)  # another job created it just now
     return False
-
-
-def _live_claims(path: Path) -> str:
-    claims = Claims(path)
-    holders = [claims.holder(int(p.name.split(".")[0])) for p in claims.dir.glob("*.*") if p.name[0].isdigit()]
-    return ", ".join(sorted({str(h) for h in holders if h is not None and claims.alive(h)}))
 
 
 def check_job(path, stored: dict, requested: dict) -> None:

@@ -115,6 +115,12 @@ class Claims:
             return pid_alive(holder.pid)
         return True
 
+    def live_holders(self) -> str:
+        """The live processes holding any claim, e.g. ``"pid 812 on node3"`` ("" when none)."""
+        chunks = {int(p.name.split(".")[0]) for p in self.dir.glob("*.*") if p.name.split(".")[0].isdigit()}
+        holders = [self.holder(chunk) for chunk in chunks]
+        return ", ".join(sorted({str(h) for h in holders if h is not None and self.alive(h)}))
+
     def try_claim(self, chunk: int) -> bool:
         """Claim ``chunk`` if nobody alive holds it. True when this process now holds it."""
         current = self.holder(chunk)
