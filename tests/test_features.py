@@ -25,6 +25,7 @@ from workbench.features.model_inputs import images_to_latents, load_model
 from workbench.features.noising import batch_noise, noise_for
 from workbench.features.pooling import pool
 from workbench.features.feature_store import done_chunks
+from workbench.store.jobs import job_dir
 
 UNET_SITES = ["mid_block.out", "up_blocks.?.out"]
 SHAPES = dict(limit=12, max_objects=1, split="val")
@@ -226,6 +227,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, reference_folde
     assert sorted(report.computed) == [int(c) for c in np.flatnonzero(~finished_before)]
     assert report.already_done == finished_before.sum()
     assert _chunk_stamps(killed, np.flatnonzero(finished_before)) == stamps  # finished chunks were not rewritten
+    assert not list((job_dir(killed) / "claims").glob("*"))  # the killed job's claim was taken over, then released
 
     extract(**{**options, "out": str(tmp_path / "whole.zarr")})
     assert_same_features(features_of(killed), features_of(tmp_path / "whole.zarr"))

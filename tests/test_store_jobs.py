@@ -91,6 +91,19 @@ def test_a_live_claim_is_left_alone_and_a_lost_claim_is_noticed(tmp_path):
         second.close()
 
 
+def test_the_heartbeat_keeps_a_held_claim_fresh(tmp_path):
+    claims = Claims(tmp_path / "s.zarr", heartbeat=0.05)
+    try:
+        assert claims.try_claim(0)
+        old = time.time() - 1000
+        os.utime(claims.held[0], (old, old))
+        time.sleep(0.3)
+        assert claims.holder(0).quiet_seconds < 5
+    finally:
+        claims.close()
+    assert not list(claims.dir.glob("*"))
+
+
 def test_atomic_creation_lets_one_process_win(tmp_path):
     target = tmp_path / "s.zarr"
 
@@ -121,6 +134,9 @@ def test_chunk_records_find_missing_truncated_and_altered_chunks(tmp_path):
     assert "missing" in records.damage(1) and "bytes" in records.damage(2)
     assert records.damage(3) is None  # same size: only a full check reads the values
     assert records.damage(3, full=True) is not None
+    records.forget(2)  # a chunk without a record: only a full check, and only for undecodable data
+    assert records.damage(2) is None and records.damage(2, full=True) is None
+    assert "cannot be decoded" in records.damage(2, full=True, variables=["a"])
 
 
 def test_store_job_waits_for_a_chunk_held_elsewhere_then_takes_it_over(tmp_path):

@@ -222,9 +222,10 @@ def damaged_chunks(path, full: bool = False) -> dict[int, str]:
     (files and sizes); ``full`` re-reads every value (``workbench extract --verify``)."""
     records = ChunkRecords(path)
     done = done_chunks(path)
+    variables = [*json.loads(_open_group_attrs(Path(path))["plan"]), "valid"]
     found = {}
     for chunk in np.flatnonzero(done):
-        why = records.damage(int(chunk), full=full)
+        why = records.damage(int(chunk), full=full, variables=variables)
         if why is not None:
             found[int(chunk)] = why
     return found

@@ -158,6 +158,8 @@ def extract(config: ExtractConfig | dict | None = None, *, model=None, cluster=N
                                    on_result=lambda r: bar.update(r.images))
             finally:
                 bar.close()
+        else:
+            job.claims.clear_dead(is_done)  # (run does this after its chunks)
     compute_seconds = time.perf_counter() - compute_begin
     results.sort(key=lambda r: r.chunk)
     return ExtractReport(

@@ -121,6 +121,17 @@ class Claims:
         holders = [self.holder(chunk) for chunk in chunks]
         return ", ".join(sorted({str(h) for h in holders if h is not None and self.alive(h)}))
 
+    def clear_dead(self, is_done) -> None:
+        """Delete the dead claims on finished chunks (left by a job killed after marking a chunk
+        done, before releasing it). Claims on unfinished chunks stay: they are taken over."""
+        for path in list(self.dir.glob("*.*")):
+            chunk = path.name.split(".")[0]
+            if not chunk.isdigit() or not is_done(int(chunk)):
+                continue
+            holder = self.holder(int(chunk))
+            if holder is not None and not self.alive(holder, int(chunk)):
+                path.unlink(missing_ok=True)
+
     def try_claim(self, chunk: int) -> bool:
         """Claim ``chunk`` if nobody alive holds it. True when this process now holds it."""
         current = self.holder(chunk)

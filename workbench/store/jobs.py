@@ -129,14 +129,16 @@ class ChunkRecords:
     def forget(self, chunk: int) -> None:
         (self.dir / f"{chunk}.json").unlink(missing_ok=True)
 
-    def damage(self, chunk: int, full: bool = False) -> str | None:
-        """Why chunk ``chunk`` no longer matches its record (None: it does, or it has no record).
+    def damage(self, chunk: int, full: bool = False, variables: Sequence[str] = ()) -> str | None:
+        """Why chunk ``chunk`` no longer matches its record (None: it does, or nothing tells).
 
         Cheap check: each recorded file exists with its recorded size. ``full``: also re-read the
-        values and compare their digest (finds a file damaged in place)."""
+        values and compare their digest (finds a file damaged in place). A chunk without a record
+        (written before records existed) can only be checked by ``full``, for data that no longer
+        decodes, given its ``variables``."""
         record = self.read(chunk)
         if record is None:
-            return None
+            return _undecodable(self.store, variables, chunk) if full and variables else None
         for relative, size in record["files"].items():
             path = self.store / relative
             if not path.exists():
@@ -151,6 +153,14 @@ class ChunkRecords:
             if digest != record["digest"]:
                 return "its values differ from those written"
         return None
+
+
+def _undecodable(store, variables: Sequence[str], chunk: int) -> str | None:
+    try:
+        chunk_digest(store, variables, chunk)
+    except Exception as err:
+        return f"its data cannot be decoded ({type(err).__name__}: {err})"
+    return None
 
 
 def _arrays(store, variables: Iterable[str]) -> list:
@@ -299,6 +309,7 @@ class StoreJob:
                         told.update(fresh)
                     self._sleep(self.poll)
                 pending = waiting
+            self.claims.clear_dead(is_done)
         except OSError as err:
             raise self.failed(err, current) from err
         except KeyboardInterrupt as err:
