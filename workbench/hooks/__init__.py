@@ -20,6 +20,7 @@ def supported_classes() -> list[str]:
 
 
 def site_map_for(denoiser) -> SiteMap:
+    denoiser = getattr(denoiser, "_orig_mod", denoiser)  # torch.compile(model) wraps the real module
     for cls in type(denoiser).__mro__:
         if cls.__name__ in _BY_CLASS:
             return _BY_CLASS[cls.__name__]
