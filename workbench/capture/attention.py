@@ -35,8 +35,16 @@ FLEX_BACKEND = "flex"
 
 
 def backend_of(module) -> str | None:
-    """The diffusers attention backend an attention module's processor dispatches to (None: default)."""
-    backend = getattr(getattr(module, "processor", None), "_attention_backend", None)
+    """The diffusers attention backend an attention module's processor dispatches to; None for a
+    processor that calls torch's SDPA itself (no dispatch)."""
+    processor = getattr(module, "processor", None)
+    if not hasattr(processor, "_attention_backend"):
+        return None
+    backend = processor._attention_backend
+    if backend is None:  # the process-wide default, which diffusers' set_attention_backend also sets
+        from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+        backend = _AttentionBackendRegistry._active_backend
     return getattr(backend, "value", backend)
 
 

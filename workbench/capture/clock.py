@@ -108,7 +108,10 @@ class StepClock:
         branches = self.branches
         if self.pipeline is not None and hasattr(type(self.pipeline), "do_classifier_free_guidance"):
             # the pipeline knows best, during its call, whether it batched guidance branches
-            branches = cfg_order(self.pipeline) if self.pipeline.do_classifier_free_guidance else ("cond",)
+            try:
+                branches = cfg_order(self.pipeline) if self.pipeline.do_classifier_free_guidance else ("cond",)
+            except AttributeError:  # a pipeline never called (its guidance scale is unset): not its call
+                pass
         branches = branches or ("cond",)
         if batch % len(branches):
             raise ValueError(f"a batch of {batch} cannot hold the guidance branches {branches}")
