@@ -28,6 +28,19 @@ SITES = {
 DEPTH = {"flux": lambda n: dict(num_layers=n, num_single_layers=n), "sd3": lambda n: dict(num_layers=n), "sd": None}
 
 
+def width_config(family: str, width: int) -> dict:
+    """Transformer width ``width`` in heads of 64 (the tiny default is 2 heads of 16)."""
+    if width <= 32:
+        return {}
+    heads = width // 64
+    config = dict(attention_head_dim=64, num_attention_heads=heads)
+    if family == "flux":
+        config["axes_dims_rope"] = (16, 24, 24)
+    if family == "sd3":
+        config["caption_projection_dim"] = width
+    return config
+
+
 def timed(fn, repeats: int) -> tuple[float, float]:
     """Median (CPU seconds, wall seconds) of ``repeats`` calls."""
     cpu, wall = [], []
@@ -47,6 +60,8 @@ def main(argv=None) -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--width", type=int, default=32, help="transformer width (heads of 64 above 32)")
+    parser.add_argument("--size", type=int, default=None, help="image height and width in pixels (default: tiny)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
 
@@ -60,11 +75,11 @@ def main(argv=None) -> None:
     pipe = tiny_pipeline(args.family)
     attr = "unet" if args.family == "sd" else "transformer"
     if DEPTH[args.family] is not None:
-        setattr(pipe, attr, tiny_denoiser(args.family, **DEPTH[args.family](args.layers)))
+        setattr(pipe, attr, tiny_denoiser(args.family, **DEPTH[args.family](args.layers), **width_config(args.family, args.width)))
     model = wb.load(pipe)
 
     def run():
-        return model.generate("a red circle on the left", steps=args.steps)
+        return model.generate("a red circle on the left", steps=args.steps, height=args.size, width=args.size)
 
     def recorded():
         with wb.record(model, SITES[args.family]) as rec:
@@ -84,7 +99,8 @@ def main(argv=None) -> None:
     rows.append(("compiled, first plain run after recording", *timed(run, 1)))
     rows.append(("compiled, after recording", *timed(run, args.repeats)))
 
-    print(f"\n{args.family}, {args.mode} compilation, backend {args.backend}, {args.layers} layer(s), {args.steps} steps, "
+    print(f"\n{args.family}, {args.mode} compilation, backend {args.backend}, {args.layers} layer(s), width {args.width}, "
+          f"{args.size or 'default'} px, {args.steps} steps, "
           f"median of {args.repeats}, torch {torch.__version__}, 1 thread\n")
     print("| run | CPU s | wall s |")
     print("| --- | --- | --- |")

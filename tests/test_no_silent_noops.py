@@ -192,7 +192,7 @@ def test_whole_model_compilation_records_and_intervenes_exactly(family):
         setattr(pipe, attr, torch.compile(getattr(pipe, attr), backend=counter))
         compiled = wb.load(pipe)  # an OptimizedModule: no longer refused as an unknown architecture
         assert compiled.family == model.family
-        assert list(compiled.sites().index) == list(model.sites().index)
+        assert list(wb.sites(compiled).index) == list(wb.sites(model).index)
         return compiled
 
     _compiled_behaves_like_eager(family, whole)
@@ -267,12 +267,12 @@ def lora_folders(tmp_path_factory):
 @pytest.mark.parametrize("family", ["sd3", "flux", "sd"])
 def test_lora_adapter_keeps_site_names_records_adapted_values_and_patches(family, lora_folders):
     pipe, model = small_model(family)
-    names = list(model.sites().index)
+    names = list(wb.sites(model).index)
     sites = [KEYS[family], BLOCK[family]]
     with wb.record(model, sites) as base:
         base_image = generate(model)
     pipe.load_lora_weights(lora_folders[family])
-    assert list(model.sites().index) == names
+    assert list(wb.sites(model).index) == names
 
     with wb.record(model, sites) as adapted:
         adapted_image = generate(model)

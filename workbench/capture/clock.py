@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..hooks.base import kwarg_or_arg
-from ..hooks.pipelines import cfg_order
+from ..sitemap import kwarg_or_arg
 from .interventions import step_selected
 
 
@@ -33,13 +32,14 @@ def check_step_selection(steps, timesteps):
 class StepClock:
     """Counts denoiser calls into (step, call) and knows the guidance branch of every batch row."""
 
-    def __init__(self, site_map, *, steps, timesteps, branches, branch_calls, expected_steps, pipeline, scheduler):
+    def __init__(self, site_map, *, steps, timesteps, branches, branch_calls, expected_steps, model, scheduler):
         self.site_map = site_map
         self.steps, self.timesteps = check_step_selection(steps, timesteps)
         self.branches = branches  # batched guidance branch order, None = ask the pipeline
         self.branch_calls = branch_calls  # guidance run as separate calls, in this order
         self.expected_steps = expected_steps
-        self.pipeline, self.scheduler = pipeline, scheduler
+        self.model, self.scheduler = model, scheduler
+        self.first_step = 0  # a resumed run (denoise(start_step=k)) starts counting at k
         self.announced = False
         self.reset()
 
@@ -50,8 +50,11 @@ class StepClock:
         self.total_steps: int | None = None
         self._first_call_checked = False
 
-    def announce(self, *, branches, expected_steps) -> None:
+    def announce(self, *, branches, expected_steps, first_step: int = 0) -> None:
         """What a runner (``Model.generate`` / ``denoise``) says before a run."""
+        if self.step < 0:
+            self.first_step = first_step
+            self.step = first_step - 1
         if self.branches is None and self.branch_calls is None:
             self.branches = tuple(branches)
         if self.expected_steps is None:
@@ -93,7 +96,7 @@ class StepClock:
     def check_reached(self, recorded_timesteps: list[float]) -> None:
         """After the run: every selected step index or timestep occurred."""
         if isinstance(self.steps, (list, tuple)):
-            missing = [s for s in self.steps if s > self.step]
+            missing = [s for s in self.steps if s > self.step or s < self.first_step]
             if missing:
                 raise IndexError(f"steps {missing} are out of range: the run had {self.step + 1} steps (0..{self.step})")
         if self.timesteps is not None:
@@ -106,12 +109,10 @@ class StepClock:
         if self.branch_calls is not None:
             return [self.branch_calls[self.call]] * batch
         branches = self.branches
-        if self.pipeline is not None and hasattr(type(self.pipeline), "do_classifier_free_guidance"):
-            # the pipeline knows best, during its call, whether it batched guidance branches
-            try:
-                branches = cfg_order(self.pipeline) if self.pipeline.do_classifier_free_guidance else ("cond",)
-            except AttributeError:  # a pipeline never called (its guidance scale is unset): not its call
-                pass
+        try:  # the pipeline knows best, during its call, whether it batched guidance branches
+            branches = self.model.branches_in_call() or branches
+        except AttributeError:  # a pipeline never called (its guidance scale is unset): not its call
+            pass
         branches = branches or ("cond",)
         if batch % len(branches):
             raise ValueError(f"a batch of {batch} cannot hold the guidance branches {branches}")

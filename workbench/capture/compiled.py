@@ -31,10 +31,12 @@ def original_module(module):
     return module
 
 
-def compiled_regions(module: torch.nn.Module) -> list[str]:
-    """Paths ("" for the root) of the compiled parts of ``module``: a whole-model wrapper or
-    submodules compiled in place (``module.compile()``, as ``compile_repeated_blocks`` does)."""
-    regions = [""] if _is_optimized_module(module) else []
+def compiled_regions(module: torch.nn.Module, wrappers: list = ()) -> list[str]:
+    """Paths ("" for the root) of the compiled parts of ``module``: a whole-model wrapper (``module``
+    itself, or one of ``wrappers`` wrapping it) or submodules compiled in place (``module.compile()``,
+    as ``compile_repeated_blocks`` does)."""
+    wrapped = [w for w in (module, *wrappers) if _is_optimized_module(w) and original_module(w) is original_module(module)]
+    regions = [""] if wrapped else []
     for path, sub in original_module(module).named_modules():
         if getattr(sub, "_compiled_call_impl", None) is not None:
             regions.append(path)

@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..hooks import Site, site_map_for
-from ..hooks.base import AttentionTap, InputTap, LatentTap, OutputTap, kwarg_or_arg
-from ..hooks.pipelines import denoiser_of
-from ..hooks.schedulers import x0_from_step
+from ..schedulers import x0_from_step
+from ..sitemap import AttentionTap, InputTap, LatentTap, OutputTap, Site, kwarg_or_arg
 from .attention import FLEX_BACKEND, AttentionInterceptor, backend_of
 from .budget import CaptureTooLarge, check_budget, default_max_bytes  # noqa: F401  (CaptureTooLarge re-exported)
 from .clock import StepClock
@@ -29,7 +27,7 @@ from .compiled import EagerStance, compiled_regions, original_module
 from .firing import FiringLog, SitesNotFired, missing_sites_error
 from .interventions import CallContext, Intervention
 from .recording import CallInfo, Recording
-from .resolve import resolve
+from .resolve import as_model, resolve
 from .streaming import flush_step
 
 
@@ -42,24 +40,6 @@ class SitePlan:
     interventions: list[Intervention] = field(default_factory=list)
 
 
-def _parts(target):
-    """(denoiser as given, pipeline or None, scheduler or None)."""
-    if hasattr(target, "denoiser") and hasattr(target, "pipeline"):  # workbench Model
-        return target.denoiser, target.pipeline, target.scheduler
-    if isinstance(target, torch.nn.Module):
-        return target, None, None
-    if hasattr(target, "components"):  # a diffusers pipeline
-        return denoiser_of(target), target, getattr(target, "scheduler", None)
-    raise TypeError(f"cannot record a {type(target).__name__}: pass a workbench Model, a diffusers pipeline or a denoiser module")
-
-
-def unwrap(target):
-    """(denoiser, pipeline or None, scheduler or None) of a Model, a pipeline or a bare denoiser.
-    A compiled denoiser (``torch.compile(model)``) is given as the module it wraps."""
-    denoiser, pipeline, scheduler = _parts(target)
-    return original_module(denoiser), pipeline, scheduler
-
-
 class Recorder:
     """Context manager; ``with record(...) as rec`` gives the :class:`Recording` being filled."""
 
@@ -67,14 +47,13 @@ class Recorder:
                  interventions: list[Intervention] = (), max_bytes: int | None = None, store=None,
                  branches: tuple[str, ...] | None = None, branch_calls: tuple[str, ...] | None = None,
                  expected_steps: int | None = None, prompts: list[str] | None = None):
-        self.target = target
-        given, self.pipeline, self.scheduler = _parts(target)
-        self.denoiser = original_module(given)
-        self._compiled = compiled_regions(given)
-        self.site_map = site_map_for(self.denoiser)
+        self.model = as_model(target)
+        self.denoiser, self.pipeline, self.scheduler = self.model.denoiser, self.model.pipeline, self.model.scheduler
+        self.site_map = self.model.site_map
+        self._compiled = compiled_regions(self.denoiser, wrappers=_callers_of(target, self.model))
         self.clock = StepClock(self.site_map, steps=steps, timesteps=timesteps, branches=branches,
                                branch_calls=branch_calls, expected_steps=expected_steps,
-                               pipeline=self.pipeline, scheduler=self.scheduler)
+                               model=self.model, scheduler=self.scheduler)
         self.reduce = (reduce,) if isinstance(reduce, str) else tuple(reduce)
         self.dtype = dtype
         self.max_bytes = default_max_bytes() if max_bytes is None else max_bytes
@@ -90,6 +69,7 @@ class Recorder:
             sites={name: plan.site for name, plan in self.plans.items() if plan.record},
             model_name=type(self.denoiser).__name__,
             family=self.site_map.family,
+            stages=self.site_map.stages,
             reduce=self.reduce,
             dtype=None if dtype is None else str(dtype).replace("torch.", ""),
             prompts=prompts,
@@ -105,8 +85,7 @@ class Recorder:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> Recording:
-        if hasattr(self.target, "_recorders"):  # a workbench Model tells us about its runs
-            self.target._recorders.append(self)
+        self.model._recorders.append(self)  # a workbench Model tells us about its runs
         try:
             self._attach()
         except BaseException:
@@ -119,11 +98,14 @@ class Recorder:
         if exc_type is None:
             self._finish()
 
-    def begin_run(self, *, prompts, branches, expected_steps) -> None:
-        """Called by ``Model.generate`` / ``denoise`` before a run: what the hooks cannot see."""
+    def begin_run(self, *, prompts, branches, expected_steps, first_step: int = 0) -> None:
+        """Called by ``Model.generate`` / ``denoise`` before a run: what the hooks cannot see.
+
+        ``first_step``: a run resumed from step k (``denoise(start_step=k)``) numbers its first
+        denoiser call k, so step selections mean the same steps as in the full run."""
         if prompts is not None:
             self.recording.prompts = list(prompts)
-        self.clock.announce(branches=branches, expected_steps=expected_steps)
+        self.clock.announce(branches=branches, expected_steps=expected_steps, first_step=first_step)
 
     def _attach(self) -> None:
         root = self.denoiser
@@ -151,8 +133,8 @@ class Recorder:
             self._stance.enter()  # compiled code (and flex's own compile) runs eagerly while we watch
 
     def _detach(self) -> None:
-        if self in getattr(self.target, "_recorders", ()):
-            self.target._recorders.remove(self)
+        if self in self.model._recorders:
+            self.model._recorders.remove(self)
         self._stance.exit()
         for handle in self._handles:
             handle.remove()
@@ -168,7 +150,7 @@ class Recorder:
                 self.scheduler.step = original
 
     def _finish(self) -> None:
-        if self.clock.step < 0:
+        if self.clock.step < self.clock.first_step:
             if self.plans:
                 raise SitesNotFired(
                     f"the {type(self.denoiser).__name__} was never called inside the `with` block, so none of the "
@@ -184,7 +166,7 @@ class Recorder:
     def _on_denoiser_call(self, module, args, kwargs):
         latent = kwarg_or_arg(args, kwargs, self.site_map.latent_input)
         previous = self.clock.step
-        if self.clock.tick(args, kwargs, latent) and previous >= 0:
+        if self.clock.tick(args, kwargs, latent) and previous >= self.clock.first_step:
             self._check_x0_fired()
             if self.store is not None:
                 flush_step(self.recording, self.store, previous)
@@ -234,17 +216,11 @@ class Recorder:
                                       entered=set(), compiled=[], backends={}, model_name=type(self.denoiser).__name__)
 
     def _label_text_tokens(self) -> None:
-        """Token strings for text axes: from the Model's own labeller, else the pipeline's tokenizers."""
+        """Token strings for text axes, as the Model knows them."""
         prompts = self.recording.prompts
         if prompts is None or not self.geometry.text_len:
             return
-        labeller = getattr(self.target, "info", {}).get("text_tokens") if hasattr(self.target, "info") else None
-        if labeller is not None:
-            self.recording.text_tokens = labeller(prompts)
-        elif self.pipeline is not None:
-            from ..hooks.pipelines import text_tokens
-
-            self.recording.text_tokens = text_tokens(self.pipeline, prompts, self.geometry.text_len)
+        self.recording.text_tokens = self.model.text_tokens(prompts, self.geometry.text_len)
 
     # -- visiting a site --------------------------------------------------------------------------
     def visit(self, plan: SitePlan, x: torch.Tensor, rows: list[str] | None = None) -> torch.Tensor:
@@ -334,6 +310,15 @@ class Recorder:
 
 
 _NO_INSTANCE_ATTR = object()
+
+
+def _callers_of(target, model) -> list:
+    """What a run may call instead of ``model.denoiser`` itself: the module given, or the pipeline's
+    components (``pipe.transformer = torch.compile(pipe.transformer)`` leaves a wrapper there)."""
+    if isinstance(target, torch.nn.Module):
+        return [target]
+    components = getattr(model.pipeline, "components", None) or {}
+    return [c for c in components.values() if isinstance(c, torch.nn.Module)]
 
 
 def _replace_index(output, index: int, new):

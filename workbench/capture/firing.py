@@ -9,7 +9,7 @@ naming the sites, the step and the most likely cause.
 
 from __future__ import annotations
 
-from ..hooks.base import AttentionTap
+from ..sitemap import AttentionTap
 
 
 class SitesNotFired(RuntimeError):

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import xarray as xr
 
-from ..hooks import Geometry, TokenLayout
+from ..sitemap import Geometry, TokenLayout
 
 # ---------------------------------------------------------------------------------------------
 # token layout

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..hooks import Geometry, Site
+from ..sitemap import Geometry, Site
 from .layout import clashing_dims, token_coords, with_sized_dims
 
 
@@ -34,6 +34,7 @@ class Recording(Mapping):
     sites: dict[str, Site]
     model_name: str = ""
     family: str = ""
+    stages: tuple[str, ...] = ()  # the site map's top-level modules in forward order
     reduce: tuple[str, ...] = ()
     dtype: str | None = None
     prompts: list[str] | None = None
@@ -200,6 +201,7 @@ class Recording(Mapping):
             "meaning": site.meaning,
             "model": self.model_name,
             "family": self.family,
+            "stage": self.stages.index(name.split(".", 1)[0]) if name.split(".", 1)[0] in self.stages else 0,
             "reduce": ",".join(f"{d}:mean" for d in self.reduce) or "none",
             "dtype": str(data.dtype).replace("torch.", ""),
             "interventions": "; ".join(self.interventions) or "none",
