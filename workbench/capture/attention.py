@@ -17,7 +17,7 @@ attention sites is refused before the run, with the way to switch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,8 @@ from torch.overrides import TorchFunctionMode
 from ..attention import kernels
 from .layout import token_spans
 
-if TYPE_CHECKING:
-    from .engine import Recorder, SitePlan
+# The engine (``Recorder``) and its ``SitePlan`` are named in annotations only: this module must not
+# import the engine that imports it.
 
 # diffusers backends whose kernel is torch's SDPA (the _native_* pick one of its kernels)
 SDPA_BACKENDS = {None, "native", "_native_math", "_native_flash", "_native_efficient", "_native_cudnn"}
