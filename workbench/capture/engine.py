@@ -64,7 +64,9 @@ class Recorder:
         for intervention in interventions:
             for site in resolve(self.denoiser, intervention.site):
                 self.plans.setdefault(site.name, SitePlan(site, False)).interventions.append(intervention)
-        self._hooked_plans = [p for p in self.plans.values() if p.site.name != "latent.x0"]
+        hooked = [p for p in self.plans.values() if p.site.name != "latent.x0"]
+        self._recorded_names = {p.site.name for p in hooked if p.record}  # due at every selected step
+        self._intervened_plans = [p for p in hooked if p.interventions]  # due where an intervention is active
         self.recording = Recording(
             sites={name: plan.site for name, plan in self.plans.items() if plan.record},
             model_name=type(self.denoiser).__name__,
@@ -202,9 +204,11 @@ class Recorder:
 
     def _check_fired(self) -> None:
         step, fired = self.clock.step, self.firing.fired
-        due = [p.site for p in self._hooked_plans if p.site.name not in fired
-               and ((p.record and self.clock.selected_now) or any(i.active_at(step) for i in p.interventions))]
-        if due:
+        missing = self._recorded_names - fired if self.clock.selected_now else set()
+        missing |= {p.site.name for p in self._intervened_plans
+                    if p.site.name not in fired and any(i.active_at(step) for i in p.interventions)}
+        if missing:
+            due = [self.plans[name].site for name in self.plans if name in missing]
             raise missing_sites_error(due, step=step, call=self.clock.call, entered=self.firing.entered,
                                       compiled=self._compiled, model_name=type(self.denoiser).__name__,
                                       backends={i.path: backend_of(i.module) for i in self._interceptors})

@@ -45,12 +45,17 @@ class Recording(Mapping):
     _calls: dict[tuple[int, int], CallInfo] = field(default_factory=dict)
     _rows: dict[tuple[str, int, int], list[str]] = field(default_factory=dict)  # per-site row labels if not the call's
     _flushed: object = None  # a StepSink once streamed to a store
+    _held: int = 0  # bytes of the captures in memory
 
     # -- filling (used by the engine) ------------------------------------------------------------
     def add(self, site: Site, call: CallInfo, tensor: torch.Tensor, rows: list[str] | None = None) -> None:
         key = (call.step, call.call)
         self._calls[key] = call
-        self._raw[site.name][key] = tensor
+        per_call = self._raw[site.name]
+        if key in per_call:  # the same site seen twice in one call: the later value replaces the earlier
+            self._held -= _size(per_call[key])
+        per_call[key] = tensor
+        self._held += _size(tensor)
         if rows is not None:
             self._rows[(site.name, call.step, call.call)] = rows
 
@@ -63,7 +68,7 @@ class Recording(Mapping):
 
     def nbytes(self) -> int:
         """Bytes held in memory by the captures (each tensor's true element size: 2 for float16/bfloat16)."""
-        return sum(t.numel() * t.element_size() for per_site in self._raw.values() for t in per_site.values())
+        return self._held  # kept up to date by add/drop_step: the engine asks after every denoiser call
 
     def raw(self, site: str, step: int, call: int = 0) -> torch.Tensor:
         """The tensor captured at ``site`` for one denoiser call, in its canonical layout."""
@@ -170,7 +175,7 @@ class Recording(Mapping):
     def drop_step(self, step: int) -> None:
         for per_site in self._raw.values():
             for key in [k for k in per_site if k[0] == step]:
-                del per_site[key]
+                self._held -= _size(per_site.pop(key))
 
     def _to_xarray(self, name: str, only_step: int | None = None) -> xr.DataArray:
         site = self.sites[name]
@@ -245,3 +250,7 @@ def _ranges(values: list[int]) -> str:
             parts.append(f"{start}-{prev}" if prev != start else f"{start}")
             start = cur
     return ", ".join(parts)
+
+
+def _size(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
