@@ -81,7 +81,10 @@ def instrumented(name: str, model, scheduler, inputs, steps):
     n = len(model.transformer_blocks)
     if name == "blocks_workbench":
         def run():
-            with wb.record(wb.load(model, scheduler=scheduler), ["transformer_blocks.*.out.*"]) as rec:
+            # the same tensors as the hand-written loop: each block's outputs ("transformer_blocks.*.out.*"
+            # would also match the attention modules' outputs, transformer_blocks.N.attn.out.*)
+            sites = [f"transformer_blocks.{i}.out.*" for i in range(n)]
+            with wb.record(wb.load(model, scheduler=scheduler), sites) as rec:
                 denoise(model, scheduler, inputs, steps)
             return rec
     elif name == "blocks_handwritten":
