@@ -42,8 +42,10 @@ def backend_of(module) -> str | None:
         return None
     backend = processor._attention_backend
     if backend is None:  # the process-wide default, which diffusers' set_attention_backend also sets
-        from diffusers.models.attention_dispatch import _AttentionBackendRegistry
-
+        try:
+            from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+        except ImportError:  # a diffusers without attention backends: its processors call SDPA
+            return None
         backend = _AttentionBackendRegistry._active_backend
     return getattr(backend, "value", backend)
 
