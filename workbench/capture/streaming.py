@@ -19,4 +19,5 @@ def flush_step(recording: Recording, store, step: int) -> None:
     for name in recording.captured_sites():
         if recording.has_step(name, step):
             sink.write(name, recording.step_slice(name, step))
+    sink.end_step()  # consolidated metadata: the store opens cleanly at any time, also after an interruption
     recording.drop_step(step)
