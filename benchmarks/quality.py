@@ -145,7 +145,7 @@ def run(models: list[str], n: int, steps: int, batch: int, seed: int, guidance: 
     for name, folder in runs:
         key = name if folder is None else f"{name} [{folder}]"
         model = wb.load(name) if folder is None else load_reference(name, folder)
-        results[key] = {"model": name, "steps": steps, "guidance_scale": guidance or model.info["guidance_scale"],
+        results[key] = {"model": name, "steps": steps, "guidance_scale": guidance or model.guidance_scale,
                         "weights": folder or "shipped", "seed": seed}
         for family, items in families.items():
             start = time.time()

@@ -18,7 +18,7 @@ import xarray as xr
 from plotly.subplots import make_subplots
 
 from .pictures import png_data_uri
-from .sources import plain_dims
+from ..capture.layout import plain_dims
 
 PANELS = {"latent.in": "x_t (denoiser input)", "latent.x0": "predicted x0"}
 
@@ -86,6 +86,6 @@ class TrajectoryViewer(widgets.VBox):
 def trajectory(recording: Mapping[str, xr.DataArray], model, site: str = "latent.x0") -> TrajectoryViewer:
     """A step slider over decoded latents of ``recording`` (record ``"latent.*"``); ``model`` (a
     ``workbench.Model``) decodes them with ``model.decode_latents``."""
-    from ..run import load
+    from ..loading import load
 
     return TrajectoryViewer(recording, load(model), site=site)
