@@ -58,6 +58,7 @@ class SweepResult:
     source: np.ndarray  # (pair, y, x, rgb)
     variants: list[Variant]
     cost: Cost = field(default_factory=Cost)
+    swaps: np.ndarray | None = None  # (pair, swap start, y, x, rgb): the source prompt from step k on
 
 
 def noise_for(model, seeds: Sequence[int]) -> torch.Tensor:
@@ -122,11 +123,12 @@ def _check_variants(variants: Sequence[Variant], steps: int) -> None:
 
 def sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Sequence[int], variants: Sequence[Variant],
           *, steps: int, guidance_scale: float | None = None, token_maps: np.ndarray | None = None,
-          batch: int = 64, progress=None) -> SweepResult:
+          batch: int = 64, swap_starts: Sequence[int] = (), progress=None) -> SweepResult:
     """Every variant on every (target, source, seed) pair, sharing prefixes and batching variants.
 
     ``batch`` caps the rows of one denoiser call (x2 with guidance). ``progress``: a tqdm-like
-    object to ``update(n)`` per finished variant group."""
+    object to ``update(n)`` per finished variant group. ``swap_starts``: also run the baseline
+    "prompt swap from step k" (the target's own latents entering k, then the source prompt)."""
     variants = list(variants)
     _check_variants(variants, steps)
     cost = Cost()
@@ -136,7 +138,7 @@ def sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Sequence
         source_images, cache = cache_text(model, sources, steps=steps, seed=list(seeds),
                                           guidance_scale=guidance_scale, latents=noise)
         cache.check_run(steps, seeds, guidance_scale)
-        starts = sorted({v.start for v in variants})
+        starts = sorted({v.start for v in variants} | set(swap_starts))
         latents, at = noise, 0
         entering: dict[int, torch.Tensor] = {}
         for s in starts:  # the unpatched target, stopping at every start step on its way
@@ -147,6 +149,8 @@ def sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Sequence
         images = np.zeros((n, len(variants), *target_images.shape[1:]), dtype=np.float32)
         for s in starts:
             group = [i for i, v in enumerate(variants) if v.start == s]
+            if not group:
+                continue
             per_call = max(1, batch // n)  # variants per call, all pairs each
             for k in range(0, len(group), per_call):
                 chunk = group[k:k + per_call]
@@ -159,7 +163,11 @@ def sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Sequence
                 images[:, chunk] = decoded.transpose(1, 0, *range(2, decoded.ndim))
                 if progress is not None:
                     progress.update(len(chunk))
-    return SweepResult(images, np.clip(target_images, 0, 1), np.clip(source_images, 0, 1), variants, cost)
+        swaps = None
+        if swap_starts:
+            swaps = np.stack([np.clip(model.decode_latents(_run(model, sources, entering[k], steps, k, steps,
+                                                                  guidance_scale)), 0.0, 1.0) for k in swap_starts], 1)
+    return SweepResult(images, np.clip(target_images, 0, 1), np.clip(source_images, 0, 1), variants, cost, swaps)
 
 
 def naive_sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Sequence[int],
