@@ -32,9 +32,10 @@ import numpy as np
 import torch
 
 from ..capture import Intervention, intervene, record, resolve
-from ..data import token_alignment
+from ..data import ROLES, token_alignment
 
 Span = tuple[int, int]
+ROLES_ALIGNED = ROLES  # caption roles: patched token for token
 
 
 # -- layers -----------------------------------------------------------------------------------------
@@ -155,10 +156,11 @@ def align_tokens(target_offsets: Sequence[Span], source_offsets: Sequence[Span],
 
     Both captions are cut at their role spans (``Scene.spans``: name, colour, size, position) into
     pieces: the words before the first role, each role, the words between roles, and the tail (end
-    token, padding). Piece by piece, tokens map one to one, so a glyph word that tokenizes to other
-    lengths than its neighbours still lands on its own tokens. Pieces that differ in token count
-    cannot be aligned: a ``ValueError`` names them (the tail maps position by position, padding
-    repeating the source's last)."""
+    token, padding). Role pieces map one to one, so the glyph, colour and position tokens land on
+    their own counterparts even when the words around them ("letter" / "capital letter") tokenize
+    to other lengths; those in-between pieces and the tail map position by position, the shorter
+    repeating its last token. A role that tokenizes to different lengths (a glyph the tokenizer
+    splits differently) cannot be aligned: a ``ValueError`` names it."""
     target_pieces = _pieces(target_offsets, target_spans)
     source_pieces = _pieces(source_offsets, source_spans)
     if [k for k, _ in target_pieces] != [k for k, _ in source_pieces]:
@@ -166,12 +168,12 @@ def align_tokens(target_offsets: Sequence[Span], source_offsets: Sequence[Span],
                          f"{[k for k, _ in target_pieces]}, source {[k for k, _ in source_pieces]}): no token alignment")
     mapping = np.arange(len(target_offsets))
     for (kind, t_tokens), (_, s_tokens) in zip(target_pieces, source_pieces):
-        if kind == "tail":
+        if kind not in ROLES_ALIGNED:
             for i, t in enumerate(t_tokens):
                 mapping[t] = s_tokens[min(i, len(s_tokens) - 1)] if s_tokens else t
             continue
         if len(t_tokens) != len(s_tokens):
-            what = "the glyph" if kind == "name" else f"the {kind!r} piece"
+            what = "the glyph" if kind == "name" else f"the {kind} word"
             raise ValueError(f"{what} tokenizes into {len(s_tokens)} token(s) in the source prompt but "
                              f"{len(t_tokens)} in the target: the tokenizer splits them differently, so "
                              "their keys/values cannot be patched token for token")
@@ -423,30 +425,36 @@ def ssim_outside(images: np.ndarray, reference: np.ndarray, masks: np.ndarray, w
     return score.reshape(shape[:-2]).numpy()
 
 
-def greedy_head_set(success_of, heads: int, target: float) -> list[int]:
-    """The smallest head set found greedily whose edit success reaches ``target``.
+def greedy_head_set(success: Mapping[tuple[int, ...], float], heads: int, target: float) -> tuple[list[int], float]:
+    """The head set found greedily whose edit success reaches ``target``, and its success.
 
-    ``success_of(head_list) -> float``. Start from no heads and add, each round, the head that
-    raises success most (ties: the lower index), until ``target`` is reached or every head is in."""
+    ``success`` maps sorted head tuples to edit success (a sweep's table; sets it lacks are not
+    tried). Start from no heads and add, each round, the head that raises success most (ties: the
+    lower index), until ``target`` is reached or no larger set was measured."""
     chosen: list[int] = []
-    best = -np.inf
+    best = 0.0
     while len(chosen) < heads:
-        trials = {h: success_of(sorted(chosen + [h])) for h in range(heads) if h not in chosen}
-        head = max(trials, key=lambda h: (trials[h], -h))
-        chosen, best = sorted(chosen + [head]), trials[head]
+        trials = {h: success[tuple(sorted(chosen + [h]))] for h in range(heads)
+                  if h not in chosen and tuple(sorted(chosen + [h])) in success}
+        if not trials:  # jump to the smallest measured superset (e.g. leave-one-out sets)
+            supersets = [k for k in success if set(chosen) < set(k)]
+            if not supersets:
+                break
+            jump = min(supersets, key=lambda k: (len(k), -success[k], k))
+            chosen, best = list(jump), success[jump]
+        else:
+            head = max(trials, key=lambda h: (trials[h], -h))
+            chosen, best = sorted(chosen + [head]), trials[head]
         if best >= target:
             break
-    return chosen
+    return chosen, best
 
 
-def smallest_layer_set(success_of, layers: int, target: float, max_size: int | None = None) -> list[int] | None:
-    """The smallest contiguous-or-not layer set (by size, then success) reaching ``target``:
-    ``success_of(layer_list) -> float`` over all sets of size 1, 2, ... (``max_size``); None if none does."""
-    from itertools import combinations
-
-    for size in range(1, (max_size or layers) + 1):
-        scored = [(success_of(list(c)), list(c)) for c in combinations(range(layers), size)]
-        reaching = [s for s in scored if s[0] >= target]
-        if reaching:
-            return max(reaching, key=lambda s: s[0])[1]
-    return None
+def smallest_layer_set(success: Mapping[tuple[int, ...], float], target: float) -> tuple[list[int], float] | None:
+    """Among measured layer sets (``success``: sorted layer tuple -> edit success), the smallest
+    reaching ``target`` (ties: the higher success), with its success; None if none does."""
+    reaching = [(len(k), -v, k) for k, v in success.items() if v >= target]
+    if not reaching:
+        return None
+    _, neg, layers = min(reaching)
+    return list(layers), -neg
