@@ -37,7 +37,7 @@ def test_text_layers_come_from_the_site_map(unet, mmdit):
     layers = L.text_layers(unet)
     assert len(layers) == 7 and all(layer.module.endswith("attn2") for layer in layers)
     assert layers[0].key == layers[0].module + ".k" and layers[0].value == layers[0].module + ".v"
-    # the parameters the text K/V depend on, found through gradients: U-Net attn2's to_k / to_v
+    # the parameters the text K/V depend on, found by perturbation: U-Net attn2's to_k / to_v
     owners = L.text_kv_parameters(unet, layers[:1])
     assert sorted(n.rsplit(".", 2)[-2] for n in owners) == ["to_k", "to_v"]
     share = L.layer_parameter_share(unet, layers[:1])

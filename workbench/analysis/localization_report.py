@@ -124,3 +124,41 @@ def summary(grid: xr.Dataset, focus: xr.Dataset, keep: float = 0.9) -> dict:
         "heatmap_test": {int(l): {int(s): float(heat.sel(layer=l, start=s)) for s in heat["start"].values}
                          for l in heat["layer"].values},
     }
+
+
+def results_dir():
+    """Where shipped study results live: ``$WORKBENCH_RESULTS`` or ``docs/results`` of the checkout."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get("WORKBENCH_RESULTS"):
+        return Path(os.environ["WORKBENCH_RESULTS"])
+    return Path(__file__).resolve().parents[2] / "docs" / "results"
+
+
+def export(store, name: str, folder=None) -> dict:
+    """Ship a sweep's scores (no images) as ``localization_<name>.zarr`` and its summary as
+    ``localization_<name>.json`` in the results folder; returns the summary."""
+    from pathlib import Path
+
+    folder = Path(folder) if folder is not None else results_dir()
+    grid = xr.open_zarr(store, group="grid", consolidated=True).load()
+    focus = xr.open_zarr(store, group="focus", consolidated=True).load()
+    target = folder / f"localization_{name}.zarr"
+    for group, ds in (("grid", grid), ("focus", focus)):
+        small = ds.drop_vars([v for v in ds.data_vars if "image" in v])
+        small.to_zarr(target, group=group, mode="w" if group == "grid" else "a", consolidated=True, zarr_format=2)
+    result = summary(grid, focus)
+    (folder / f"localization_{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def open_results(name: str, folder=None) -> tuple[xr.Dataset, xr.Dataset, dict]:
+    """The shipped grid, focus and summary of one model."""
+    from pathlib import Path
+
+    folder = Path(folder) if folder is not None else results_dir()
+    store = folder / f"localization_{name}.zarr"
+    grid = xr.open_zarr(store, group="grid", consolidated=True).load()
+    focus = xr.open_zarr(store, group="focus", consolidated=True).load()
+    return grid, focus, json.loads((folder / f"localization_{name}.json").read_text())
