@@ -172,23 +172,31 @@ def sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Sequence
 
 def naive_sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Sequence[int],
                 variants: Sequence[Variant], *, steps: int, guidance_scale: float | None = None,
-                token_maps: np.ndarray | None = None) -> SweepResult:
-    """The anchor's way: one full generation per variant (all pairs batched), nothing shared."""
+                token_maps: np.ndarray | None = None, pairs_per_run: int | None = None) -> SweepResult:
+    """One full generation per variant, nothing shared: the reference the engine must reproduce.
+
+    ``pairs_per_run=1`` is the anchor's way (one generation per prompt and variant); None batches
+    all pairs of a variant in one generation (a stronger baseline)."""
     variants = list(variants)
     _check_variants(variants, steps)
     cost = Cost()
     noise = noise_for(model, seeds)
+    n = len(targets)
+    per_run = n if pairs_per_run is None else pairs_per_run
     with _Counter(model, cost):
         source_images, cache = cache_text(model, sources, steps=steps, seed=list(seeds),
                                           guidance_scale=guidance_scale, latents=noise)
         target_images = model.decode_latents(_run(model, targets, noise, steps, 0, steps, guidance_scale))
-        images = []
-        for variant in variants:
-            plan = _plan(model, cache, [variant], range(len(targets)), token_maps)
-            with intervene(model, text_patches(model, cache, plan, steps)):
-                images.append(model.decode_latents(_run(model, targets, noise, steps, 0, steps, guidance_scale)))
-    images = np.clip(np.stack(images, axis=1), 0.0, 1.0)
-    return SweepResult(images, np.clip(target_images, 0, 1), np.clip(source_images, 0, 1), variants, cost)
+        images = np.zeros((n, len(variants), *target_images.shape[1:]), dtype=np.float32)
+        for v, variant in enumerate(variants):
+            for a in range(0, n, per_run):
+                pairs = list(range(a, min(a + per_run, n)))
+                plan = _plan(model, cache, [variant], pairs, token_maps)
+                with intervene(model, text_patches(model, cache, plan, steps)):
+                    out = _run(model, [targets[i] for i in pairs], noise[pairs], steps, 0, steps, guidance_scale)
+                images[pairs, v] = model.decode_latents(out)
+    return SweepResult(np.clip(images, 0.0, 1.0), np.clip(target_images, 0, 1), np.clip(source_images, 0, 1),
+                       variants, cost)
 
 
 def _run(model, prompts, latents, steps, start, stop, guidance_scale):
