@@ -147,8 +147,8 @@ def export(store, name: str, folder=None) -> dict:
     target = folder / f"localization_{name}.zarr"
     for group, ds in (("grid", grid), ("focus", focus)):
         small = ds.drop_vars([v for v in ds.data_vars if "image" in v])
-        for name in list(small.variables):
-            small[name].encoding = {}  # one chunk per variable: a handful of files to ship
+        for variable in list(small.variables):
+            small[variable].encoding = {}  # one chunk per variable: a handful of files to ship
         small.to_zarr(target, group=group, mode="w" if group == "grid" else "a", consolidated=True, zarr_format=2)
     result = summary(grid, focus)
     (folder / f"localization_{name}.json").write_text(json.dumps(result, indent=1) + "\n")
