@@ -81,6 +81,7 @@ def run_job(model_name: str, out, *, pairs: int, steps: int, starts: list[int], 
         raise ValueError(f"--starts {starts} must lie in 0..{steps - 1} for a {steps}-step run")
     model, judge = load(model_name), load_judge()
     layers = text_layers(model)
+    shares = _SharesOnce(model, layers)
 
     table = _pairs(job, model, judge, gp, n_cells, per_cell, pairs, steps, seed, tqdm if progress else None, screen)
     if not len(table["target_glyph"]):
@@ -91,11 +92,11 @@ def run_job(model_name: str, out, *, pairs: int, steps: int, starts: list[int], 
     grid = [Variant((layer.index,), s) for layer in layers for s in starts]
     grid += [Variant(tuple(range(len(layers))), s) for s in starts]
     _run_group(out, job, "grid", model, judge, table, grid, steps, chunk, batch, gp, swap_starts=starts,
-               progress=progress)
+               progress=progress, shares=shares)
 
     focus, chosen = _focus_variants(out, model, layers, steps, max_range)
     _run_group(out, job, "focus", model, judge, table, focus, steps, chunk, batch, gp, progress=progress,
-               attrs={"chosen": json.dumps(chosen)})
+               attrs={"chosen": json.dumps(chosen)}, shares=shares)
     return out
 
 
@@ -162,8 +163,22 @@ def _variant_coords(variants) -> dict:
     }
 
 
+class _SharesOnce:
+    """Each text layer's parameter share, measured on first use (it runs the model) and kept."""
+
+    def __init__(self, model, layers):
+        self.model, self.layers, self.values = model, layers, None
+
+    def __call__(self) -> list[float]:
+        from ..analysis.localization import layer_parameter_share
+
+        if self.values is None:
+            self.values = [layer_parameter_share(self.model, [layer]) for layer in self.layers]
+        return self.values
+
+
 def _run_group(out, job, group, model, judge, table, variants, steps, chunk, batch, gp, swap_starts=(),
-               progress=True, attrs=None) -> None:
+               progress=True, attrs=None, shares=None) -> None:
     from tqdm.auto import tqdm
 
     from ..analysis.localization import prompt_token_maps
@@ -177,7 +192,7 @@ def _run_group(out, job, group, model, judge, table, variants, steps, chunk, bat
         return
     side = model.image_size
     if not (job / f"{group}.allocated").exists():
-        _allocate(out, group, pairs, variants, swap_starts, side, chunk, attrs or {}, model, steps)
+        _allocate(out, group, pairs, variants, swap_starts, side, chunk, attrs or {}, model, steps, shares())
         (job / f"{group}.allocated").touch()
     bar = tqdm(total=len(chunks) * len(variants), desc=f"{model.name} {group}") if progress else None
     for (a, b), mark in zip(chunks, marks):
@@ -224,7 +239,7 @@ def _u8(images: np.ndarray) -> np.ndarray:
     return np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
 
 
-def _allocate(out, group, pairs, variants, swap_starts, side, chunk, attrs, model, steps) -> None:
+def _allocate(out, group, pairs, variants, swap_starts, side, chunk, attrs, model, steps, shares) -> None:
     n, v = pairs.sizes["pair"], len(variants)
     dims2 = ("pair", "variant")
     data = {
@@ -250,12 +265,12 @@ def _allocate(out, group, pairs, variants, swap_starts, side, chunk, attrs, mode
             data[f"swap_{name}"] = (("pair", "swap_start"), np.full((n, s), np.nan, np.float32))
         data["swap_image"] = (("pair", "swap_start", "y", "x", "rgb"), np.zeros((n, s, side, side, 3), np.uint8))
         coords["swap_start"] = list(swap_starts)
-    from ..analysis.localization import layer_parameter_share, text_layers
+    from ..analysis.localization import text_layers
 
     layers = text_layers(model)
     ds = xr.Dataset(data, coords=coords).merge(pairs)
     ds = ds.assign_coords(layer_module=("layer", [layer.module for layer in layers]),
-                          layer_share=("layer", [layer_parameter_share(model, [layer]) for layer in layers]))
+                          layer_share=("layer", list(shares)))
     ds.attrs.update(attrs, model=model.name, steps=steps, group=group)
     encoding = {name: {"chunks": (chunk,) + ds[name].shape[1:]} for name in ds.data_vars if ds[name].dims[0] == "pair"}
     ds.to_zarr(out, group=group, mode="a" if Path(out).exists() else "w", encoding=encoding, consolidated=True, zarr_format=2)
