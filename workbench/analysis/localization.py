@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..capture import Intervention, intervene, record, resolve
+from ..capture import Intervention, edit, intervene, record, resolve
 from ..data import ROLES, token_alignment
 
 Span = tuple[int, int]
@@ -276,18 +276,18 @@ class PatchPlan:
 
 
 @dataclass
-class _TextKVPatch(Intervention):
-    """Replace text K/V per sample of the cond branch with the cached source's (see PatchPlan).
-    (Field names avoid Intervention's own ``heads``/``tokens`` selections, which act on all rows.)"""
+class _KVReplacement:
+    """``edit`` function: text K/V of the cond branch, per sample, replaced by the cached source's
+    (see PatchPlan). A plan acts per sample, which the edit selections (heads=, branch=) cannot say."""
 
-    values: torch.Tensor | None = None  # (source sample, step, head, token, channel)
-    source_of: torch.Tensor | None = None  # (sample,)
-    head_mask: torch.Tensor | None = None  # (sample, head) bool
-    start: torch.Tensor | None = None  # (sample,)
-    token_map: torch.Tensor | None = None  # (sample, token) or None
+    values: torch.Tensor  # (source sample, step, head, token, channel)
+    source_of: torch.Tensor  # (sample,)
+    head_mask: torch.Tensor  # (sample, head) bool
+    start: torch.Tensor  # (sample,)
+    token_map: torch.Tensor | None  # (sample, token) or None
     first_step: int = 0
 
-    def replacement(self, x, ctx):
+    def __call__(self, x, ctx):
         rows = [r for r, b in enumerate(ctx.row_branches) if b == "cond"]
         if len(rows) != len(self.source_of):
             raise ValueError(f"a patch plan for {len(self.source_of)} samples met a batch with {len(rows)} "
@@ -300,8 +300,7 @@ class _TextKVPatch(Intervention):
             index = self.token_map[:, None, :, None].expand(-1, source.shape[1], -1, source.shape[3])
             source = torch.gather(source, 2, index)
         out = x.clone()
-        cond = x[rows]
-        out[rows] = torch.where(active[:, :, None, None], source.to(x.dtype), cond)
+        out[rows] = torch.where(active[:, :, None, None], source.to(x.dtype), x[rows])
         return out
 
 
@@ -325,10 +324,11 @@ def text_patches(model, cache: TextCache, plan: PatchPlan, steps: int) -> list[I
         if layer.key not in cache.kv:
             raise KeyError(f"the source cache holds no K/V for {layer.module}; cache it with layers=None")
         for site in (layer.key, layer.value):
-            out.append(_TextKVPatch(site, steps=slice(int(start.min()), None), values=cache.kv[site],
-                                    source_of=torch.as_tensor(np.asarray(plan.source), dtype=torch.long),
-                                    head_mask=torch.as_tensor(mask), start=torch.as_tensor(start),
-                                    token_map=tokens, first_step=cache.first_step))
+            replace = _KVReplacement(values=cache.kv[site],
+                                     source_of=torch.as_tensor(np.asarray(plan.source), dtype=torch.long),
+                                     head_mask=torch.as_tensor(mask), start=torch.as_tensor(start),
+                                     token_map=tokens, first_step=cache.first_step)
+            out.append(edit(site, replace, steps=slice(int(start.min()), None)))
     return out
 
 
