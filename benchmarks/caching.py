@@ -2,10 +2,11 @@
 
 For each model and reuse scheme (``workbench.capture.reuse``) and cache interval N:
 
-* speed: the uncached run and every cached variant are timed in the same process, interleaved
-  (baseline, N=2, N=3, ... then again), ``--repeats`` times on the same prompts and seed; wall-clock
-  (``perf_counter``) and CPU time (``process_time``) are both kept, and the speed-up is the ratio of
-  the medians. The cached modules really do not run at reused steps (their call counts are stored).
+* speed: every cached variant is timed in the same process right beside an uncached run of the
+  same prompts and seed (close pairs, order alternated), ``--repeats`` times; wall-clock
+  (``perf_counter``) and CPU time (``process_time``) are both kept, and the speed-up is the median of
+  the per-pair ratios. The cached modules really do not run at reused steps (their call counts are
+  stored).
 * quality: the judge's accuracy on the quality benchmark's test prompts (single objects: shape and
   colour; glyphs: the right glyph), each variant against the uncached run with the same seeds.
 
@@ -64,16 +65,30 @@ def run_variant(model, scheme, every, prompts, steps, seed, batch):
 
 
 def time_variants(model, configs, prompts, steps, repeats) -> dict:
-    """Wall and CPU seconds of each variant, interleaved so load changes hit all variants alike."""
-    wall = {name: [] for name, _, _ in configs}
-    cpu = {name: [] for name, _, _ in configs}
-    for _ in tqdm(range(repeats), desc="timing repeats", leave=False):
-        for name, scheme, every in configs:
-            w0, c0 = time.perf_counter(), time.process_time()
-            run_variant(model, scheme, every, prompts, steps, seed=0, batch=len(prompts))
-            wall[name].append(time.perf_counter() - w0)
-            cpu[name].append(time.process_time() - c0)
-    return {"wall": wall, "cpu": cpu}
+    """Wall and CPU seconds of each variant beside its own uncached run, in close pairs.
+
+    On a shared machine the load changes within seconds, so each variant is timed right next to an
+    uncached run of the same prompts (order alternated: uncached first on even repeats, last on odd
+    ones), and its speed-up is the median over repeats of the per-pair ratios."""
+    timing = {name: {"wall_s": [], "cpu_s": [], "base_wall_s": [], "base_cpu_s": []} for name, _, _ in configs[1:]}
+
+    def timed(scheme, every):
+        w0, c0 = time.perf_counter(), time.process_time()
+        run_variant(model, scheme, every, prompts, steps, seed=0, batch=len(prompts))
+        return time.perf_counter() - w0, time.process_time() - c0
+
+    for r in tqdm(range(repeats), desc="timing repeats", leave=False):
+        for name, scheme, every in configs[1:]:
+            pair = [(None, None), (scheme, every)] if r % 2 == 0 else [(scheme, every), (None, None)]
+            measured = {s: timed(s, e) for s, e in pair}
+            (bw, bc), (vw, vc) = measured[None], measured[scheme]
+            timing[name]["base_wall_s"].append(bw), timing[name]["base_cpu_s"].append(bc)
+            timing[name]["wall_s"].append(vw), timing[name]["cpu_s"].append(vc)
+    for row in timing.values():
+        row["speedup_wall"] = round(statistics.median(b / v for b, v in zip(row["base_wall_s"], row["wall_s"])), 3)
+        row["speedup_cpu"] = round(statistics.median(b / v for b, v in zip(row["base_cpu_s"], row["cpu_s"])), 3)
+    timing["uncached"] = {"speedup_wall": 1.0, "speedup_cpu": 1.0}
+    return timing
 
 
 def measure(model_name: str, schemes: list[str], every: list[int], n: int, steps: int, batch: int, repeats: int,
@@ -83,14 +98,7 @@ def measure(model_name: str, schemes: list[str], every: list[int], n: int, steps
     entry = results.setdefault(model_name, {"steps": steps, "n": n})
     if "timing" not in entry:
         timing_prompts = [c for c, _ in prompt_families(timing_batch, seed=0)["single"]]
-        timing = time_variants(model, configs, timing_prompts, steps, repeats)
-        base_wall, base_cpu = statistics.median(timing["wall"]["uncached"]), statistics.median(timing["cpu"]["uncached"])
-        entry["timing"] = {
-            name: {"wall_s": timing["wall"][name], "cpu_s": timing["cpu"][name],
-                   "speedup_wall": round(base_wall / statistics.median(timing["wall"][name]), 3),
-                   "speedup_cpu": round(base_cpu / statistics.median(timing["cpu"][name]), 3)}
-            for name, _, _ in configs
-        }
+        entry["timing"] = time_variants(model, configs, timing_prompts, steps, repeats)
         entry["timing_setup"] = {"prompts": timing_batch, "repeats": repeats, "threads": torch.get_num_threads()}
         _save(results, out)
     judge = load_judge()
@@ -142,15 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100, help="test prompts per judged family")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--timing-batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--timing-batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="docs/results/skips_caching.json")
+    parser.add_argument("--retime", action="store_true", help="time again, keeping the judged results")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(out.read_text()) if out.exists() else {}
+    if args.retime:
+        for entry in results.values():
+            entry.pop("timing", None)
     with torch.no_grad():
         for model_name in args.models:
             measure(model_name, DEFAULT_SCHEMES[model_name], args.every, args.n, args.steps, args.batch, args.repeats,
