@@ -8,7 +8,7 @@ Each writes one JSON file under ``--out`` (default ``docs/results``): xarray Dat
 ``Dataset.to_dict()`` (read back with ``xr.Dataset.from_dict``), so named dims survive. The FreeU
 grid writes after every configuration and skips the ones already done when run again.
 Selection on validation, report on test: the grid is scored on validation prompts, and only the
-uncached baseline (b = s = 1) and the best validation cell are scored on the test prompts.
+plain model (b = s = 1) and the best FreeU cell on validation are scored on the test prompts.
 """
 
 from __future__ import annotations
@@ -144,9 +144,12 @@ def freeu_grid(b_values, s_values, n_val: int, n_test: int, steps: int, path: Pa
             continue
         results["validation"][key] = judged(model, validation, steps, 1000, freeu(model, s, s, b, b))
         _save(results, path)
-    mean = {k: (v["shape_and_colour"] + v["glyph"]) / 2 for k, v in results["validation"].items()}
+    # The best FreeU cell (b = s = 1 is the plain model, the baseline, not a candidate) by the mean of
+    # the two accuracies on validation; ties go to the first cell in grid order.
+    mean = {k: (v["shape_and_colour"] + v["glyph"]) / 2 for k, v in results["validation"].items() if k != "b=1.0,s=1.0"}
     best = max(mean, key=mean.get)
     results["best_on_validation"] = best
+    results["tied_on_validation"] = [k for k, v in mean.items() if v == mean[best]]
     if results.get("test", {}).get("best") != best:
         b, s = (float(x.split("=")[1]) for x in best.split(","))
         test = prompt_families(n_test, seed=0)
