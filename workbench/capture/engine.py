@@ -454,6 +454,7 @@ class Recorder:
         for name in list(self.recording._raw):
             if any(s == step for s, _ in self.recording._raw[name]):
                 sink.write(name, self.recording.step_slice(name, step))
+        sink.end_step()
         self.recording.drop_step(step)
 
 

@@ -122,7 +122,7 @@ class Recording(Mapping):
     def to_zarr(self, path, **kwargs) -> None:
         """Write every site to a zarr store (one group per site); read back with ``open_recording``."""
         # zarr format 2: token-string coordinates have no stable zarr v3 data type yet
-        kwargs = {"mode": "w", "consolidated": False, "zarr_format": 2, **kwargs}
+        kwargs = {"mode": "w", "consolidated": True, "zarr_format": 2, **kwargs}
         self.tree.to_zarr(path, **kwargs)
 
     # -- assembly ---------------------------------------------------------------------------------
