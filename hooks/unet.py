@@ -109,7 +109,9 @@ def _backbone_sites(path: str, block) -> list[Site]:
         if j == 0:
             module, tap = path, InputTap("hidden_states", position=0)
         elif j - 1 < len(attentions) and attentions[j - 1] is not None:
-            module, tap = f"{path}.attentions.{j - 1}", OutputTap(0)
+            # a Transformer2DModel returns a tuple (return_dict=False), a bare Attention a tensor
+            index = 0 if hasattr(attentions[j - 1], "transformer_blocks") else None
+            module, tap = f"{path}.attentions.{j - 1}", OutputTap(index)
         else:
             module, tap = f"{path}.resnets.{j - 1}", OutputTap(None)
         sites.append(Site(f"{path}.backbone.{j}", module, tap, SPATIAL_DIMS,

@@ -17,6 +17,7 @@ from workbench.analysis.skips import (
 )
 from workbench.capture.freeu import freeu, low_frequency_filter, skip_stages
 from workbench.capture.reuse import deepcache, encoder_propagation, middle_blocks, reuse
+from workbench.models.tiny import example_inputs, tiny_denoiser
 
 from conftest import hook_count
 
@@ -54,6 +55,28 @@ def test_freeu_equals_diffusers_enable_freeu(tiny_sd):
     assert np.abs(ours - reference).max() <= 1e-6
     assert hook_count(tiny_sd.denoiser) == 0
     np.testing.assert_array_equal(tiny_sd.generate(PROMPTS, steps=2, seed=3), plain)
+
+
+@pytest.mark.parametrize("family", ["unet", "unet2d", "sdxl"])
+def test_backbone_sites_are_what_each_resnet_concatenates_the_skip_to(family):
+    model, inputs = tiny_denoiser(family), example_inputs(family, batch_size=1)
+    consumed, handles = {}, []
+    for i, block in enumerate(model.up_blocks):
+        for j, resnet in enumerate(block.resnets):
+            handles.append(resnet.register_forward_pre_hook(
+                lambda m, a, i=i, j=j: consumed.__setitem__((i, j), a[0].clone())))
+    try:
+        with wb.record(model, ["up_blocks.*.backbone.*", "up_blocks.*.skip.*"]) as rec:
+            model(**inputs, return_dict=False)
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(consumed) >= 4
+    for (i, j), resnet_input in consumed.items():
+        backbone = rec[f"up_blocks.{i}.backbone.{j}"].values[:, 0, 0]
+        skip = rec[f"up_blocks.{i}.skip.{j}"].values[:, 0, 0]
+        assert backbone.shape[1] + skip.shape[1] == resnet_input.shape[1]
+        np.testing.assert_array_equal(resnet_input[:, :backbone.shape[1]].numpy(), backbone)
 
 
 def test_freeu_touches_the_first_two_decoder_stages_only(unet):
