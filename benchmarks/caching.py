@@ -8,7 +8,9 @@ For each model and reuse scheme (``workbench.capture.reuse``) and cache interval
   the per-pair ratios. The cached modules really do not run at reused steps (their call counts are
   stored).
 * quality: the judge's accuracy on the quality benchmark's test prompts (single objects: shape and
-  colour; glyphs: the right glyph), each variant against the uncached run with the same seeds.
+  colour; glyphs: the right glyph), each variant against the uncached run with the same seeds; and,
+  stricter, each variant's pixel distance (mean |difference|, PSNR) from the uncached images of the
+  timing prompts.
 
 Results go to ``--out`` (JSON, one entry per configuration, written after each so an interrupted run
 resumes where it stopped) and a markdown table beside it.
@@ -91,6 +93,20 @@ def time_variants(model, configs, prompts, steps, repeats) -> dict:
     return timing
 
 
+def fidelity(model, configs, prompts, steps) -> dict:
+    """How far each variant's images are from the uncached images of the same prompts and seeds:
+    mean absolute pixel difference and PSNR (pixels in [0, 1]). Stricter than the judge, which
+    only reads what is drawn."""
+    reference, _ = run_variant(model, None, None, prompts, steps, seed=0, batch=len(prompts))
+    out = {}
+    for name, scheme, every in configs[1:]:
+        images, _ = run_variant(model, scheme, every, prompts, steps, seed=0, batch=len(prompts))
+        mse = float(np.mean((images - reference) ** 2))
+        out[name] = {"mean_abs_diff": round(float(np.mean(np.abs(images - reference))), 4),
+                     "psnr_db": round(10 * np.log10(1.0 / max(mse, 1e-12)), 2)}
+    return out
+
+
 def measure(model_name: str, schemes: list[str], every: list[int], n: int, steps: int, batch: int, repeats: int,
             timing_batch: int, out: Path, results: dict) -> dict:
     model = wb.load(model_name)
@@ -100,6 +116,9 @@ def measure(model_name: str, schemes: list[str], every: list[int], n: int, steps
         timing_prompts = [c for c, _ in prompt_families(timing_batch, seed=0)["single"]]
         entry["timing"] = time_variants(model, configs, timing_prompts, steps, repeats)
         entry["timing_setup"] = {"prompts": timing_batch, "repeats": repeats, "threads": torch.get_num_threads()}
+        _save(results, out)
+    if "fidelity" not in entry:
+        entry["fidelity"] = fidelity(model, configs, [c for c, _ in prompt_families(timing_batch, seed=0)["single"]], steps)
         _save(results, out)
     judge = load_judge()
     families = prompt_families(n, seed=0)
@@ -131,15 +150,15 @@ def _save(results: dict, out: Path) -> None:
 
 
 def markdown(results: dict) -> str:
-    lines = ["| model | variant | speed-up (wall) | speed-up (CPU) | shape+colour % | glyph % | drop (points) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | variant | speed-up (wall) | speed-up (CPU) | shape+colour % | glyph % | drop (points) "
+             "| PSNR vs uncached (dB) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for model_name, entry in results.items():
         for name, row in entry.get("quality", {}).items():
             t = entry.get("timing", {}).get(name, {})
             drop = row.get("drop_points", {})
             lines.append(f"| {model_name} | {name} | {t.get('speedup_wall', '-')}x | {t.get('speedup_cpu', '-')}x | "
                          f"{row['shape_and_colour']} | {row['glyph']} | {drop.get('shape_and_colour', '-')} / "
-                         f"{drop.get('glyph', '-')} |")
+                         f"{drop.get('glyph', '-')} | {entry.get('fidelity', {}).get(name, {}).get('psnr_db', '-')} |")
     return "\n".join(lines)
 
 
