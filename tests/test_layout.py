@@ -25,7 +25,7 @@ LAYERS = {
     "workbench.store": 0, "workbench.report": 0,
     "workbench.hooks": 1,
     "workbench.model": 2,
-    "workbench.models": 3,
+    "workbench.models": 3, "workbench.inversion": 3,
     "workbench.loading": 4,
     "workbench.capture": 5,
     "workbench": 6,
