@@ -245,7 +245,8 @@ def run_chunk(extractor: Extractor, plan: dict, chunk: int) -> ChunkResult:
 class ExtractReport:
     """What one run of a job did. ``computed``: the chunks this run computed (empty when the store
     was already complete); ``already_done``: chunks found finished and left alone; ``seconds``:
-    the whole run, ``compute_seconds``: the chunks alone (model loading and store creation aside)."""
+    the whole run, ``compute_seconds``: the chunks alone (model loading and store creation aside),
+    ``compute_cpu_seconds``: this process's CPU time over the same span."""
 
     out: str
     images: int
@@ -257,6 +258,7 @@ class ExtractReport:
     seconds: float
     compute_seconds: float
     created: bool
+    compute_cpu_seconds: float = float("nan")
 
     @property
     def images_per_second(self) -> float:
@@ -325,7 +327,7 @@ def extract(config: ExtractConfig | dict | None = None, *, model=None, cluster=N
     done = store.done_chunks(config.out)
     todo = [int(c) for c in np.flatnonzero(~done)]
     results: list[ChunkResult] = []
-    compute_begin = time.perf_counter()
+    compute_begin, compute_cpu_begin = time.perf_counter(), time.process_time()
     if todo:
         todo_images = sum(min(len(extractor.source), (c + 1) * config.batch_size) - c * config.batch_size for c in todo)
         bar = _progress(config, todo_images, f"extract {extractor.model.name or config.model}")
@@ -339,11 +341,13 @@ def extract(config: ExtractConfig | dict | None = None, *, model=None, cluster=N
             results = run_on_dask(config, plan, todo, cluster=cluster, workers=workers, on_result=lambda r: bar.update(r.images))
         bar.close()
     compute_seconds = time.perf_counter() - compute_begin
+    compute_cpu_seconds = time.process_time() - compute_cpu_begin
     failures = [f for r in results for f in r.failures]
     return ExtractReport(
         out=config.out, images=len(extractor.source), chunks=len(done), computed=[r.chunk for r in results],
         computed_images=sum(r.images for r in results), already_done=int(done.sum()), failures=failures,
         seconds=time.perf_counter() - begin, compute_seconds=compute_seconds, created=created,
+        compute_cpu_seconds=compute_cpu_seconds,
     )
 
 
