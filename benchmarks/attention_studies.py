@@ -7,6 +7,7 @@ under ``docs/results/`` and prints the markdown tables of ``docs/attention.md``.
 
     python benchmarks/attention_studies.py --images 200 --pairs 150
     python benchmarks/attention_studies.py --tables      # the tables of the saved results
+    python benchmarks/attention_studies.py --update-doc  # ... written into docs/attention.md
 """
 
 from __future__ import annotations
@@ -179,9 +180,18 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-editing", action="store_true")
     parser.add_argument("--skip-segmentation", action="store_true")
     parser.add_argument("--tables", action="store_true", help="only print the markdown tables of the saved results")
+    parser.add_argument("--update-doc", action="store_true",
+                        help="write the tables of the saved results into docs/attention.md's generated blocks")
     args = parser.parse_args(argv)
     if args.tables:
         print(markdown_tables())
+        return
+    if args.update_doc:
+        from _doc import write_block
+
+        write_block("attention.md", "segmentation", segmentation_tables())
+        write_block("attention.md", "segmentation-grids", "\n".join(grid_tables(n) for n in MODELS))
+        write_block("attention.md", "editing", editing_tables())
         return
     torch.set_num_threads(1)
     results_dir().mkdir(parents=True, exist_ok=True)

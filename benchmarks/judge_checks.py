@@ -1,6 +1,5 @@
 """The judge checked where it is used (issue 15, item 4). Two studies, written to
-``docs/results/judge_checks.json`` and printed as the tables of ``docs/reference_models.md``'s
-judge section:
+``docs/results/judge_checks.json`` and printed as the tables of ``docs/judge.md``:
 
 1. "No object": how often the judge names an object, per anchor, on images outside the shapes
    world (noise, blank backgrounds, stripes, checkerboards, gradients), raw and with the
@@ -13,6 +12,7 @@ judge section:
    Reported: each reader's agreement with the prompt and the pairwise disagreement rates.
 
     python benchmarks/judge_checks.py --prompts 100 --second-minutes 6
+    python benchmarks/judge_checks.py --update-doc       # the saved tables into docs/judge.md
 """
 
 from __future__ import annotations
@@ -136,8 +136,14 @@ def main(argv=None) -> None:
     parser.add_argument("--second-minutes", type=float, default=6.0)
     parser.add_argument("--second-scenes", type=int, default=4000)
     parser.add_argument("--tables", action="store_true")
+    parser.add_argument("--update-doc", action="store_true", help="write the tables into docs/judge.md")
     args = parser.parse_args(argv)
     path = results_dir() / "judge_checks.json"
+    if args.update_doc:
+        from _doc import write_block
+
+        write_block("judge.md", "judge-checks", tables(json.loads(path.read_text())))
+        return
     if args.tables:
         print(tables(json.loads(path.read_text())))
         return

@@ -5,6 +5,7 @@ the figure shown is that cell's *test* accuracy.
 
     python benchmarks/probe_grid.py toy-unet=unet.zarr toy-mmdit=mmdit.zarr
     python benchmarks/probe_grid.py --tables
+    python benchmarks/probe_grid.py --update-doc         # the tables into docs/features.md
 """
 
 from __future__ import annotations
@@ -70,7 +71,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stores", nargs="*", help="MODEL=STORE pairs")
     parser.add_argument("--tables", action="store_true")
+    parser.add_argument("--update-doc", action="store_true", help="write the tables into docs/features.md")
     args = parser.parse_args(argv)
+    if args.update_doc:
+        from _doc import write_block
+
+        write_block("features.md", "probe-grid", tables())
+        return
     if not args.tables:
         from workbench.features import open_features
 
