@@ -38,7 +38,8 @@ def outside_world(n: int, seed: int = 1) -> dict[str, np.ndarray]:
     x = np.arange(32)
     period = rng.integers(2, 8, (n, 1, 1))
     colour_a, colour_b = rng.random((n, 1, 1, 3)), rng.random((n, 1, 1, 3))
-    stripes = np.where(((x[None, None, :] // period) % 2 == 0)[..., None], colour_a, colour_b)
+    stripes = np.broadcast_to(np.where(((x[None, None, :] // period) % 2 == 0)[..., None], colour_a, colour_b),
+                              (n, 32, 32, 3)).copy()
     checks = np.where((((x[None, :, None] // period) + (x[None, None, :] // period)) % 2 == 0)[..., None],
                       colour_a, colour_b)
     ramp = np.linspace(0, 1, 32)
