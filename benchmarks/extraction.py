@@ -131,7 +131,7 @@ def child_throughput(n: int, repeats: int, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from workbench.features.models import load_model
+    from workbench.features.model_inputs import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -164,7 +164,7 @@ def child_memory(n: int, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from workbench.features.models import load_model
+    from workbench.features.model_inputs import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         model = load_model(model_spec(Path(tmp)))

@@ -11,6 +11,7 @@
    nearest-template reader (``template_reading``: the shapes world's own outlines and font).
    Reported: each reader's agreement with the prompt and the pairwise disagreement rates.
 
+    python benchmarks/judge_checks.py --calibrate        # writes workbench/reference/judge/calibration.json
     python benchmarks/judge_checks.py --prompts 100 --second-minutes 6
     python benchmarks/judge_checks.py --update-doc       # the saved tables into docs/judge.md
 """
@@ -26,9 +27,36 @@ import torch
 
 import workbench as wb
 from workbench.data import default_recipe, make_scene
-from workbench.models.judge import NONE, SecondJudge, evaluate_judge, load_judge, template_reading, train_judge
+from workbench.data import generate
+from workbench.models.judge import (
+    CALIBRATION,
+    NONE,
+    SecondJudge,
+    calibrate,
+    evaluate_judge,
+    judge_dir,
+    load_judge,
+    template_reading,
+    train_judge,
+    weights_digest,
+)
 from workbench.models.reference import NAMES
 from workbench.results import results_dir
+
+
+def in_world_images(n_renders: int = 500, n_generated: int = 100, split: str = "val", seed: int = 0,
+                    steps: int = 20) -> np.ndarray:
+    """In-world images (N, 32, 32, 3) in [0, 1]: ``n_renders`` renders of ``split`` and
+    ``n_generated`` images from each reference model, prompted with the same split's captions."""
+    from workbench.data import generate
+
+    scenes = generate(n_renders, split=split, seed=seed)
+    parts = [scenes.image.values.astype(np.float32) / 255]
+    prompts = [str(c) for c in generate(n_generated, split=split, seed=seed + 1).caption.values]
+    for name in NAMES:
+        model = wb.load(name)
+        parts += [model.generate(prompts[i:i + 50], steps=steps, seed=seed + i) for i in range(0, len(prompts), 50)]
+    return np.concatenate(parts)
 
 
 def outside_world(n: int, seed: int = 1) -> dict[str, np.ndarray]:
@@ -137,9 +165,18 @@ def main(argv=None) -> None:
     parser.add_argument("--second-minutes", type=float, default=6.0)
     parser.add_argument("--second-scenes", type=int, default=4000)
     parser.add_argument("--tables", action="store_true")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="calibrate the shipped judge's 'no object' gates (writes calibration.json) and stop")
     parser.add_argument("--update-doc", action="store_true", help="write the tables into docs/judge.md")
     args = parser.parse_args(argv)
     path = results_dir() / "judge_checks.json"
+    if args.calibrate:
+        torch.set_num_threads(1)
+        limits = calibrate(load_judge(calibrated=False), in_world_images())
+        limits["weights"] = weights_digest(judge_dir() / "judge.safetensors")
+        (judge_dir() / CALIBRATION).write_text(json.dumps(limits, indent=2))
+        print(json.dumps(limits, indent=2))
+        return
     if args.update_doc:
         from _doc import write_block
 

@@ -109,7 +109,7 @@ def run(models: list[str], n: int, steps: int, batch: int, seed: int, guidance: 
     weights = weights or {}
     for name in models:
         model = load_reference(name, weights[name]) if name in weights else wb.load(name)
-        results[name] = {"steps": steps, "guidance_scale": guidance or model.info["guidance_scale"],
+        results[name] = {"steps": steps, "guidance_scale": guidance or model.guidance_scale,
                          "weights": weights.get(name, "shipped")}
         for family, items in families.items():
             start = time.time()

@@ -21,10 +21,11 @@ import torch
 import xarray as xr
 
 from workbench.features import DatasetSpec, Extractor, ExtractConfig, StoreMismatch, extract, open_features
-from workbench.features.models import images_to_latents, load_model
+from workbench.features.model_inputs import images_to_latents, load_model
 from workbench.features.noising import batch_noise, noise_for
 from workbench.features.pooling import pool
-from workbench.features.store import done_chunks
+from workbench.features.feature_store import done_chunks
+from workbench.store.jobs import job_dir
 
 UNET_SITES = ["mid_block.out", "up_blocks.?.out"]
 SHAPES = dict(limit=12, max_objects=1, split="val")
@@ -189,15 +190,15 @@ def test_prompts_and_draws(tmp_path, unet):
 CHILD = """
 import sys, time, json, torch
 torch.set_num_threads(1)
-import workbench.features.extraction as ex
-write = ex.store.write_chunk
+import workbench.features as wf, workbench.features.feature_store as fs
+write = fs.write_chunk
 def slow_write(*args, **kwargs):
     write(*args, **kwargs)
     time.sleep(0.4)  # time for the parent to kill us between (or inside) chunks
-ex.store.write_chunk = slow_write
+fs.write_chunk = slow_write
 options = json.loads(sys.argv[1])
-options["dataset"] = ex.DatasetSpec(**options["dataset"])
-ex.extract(**options)
+options["dataset"] = wf.DatasetSpec(**options["dataset"])
+wf.extract(**options)
 """
 
 
@@ -226,6 +227,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, reference_folde
     assert sorted(report.computed) == [int(c) for c in np.flatnonzero(~finished_before)]
     assert report.already_done == finished_before.sum()
     assert _chunk_stamps(killed, np.flatnonzero(finished_before)) == stamps  # finished chunks were not rewritten
+    assert not list((job_dir(killed) / "claims").glob("*"))  # the killed job's claim was taken over, then released
 
     extract(**{**options, "out": str(tmp_path / "whole.zarr")})
     assert_same_features(features_of(killed), features_of(tmp_path / "whole.zarr"))

@@ -98,8 +98,8 @@ def test_shipped_models_follow_prompt_shapes_and_colours(model, judge):
 
 def test_model_info_and_text_tokens(model):
     assert model.latent_shape == (3, 32, 32)
-    assert model.info["guidance_scale"] > 1
-    tokens = model.info["text_tokens"](["a red circle on the left"])
+    assert model.guidance_scale > 1
+    tokens = model.text_tokens(["a red circle on the left"])
     assert len(tokens) == 1 and len(tokens[0]) == reference.MAX_TOKENS
     assert tokens[0][:4] == ["<|startoftext|>", "a</w>", "red</w>", "circle</w>"]
     cond = model.encode(["a red circle on the left", ""])

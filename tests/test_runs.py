@@ -9,7 +9,7 @@ from workbench.models.tiny import tiny_denoiser
 
 from conftest import hook_count
 
-PIPELINE_FAMILIES = ["sd3", "flux", "sd", "pixart", "dit"]
+PIPELINE_FAMILIES = ["sd3", "flux", "sd", "pixart", "dit", "sdxl", "auraflow"]
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +162,37 @@ def test_bare_denoise_loop_records_steps_and_guidance():
 def test_unknown_source_lists_what_loads():
     with pytest.raises(ValueError, match="not a reference model"):
         wb.load("no-such-model")
+
+
+def test_a_run_resumed_from_its_own_latents_reproduces_it_bit_for_bit():
+    """Steps [0, k) then [k, n) from the latents entering k equal the full run exactly, and a
+    recorder numbers the resumed steps as in the full run (so step selections keep their meaning)."""
+    model = wb.load("toy-mmdit")
+    prompt = ["a red circle on the left"]
+    full = model.generate(prompt, steps=6, seed=3, output="latents")
+    prefix = model.generate(prompt, steps=6, seed=3, stop_step=2, output="latents")
+    assert not torch.equal(prefix, full)
+    with wb.record(model, ["latent.in"]) as rec:
+        rest = model.generate(prompt, steps=6, latents=prefix, start_step=2, output="latents")
+    assert torch.equal(rest, full)
+    assert list(rec["latent.in"].step.values) == [2, 3, 4, 5]
+    assert torch.equal(torch.from_numpy(rec["latent.in"].sel(step=2).values[:, 0]), prefix)
+
+
+def test_partial_runs_refuse_bad_input():
+    model = wb.load("toy-unet")
+    prompt = ["a red circle on the left"]
+    with pytest.raises(ValueError, match="start_step=4, stop_step=2"):
+        model.generate(prompt, steps=6, latents=torch.zeros(1, 3, 32, 32), start_step=4, stop_step=2)
+    with pytest.raises(ValueError, match="needs the latents entering that step"):
+        model.generate(prompt, steps=6, start_step=2)
+    with pytest.raises(ValueError, match=r"shape \(2, 3, 32, 32\)"):
+        model.generate(prompt, steps=6, latents=torch.zeros(2, 3, 32, 32), start_step=2)
+    with pytest.raises(ValueError, match="cannot start or stop mid-schedule"):
+        wb.load("tiny-sd").generate(prompt, steps=2, stop_step=1)
+    import diffusers
+
+    multistep = diffusers.DPMSolverMultistepScheduler()
+    with pytest.raises(ValueError, match="keeps a history"):
+        wb.denoise(model, torch.zeros(1, 3, 32, 32), steps=4, scheduler=multistep, stop_step=2,
+                   conditioning=model.encode(prompt))

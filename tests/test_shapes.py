@@ -215,7 +215,7 @@ def test_write_and_open_round_trip(tmp_path):
 
 
 def test_recipe_is_a_package_resource():
-    text = resources.files("workbench.data").joinpath("recipes", "shapes.toml").read_text("utf-8")
+    text = resources.files("workbench").joinpath("datasets", "shapes.toml").read_text("utf-8")
     assert parse_recipe(tomllib.loads(text)) == RECIPE
     assert RECIPE.image_size == 32 and set(RECIPE.positions) == {"left", "right", "top", "bottom", "centre"}
 

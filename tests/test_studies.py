@@ -30,7 +30,7 @@ def scenes():
 
 def test_object_tokens_point_at_the_name_words(mmdit, scenes):
     tokens = object_tokens(mmdit, [str(c) for c in scenes.caption.values], scenes.span.sel(role="name").values)
-    strings = mmdit.info["text_tokens"]([str(c) for c in scenes.caption.values])
+    strings = mmdit.text_tokens([str(c) for c in scenes.caption.values])
     for i in range(scenes.sizes["sample"]):
         for obj in range(int(scenes.n_objects.values[i])):
             kind = int(scenes.kind.values[i, obj])
@@ -38,7 +38,7 @@ def test_object_tokens_point_at_the_name_words(mmdit, scenes):
             name_var = "shape" if vocabulary[kind] == "shape" else "glyph"
             name = scenes[name_var].attrs["classes"][int(scenes[name_var].values[i, obj])]
             if not tokens[i][obj]:  # a three-object caption longer than the encoder's 24 tokens
-                assert len(strings[i]) == mmdit.info["max_tokens"] and f"{name}</w>" not in strings[i]
+                assert len(strings[i]) == mmdit.max_tokens and f"{name}</w>" not in strings[i]
                 continue
             words = "".join(strings[i][t] for t in tokens[i][obj]).replace("</w>", "").replace('"', "")
             assert words.lower() == name.lower()

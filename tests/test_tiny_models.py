@@ -42,6 +42,8 @@ EXPECTED_SAMPLE_SHAPES = {
     "unet2d": (2, 3, 16, 16),
     "dit": (2, 8, 16, 16),  # eps + learned variance
     "pixart": (2, 8, 16, 16),
+    "sdxl": (2, 4, 16, 16),
+    "auraflow": (2, 4, 16, 16),
 }
 
 
@@ -233,7 +235,7 @@ def test_tiny_denoiser_seed_and_overrides():
     with pytest.raises(TypeError):
         tiny_denoiser("sd3", not_a_config_key=1)
     with pytest.raises(ValueError, match="Unknown denoiser family"):
-        tiny_denoiser("sdxl")
+        tiny_denoiser("hunyuan-dit")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,9 @@ from .capture import (
     scale,
     steer,
 )
-from .run import Model, denoise, load, sites
+from .capture.resolve import sites
+from .loading import load
+from .model import Model, denoise
 from .store import open_recording
 
 __version__ = "0.1.0"

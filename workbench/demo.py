@@ -24,12 +24,11 @@ DEMO_MODELS = ("toy-mmdit", "toy-unet")
 
 
 def sites_for(model) -> list[str]:
-    """What the demo records: image->text attention everywhere, latents, and U-Net skips."""
-    if model.family == "unet":
-        return ["**.attn2.probs", "up_blocks.*.skip.*", "up_blocks.*.out", "latent.*"]
-    if model.family in ("sd3", "flux"):
-        return ["*transformer_blocks.*.attn.probs.image->text", "latent.*"]
-    return ["**.attn2.probs", "latent.*"]
+    """What the demo records: image->text attention everywhere, latents, and where the model has
+    long skips, each skip and the output of the block that consumes it."""
+    site_map = model.site_map
+    skip_blocks = [pattern.rsplit(".skip.", 1)[0] + ".out" for pattern in site_map.skips]
+    return [*site_map.text_attention, *site_map.skips, *skip_blocks, "latent.*"]
 
 
 def run_demo(out: str | Path = "demo-out", models=DEMO_MODELS, prompts=DEMO_PROMPTS, steps: int = 20,
@@ -51,7 +50,7 @@ def run_demo(out: str | Path = "demo-out", models=DEMO_MODELS, prompts=DEMO_PROM
         x0 = rec["latent.x0"].isel(branch=0)
         frames = model.decode_latents(x0.isel(sample=0).values)
         figures.append(trajectory_figure(frames, x0.timestep.values, title=f"{prompts[0]!r}: x0 estimate over steps"))
-        if model.family == "unet":
+        if model.site_map.skips:
             figures.append(energy_figure(skip_vs_backbone(rec), title="skip vs backbone: RMS per step (sample 0)"))
         sections.append((name, figures))
     return write_html(out / "report.html", "workbench demo", sections)

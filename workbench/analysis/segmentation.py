@@ -84,11 +84,8 @@ def object_tokens(model, captions: list[str], name_spans: np.ndarray) -> list[li
     """Token indices on the model's text axis of each object's name word: [image][object] -> list.
 
     ``name_spans`` is (image, object, 2) character spans (-1 where absent)."""
-    tokenizer = model.info["tokenizer"]
-    encoded = tokenizer(captions, padding="max_length", max_length=model.info["max_tokens"], truncation=True,
-                        return_offsets_mapping=True)
     out = []
-    for offsets, spans in zip(encoded["offset_mapping"], name_spans):
+    for offsets, spans in zip(model.token_offsets(captions), name_spans):
         valid = [tuple(int(v) for v in span) for span in spans if span[0] >= 0]
         out.append(token_alignment(valid, [tuple(o) for o in offsets]))
     return out
@@ -212,7 +209,7 @@ def segmentation_scores(model, scenes: xr.Dataset, timesteps=(100, 300, 500, 700
     for start in tqdm(range(0, len(captions), batch), desc=f"segmentation {model.name}", unit="batch"):
         stop = min(start + batch, len(captions))
         conditioning = model.encode(captions[start:stop])
-        text_tokens = model.info["text_tokens"](captions[start:stop])
+        text_tokens = model.text_tokens(captions[start:stop])
         sums: dict[tuple[int, int], np.ndarray] = {}
         for ti, t in enumerate(timesteps):
             noisy = model.add_noise(images[start:stop], t, noise[start:stop])

@@ -19,13 +19,11 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..attention import kernels
-from ..hooks import Site, site_map_for
-from ..hooks.base import AttentionTap, InputTap, LatentTap, OutputTap, kwarg_or_arg
-from ..hooks.pipelines import cfg_order, denoiser_of
-from ..hooks.schedulers import x0_from_step
+from ..schedulers import x0_from_step
+from ..sitemap import AttentionTap, InputTap, LatentTap, OutputTap, Site, kwarg_or_arg
 from .interventions import CallContext, Intervention, step_selected
 from .recording import CallInfo, Recording
-from .resolve import resolve
+from .resolve import as_model, resolve
 
 
 class CaptureTooLarge(MemoryError):
@@ -50,17 +48,6 @@ class _SitePlan:
     interventions: list[Intervention] = field(default_factory=list)
 
 
-def unwrap(target):
-    """(denoiser, pipeline or None, scheduler or None) of a Model, a pipeline or a bare denoiser."""
-    if hasattr(target, "denoiser") and hasattr(target, "pipeline"):  # workbench Model
-        return target.denoiser, target.pipeline, target.scheduler
-    if isinstance(target, torch.nn.Module):
-        return target, None, None
-    if hasattr(target, "components"):  # a diffusers pipeline
-        return denoiser_of(target), target, getattr(target, "scheduler", None)
-    raise TypeError(f"cannot record a {type(target).__name__}: pass a workbench Model, a diffusers pipeline or a denoiser module")
-
-
 class Recorder:
     """Context manager; ``with record(...) as rec`` gives the :class:`Recording` being filled."""
 
@@ -81,9 +68,9 @@ class Recorder:
         expected_steps: int | None = None,
         prompts: list[str] | None = None,
     ):
-        self.target = target
-        self.denoiser, self.pipeline, self.scheduler = unwrap(target)
-        self.site_map = site_map_for(self.denoiser)
+        self.model = as_model(target)
+        self.denoiser, self.pipeline, self.scheduler = self.model.denoiser, self.model.pipeline, self.model.scheduler
+        self.site_map = self.model.site_map
         self.steps, self.timesteps = _check_step_selection(steps, timesteps)
         self.reduce = (reduce,) if isinstance(reduce, str) else tuple(reduce)
         self.dtype = dtype
@@ -102,6 +89,7 @@ class Recorder:
             sites={name: plan.site for name, plan in self.plans.items() if plan.record},
             model_name=type(self.denoiser).__name__,
             family=self.site_map.family,
+            stages=self.site_map.stages,
             reduce=self.reduce,
             dtype=None if dtype is None else str(dtype).replace("torch.", ""),
             prompts=prompts,
@@ -115,8 +103,7 @@ class Recorder:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> Recording:
-        if hasattr(self.target, "_recorders"):  # a workbench Model tells us about its runs
-            self.target._recorders.append(self)
+        self.model._recorders.append(self)  # a workbench Model tells us about its runs
         try:
             self._attach()
         except BaseException:
@@ -129,8 +116,14 @@ class Recorder:
         if exc_type is None:
             self._finish()
 
-    def begin_run(self, *, prompts, branches, expected_steps) -> None:
-        """Called by ``Model.generate`` / ``denoise`` before a run: what the hooks cannot see."""
+    def begin_run(self, *, prompts, branches, expected_steps, first_step: int = 0) -> None:
+        """Called by ``Model.generate`` / ``denoise`` before a run: what the hooks cannot see.
+
+        ``first_step``: a run resumed from step k (``denoise(start_step=k)``) numbers its first
+        denoiser call k, so step selections mean the same steps as in the full run."""
+        if self._step < 0:
+            self._first_step = first_step
+            self._step = first_step - 1
         if prompts is not None:
             self.recording.prompts = list(prompts)
         if self.branches is None and self.branch_calls is None:
@@ -140,6 +133,7 @@ class Recorder:
         self._announced = True  # the runner said how long the run is, even if "unknown" (None)
 
     def _reset_clock(self) -> None:
+        self._first_step = 0
         self._step, self._call, self._last_t = -1, 0, None
         self._geometry = None
         self._recording_now = False
@@ -169,8 +163,8 @@ class Recorder:
             self._wrap_scheduler()
 
     def _detach(self) -> None:
-        if self in getattr(self.target, "_recorders", ()):
-            self.target._recorders.remove(self)
+        if self in self.model._recorders:
+            self.model._recorders.remove(self)
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -185,10 +179,10 @@ class Recorder:
                 self.scheduler.step = original
 
     def _finish(self) -> None:
-        if self._step < 0:
+        if self._step < self._first_step:
             return
         if isinstance(self.steps, (list, tuple)):
-            missing = [s for s in self.steps if s > self._step]
+            missing = [s for s in self.steps if s > self._step or s < self._first_step]
             if missing:
                 raise IndexError(f"steps {missing} are out of range: the run had {self._step + 1} steps (0..{self._step})")
         if self.timesteps is not None:
@@ -207,7 +201,7 @@ class Recorder:
         if same_step:
             self._call += 1
         else:
-            if self.store is not None and self._step >= 0:
+            if self.store is not None and self._step >= self._first_step:
                 self._flush_step(self._step)
             self._step, self._call = self._step + 1, 0
         self._last_t = t
@@ -241,9 +235,8 @@ class Recorder:
         if self.branch_calls is not None:
             return [self.branch_calls[self._call]] * batch
         branches = self.branches
-        if self.pipeline is not None and hasattr(type(self.pipeline), "do_classifier_free_guidance"):
-            # the pipeline knows best, during its call, whether it batched guidance branches
-            branches = cfg_order(self.pipeline) if self.pipeline.do_classifier_free_guidance else ("cond",)
+        # the pipeline knows best, during its call, whether it batched guidance branches
+        branches = self.model.branches_in_call() or branches
         branches = branches or ("cond",)
         if batch % len(branches):
             raise ValueError(f"a batch of {batch} cannot hold the guidance branches {branches}")
@@ -271,17 +264,11 @@ class Recorder:
                 raise IndexError(f"steps {bad} are out of range: this run has {total} steps (0..{total - 1})")
 
     def _label_text_tokens(self) -> None:
-        """Token strings for text axes: from the Model's own labeller, else the pipeline's tokenizers."""
+        """Token strings for text axes, as the Model knows them."""
         prompts = self.recording.prompts
         if prompts is None or not self._geometry.text_len:
             return
-        labeller = getattr(self.target, "info", {}).get("text_tokens") if hasattr(self.target, "info") else None
-        if labeller is not None:
-            self.recording.text_tokens = labeller(prompts)
-        elif self.pipeline is not None:
-            from ..hooks.pipelines import text_tokens
-
-            self.recording.text_tokens = text_tokens(self.pipeline, prompts, self._geometry.text_len)
+        self.recording.text_tokens = self.model.text_tokens(prompts, self._geometry.text_len)
 
     def _check_memory(self) -> None:
         """Refuse a capture that will not fit, as soon as its first step shows its size."""
@@ -467,6 +454,7 @@ class Recorder:
         for name in list(self.recording._raw):
             if any(s == step for s, _ in self.recording._raw[name]):
                 sink.write(name, self.recording.step_slice(name, step))
+        sink.end_step()
         self.recording.drop_step(step)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 if TYPE_CHECKING:
-    from ..hooks import Site
+    from ..sitemap import Site
     from .recording import Recording
 
 

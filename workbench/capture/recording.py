@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..hooks import Geometry, Site
+from ..sitemap import Geometry, Site
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Recording(Mapping):
     sites: dict[str, Site]
     model_name: str = ""
     family: str = ""
+    stages: tuple[str, ...] = ()  # the site map's top-level modules in forward order
     reduce: tuple[str, ...] = ()
     dtype: str | None = None
     prompts: list[str] | None = None
@@ -121,7 +122,7 @@ class Recording(Mapping):
     def to_zarr(self, path, **kwargs) -> None:
         """Write every site to a zarr store (one group per site); read back with ``open_recording``."""
         # zarr format 2: token-string coordinates have no stable zarr v3 data type yet
-        kwargs = {"mode": "w", "consolidated": False, "zarr_format": 2, **kwargs}
+        kwargs = {"mode": "w", "consolidated": True, "zarr_format": 2, **kwargs}
         self.tree.to_zarr(path, **kwargs)
 
     # -- assembly ---------------------------------------------------------------------------------
@@ -163,6 +164,7 @@ class Recording(Mapping):
             "meaning": site.meaning,
             "model": self.model_name,
             "family": self.family,
+            "stage": self.stages.index(name.split(".", 1)[0]) if name.split(".", 1)[0] in self.stages else 0,
             "reduce": ",".join(f"{d}:mean" for d in self.reduce) or "none",
             "dtype": str(data.dtype).replace("torch.", ""),
             "interventions": "; ".join(self.interventions) or "none",

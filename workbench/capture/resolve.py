@@ -5,9 +5,12 @@ from __future__ import annotations
 import difflib
 from fnmatch import fnmatchcase
 
-from ..hooks import Site, site_map_for
-from ..hooks.base import LatentTap
-from ..hooks.common import IMAGE
+import pandas as pd
+import torch
+
+from ..hooks import site_map_for
+from ..loading import load
+from ..sitemap import IMAGE, LatentTap, Site
 
 LATENT_MEANINGS = {
     "in": "the noisy latent entering the denoiser at this step",
@@ -56,3 +59,22 @@ def _no_match_message(pattern: str, names: list[str], model_name: str) -> str:
     what = "pattern" if _is_pattern(pattern) else "site"
     hint = f"; nearest valid sites: {', '.join(close)}" if close else ""
     return f"{what} {pattern!r} matches no site of this {model_name}{hint}. List them with workbench.sites(model)."
+
+
+def sites(model, pattern: str = "*") -> pd.DataFrame:
+    """Every site of ``model`` (a Model, pipeline or denoiser) matching ``pattern``: its name, dims
+    (after batch) and meaning."""
+    rows = [
+        {"site": s.name, "dims": ("sample", "branch", "step") + s.dims, "meaning": s.meaning}
+        for s in resolve(as_model(model).denoiser, pattern)
+    ]
+    return pd.DataFrame(rows).set_index("site")
+
+
+def as_model(target):
+    """The ``Model`` of a Model, a pipeline or a bare denoiser (a pipeline or denoiser gets a fresh one)."""
+    if isinstance(target, (str, bytes)) or not (hasattr(target, "denoiser") or isinstance(target, torch.nn.Module)
+                                                or hasattr(target, "components")):
+        raise TypeError(f"cannot record a {type(target).__name__}: pass a workbench Model, a diffusers pipeline "
+                        "or a denoiser module")
+    return load(target)

@@ -4,16 +4,16 @@
         --sites "down_blocks.?.out,mid_block.out,up_blocks.?.out" --timesteps 50,150,300 --out feats.zarr
     workbench extract --config job.toml                 # the same from a TOML/JSON file
     workbench extract --config job.toml --cluster local --workers 2   # on a Dask LocalCluster
+    workbench extract --config job.toml --verify        # re-read every finished chunk, recompute damaged ones
     workbench probe feats.zarr --label shape --label colour --html grid.html
 
-``workbench.cli.main`` registers them with ``add_extract(sub)`` and ``add_probe(sub)``; this module
-also runs on its own: ``python -m workbench.cli.extract_probe extract ...``.
+``workbench.cli.main`` registers them with ``add_extract(sub)`` and ``add_probe(sub)`` (this module
+imports nothing from it: ``python -m workbench.cli.main extract ...`` runs them without the console script).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 # Flags that fill the job's DatasetSpec rather than the job itself.
@@ -30,7 +30,8 @@ def add_extract(sub) -> argparse.ArgumentParser:
         help="extract features of a dataset from a model into a resumable zarr store",
         description="Noise every image to each timestep, run the denoiser once per batch and timestep, record "
         "and pool the chosen sites, write them to a zarr store. Rerun the same command to resume; flags "
-        "override the --config file.",
+        "override the --config file. Several runs of the same command on one store share its chunks. "
+        "Ctrl-C stops after the current chunk.",
     )
     p.add_argument("--config", help="a TOML or JSON file with the job's options (flags override it)")
     p.add_argument("--model", help="reference model (toy-unet, toy-mmdit), tiny family or local folder")
@@ -51,6 +52,8 @@ def add_extract(sub) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store instead of resuming it")
+    p.add_argument("--verify", action="store_true", help="re-read every finished chunk and recompute those damaged "
+                   "since (a rerun always checks their files and sizes)")
     p.add_argument("--cluster", help="run on Dask: 'local' (a LocalCluster) or a scheduler address")
     p.add_argument("--workers", type=int, default=2, help="workers of a local Dask cluster (default 2)")
     dataset = p.add_argument_group("dataset options")
@@ -121,13 +124,24 @@ def run_extract(args) -> None:
     from workbench.features import extract, open_features
 
     options = extract_options(args)
-    report = extract(options, cluster=args.cluster, workers=args.workers, overwrite=args.overwrite)
+    report = extract(options, cluster=args.cluster, workers=args.workers, overwrite=args.overwrite,
+                     verify=args.verify, resume=resume_command(getattr(args, "argv", None)))
     print(report)
     ds = open_features(report.out, require_complete=False)
     invalid = ds["image_id"].values[~ds["valid"].values & _done_images(ds)]
     if len(invalid):
         print(f"{len(invalid)} image(s) in the store could not be read: {', '.join(map(str, invalid[:10]))}"
               + (" ..." if len(invalid) > 10 else ""))
+
+
+def resume_command(argv: list[str] | None) -> str | None:
+    """The command that continues this job: the same one, without --overwrite (which would start
+    over) and --verify (done once is enough)."""
+    import shlex
+
+    if argv is None:
+        return None
+    return shlex.join(["workbench", *[a for a in argv if a not in ("--overwrite", "--verify")]])
 
 
 def _done_images(ds):
@@ -165,8 +179,3 @@ def run_probe(args) -> None:
         heatmap(grid, title=f"probe accuracy: {Path(args.store).name}").write_html(args.html)
         print(f"wrote {args.html}")
 
-
-if __name__ == "__main__":  # python -m workbench.cli.extract_probe extract ... is workbench extract ...
-    from .main import main
-
-    sys.exit(main())

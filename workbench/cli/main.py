@@ -103,9 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from ..store.jobs import JobInterrupted, JobStopped
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         args.func(args)
+    except JobStopped as err:  # interrupted or a write failed; the message says how to resume
+        print(f"workbench {args.command}: {err}", file=sys.stderr)
+        return 130 if isinstance(err, JobInterrupted) else 1
     except (KeyError, ValueError, TypeError, IndexError, FileNotFoundError, FileExistsError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"workbench {args.command}: error: {message}", file=sys.stderr)

@@ -8,7 +8,7 @@ that reports character offsets, so attention over text tokens can be scored per 
 
 Example:
     >>> from workbench.data.recipe import default_recipe
-    >>> from workbench.data.scene import ObjectSpec
+    >>> from workbench.data.recipe import ObjectSpec
     >>> red_circle = ObjectSpec("shape", "circle", "red", "left", "small", template=0)
     >>> seven = ObjectSpec("glyph", "7", "yellow", "bottom", "large", template=0)
     >>> caption, spans = describe([red_circle, seven], default_recipe())
@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, overload
+from typing import overload
 
-from workbench.data.recipe import Recipe
+from workbench.data.recipe import ObjectSpec, Recipe
 
-if TYPE_CHECKING:
-    from workbench.data.scene import ObjectSpec
 
 Span = tuple[int, int]
 ROLES = ("name", "colour", "size", "position")

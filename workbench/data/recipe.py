@@ -1,6 +1,6 @@
 """The shapes-world vocabulary, read from a TOML recipe.
 
-The packaged recipe (``workbench/data/recipes/shapes.toml``) is loaded through
+The packaged recipe (the repository's ``datasets/shapes.toml``, shipped as ``workbench/datasets/``) is loaded through
 ``importlib.resources`` so it is found from an installed wheel as well as from the repository.
 
 Example:
@@ -98,7 +98,7 @@ class Recipe:
 @functools.cache
 def default_recipe() -> Recipe:
     """The packaged shapes recipe (cached: recipes are immutable)."""
-    text = resources.files("workbench.data").joinpath("recipes", "shapes.toml").read_text("utf-8")
+    text = resources.files("workbench").joinpath("datasets", "shapes.toml").read_text("utf-8")
     return parse_recipe(tomllib.loads(text))
 
 
@@ -171,3 +171,15 @@ def _check_template(kind: str, template: str) -> None:
             f"{kind} caption template {template!r}: unknown fields {sorted(unknown)}, missing {sorted(missing)}, "
             f"fields must not repeat; allowed: {sorted(TEMPLATE_FIELDS[kind])}"
         )
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """What one object is, in recipe vocabulary; ``name`` is a shape name or a glyph character."""
+
+    kind: str  # "shape" or "glyph"
+    name: str
+    colour: str
+    position: str
+    size: str
+    template: int = 0  # which of the recipe's caption templates for this kind describes it

@@ -25,7 +25,7 @@ from itertools import combinations
 import numpy as np
 
 from workbench.data.captions import Span, describe
-from workbench.data.recipe import KINDS, Recipe, default_recipe
+from workbench.data.recipe import KINDS, ObjectSpec, Recipe, default_recipe
 from workbench.data.render import background, footprint, glyph_mask, shape_mask
 
 OBJECT_KEYS = ("kind", "shape", "glyph", "colour", "position", "size", "template")
@@ -33,18 +33,6 @@ MIN_IMAGE_SIZE = 16  # a glyph is at least 7 px tall; in smaller images objects 
 _MAX_LAYOUT_ATTEMPTS = 100
 # Columns of the per-object block of uniforms drawn for every layout attempt.
 _KIND, _NAME, _COLOUR, _SIZE, _TEMPLATE = range(5)
-
-
-@dataclass(frozen=True)
-class ObjectSpec:
-    """What one object is, in recipe vocabulary; ``name`` is a shape name or a glyph character."""
-
-    kind: str  # "shape" or "glyph"
-    name: str
-    colour: str
-    position: str
-    size: str
-    template: int = 0  # which of the recipe's caption templates for this kind describes it
 
 
 @dataclass(frozen=True, eq=False)

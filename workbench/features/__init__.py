@@ -8,19 +8,22 @@
     >>> ds["up_blocks.1.out"].dims                                        # doctest: +SKIP
     ('image', 'timestep', 'channel_64')
 
-Modules: ``config`` (the job), ``sources`` (shapes world, image folder, Hugging Face datasets),
-``models`` (images -> latents, prompts -> conditioning), ``noising`` (the forward process,
-deterministic noise), ``pooling``, ``store`` (the zarr layout, resuming), ``extraction`` (the job),
-``scaleout`` (Dask). See ``docs/features.md``.
+Modules: ``config`` (what a job is), ``image_sources`` (shapes world, image folder, Hugging Face
+datasets), ``model_inputs`` (images -> latents, prompts -> conditioning), ``noising`` (the forward
+process, deterministic noise), ``pooling``, ``feature_store`` (the zarr layout, chunk marks and
+records), ``extraction`` (computing one chunk), ``job`` (the whole job: claims, resuming, stopping,
+repairing; rules from ``workbench.store.jobs``), ``scaleout`` (Dask). See ``docs/features.md``.
 """
 
 from .config import DatasetSpec, ExtractConfig, load_config
-from .extraction import ExtractReport, Extractor, build_config, extract
-from .sources import FolderSource, HuggingFaceSource, ImageSource, ShapesSource, open_source
-from .store import StoreMismatch, open_features
+from .extraction import Extractor
+from .feature_store import DamagedStore, StoreMismatch, open_features
+from .image_sources import FolderSource, HuggingFaceSource, ImageSource, ShapesSource, open_source
+from .job import ExtractReport, build_config, extract
+from ..store.jobs import JobFailed, JobInterrupted, JobStopped
 
 __all__ = [
-    "DatasetSpec", "ExtractConfig", "ExtractReport", "Extractor", "FolderSource", "HuggingFaceSource",
-    "ImageSource", "ShapesSource", "StoreMismatch", "build_config", "extract", "load_config", "open_features",
-    "open_source",
+    "DamagedStore", "DatasetSpec", "ExtractConfig", "ExtractReport", "Extractor", "FolderSource",
+    "HuggingFaceSource", "ImageSource", "JobFailed", "JobInterrupted", "JobStopped", "ShapesSource",
+    "StoreMismatch", "build_config", "extract", "load_config", "open_features", "open_source",
 ]

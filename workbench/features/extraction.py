@@ -1,20 +1,17 @@
-"""The extraction job: model x dataset x sites x timesteps -> a resumable zarr feature store.
+"""Computing features of one chunk of an extraction job (model x dataset x sites x timesteps).
 
 For every batch of images (= one chunk of the store) and every timestep ``t``, the clean images
 are noised to ``t`` (``Model.add_noise``; each image once per noise draw, deterministically), the
 denoiser runs *once* on the whole batch (``Model.predict``; draws stacked along the batch),
 ``workbench.record`` captures the chosen sites, and each site is pooled and averaged over the draws. Then the chunk is written into
-its region of the preallocated store and marked done.
+its region of the preallocated store and marked done (:func:`run_chunk`).
 
-Library:
-    >>> from workbench.features import extract
-    >>> report = extract(model="toy-unet", dataset="shapes", sites=["up_blocks.*.out"],
-    ...                  timesteps=[50, 150, 300], out="feats.zarr",
-    ...                  dataset_options=dict(limit=512, max_objects=1))           # doctest: +SKIP
-    >>> report.computed, report.images_per_second                              # doctest: +SKIP
+The job around it (creating the store, claiming chunks, resuming, stopping) is
+``workbench.features.job``; running chunks on Dask is ``workbench.features.scaleout``.
 
-Command line: ``workbench extract --model toy-unet --dataset shapes --sites "up_blocks.*.out"
---timesteps 50,150,300 --out feats.zarr`` (see ``workbench extract --help``).
+Example:
+    >>> ex = Extractor(config)                                   # doctest: +SKIP
+    >>> features, valid, failures = ex.compute(range(8))         # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -22,18 +19,17 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import string
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .config import DatasetSpec, ExtractConfig
-from .models import Conditioner, image_size, images_to_latents, load_model, model_identity
+from .config import ExtractConfig
+from .model_inputs import Conditioner, image_size, images_to_latents, load_model, model_identity
 from .noising import batch_noise, check_timesteps
 from .pooling import pool_tensor
-from .sources import Failure, open_source
-from . import store
+from .image_sources import Failure, open_source
+from . import feature_store
 
 log = logging.getLogger("workbench.features")
 
@@ -229,130 +225,18 @@ class ChunkResult:
     failures: list[str] = field(default_factory=list)
 
 
-def run_chunk(extractor: Extractor, plan: dict, chunk: int) -> ChunkResult:
-    """Compute chunk ``chunk`` and write it (data first, then its done mark)."""
+def run_chunk(extractor: Extractor, plan: dict, chunk: int, may_write=None) -> ChunkResult:
+    """Compute chunk ``chunk`` and write it (data first, then its record, then its done mark).
+    ``may_write(chunk)``: asked just before writing; False (another job took the chunk over
+    because this one looked dead) leaves the writing to that job."""
     config = extractor.config
     start = chunk * config.batch_size
     indices = range(start, min(len(extractor.source), start + config.batch_size))
     features, valid, failures = extractor.compute(indices)
     for site, spec in plan.items():  # an all-unreadable chunk still gets written (NaN)
         features.setdefault(site, np.full((len(indices), len(config.timesteps), *spec["shape"]), np.nan, config.dtype))
-    store.write_chunk(config.out, plan, chunk, start, features, valid)
+    if may_write is None or may_write(chunk):
+        feature_store.write_chunk(config.out, plan, chunk, start, features, valid)
+    else:
+        log.warning("chunk %d was taken over by another job while this one computed it; leaving it to that job", chunk)
     return ChunkResult(chunk, len(indices), [str(f) for f in failures])
-
-
-@dataclass
-class ExtractReport:
-    """What one run of a job did. ``computed``: the chunks this run computed (empty when the store
-    was already complete); ``already_done``: chunks found finished and left alone; ``seconds``:
-    the whole run, ``compute_seconds``: the chunks alone (model loading and store creation aside),
-    ``compute_cpu_seconds``: this process's CPU time over the same span."""
-
-    out: str
-    images: int
-    chunks: int
-    computed: list[int]
-    computed_images: int
-    already_done: int
-    failures: list[str]
-    seconds: float
-    compute_seconds: float
-    created: bool
-    compute_cpu_seconds: float = float("nan")
-
-    @property
-    def images_per_second(self) -> float:
-        return self.computed_images / self.compute_seconds if self.compute_seconds > 0 else float("nan")
-
-    def __str__(self) -> str:
-        if not self.computed:
-            return f"{self.out}: complete ({self.chunks} chunks, {self.images} images); nothing to do"
-        text = (
-            f"{self.out}: computed {len(self.computed)} of {self.chunks} chunks ({self.computed_images} images) "
-            f"in {self.compute_seconds:.1f} s ({self.images_per_second:.1f} images/s)"
-        )
-        if self.already_done:
-            text += f"; {self.already_done} chunks were already done"
-        if self.failures:
-            text += f"; skipped {len(self.failures)} unreadable image(s): " + "; ".join(self.failures)
-        return text
-
-
-def build_config(config: ExtractConfig | dict | None = None, **options) -> ExtractConfig:
-    """An :class:`ExtractConfig` from a config, a dict (e.g. a loaded TOML file) and/or keyword
-    options (which win). ``dataset`` may be a string (``"shapes"``, a folder, ``"hf:PATH"``) with
-    ``dataset_options`` for the :class:`DatasetSpec`."""
-    data = config.to_dict() if isinstance(config, ExtractConfig) else dict(config or {})
-    dataset_options = options.pop("dataset_options", None) or {}
-    data.update({k: v for k, v in options.items() if v is not None})
-    dataset = data.get("dataset", "shapes")
-    if isinstance(dataset, str):
-        dataset = DatasetSpec.parse(dataset, **dataset_options)
-    elif isinstance(dataset, dict):
-        dataset = DatasetSpec(**{**dataset, **dataset_options})
-    data["dataset"] = dataset
-    for required in ("model", "sites", "timesteps"):
-        if not data.get(required):
-            raise ValueError(f"an extraction job needs {required!r} (flag --{required} or the config file)")
-    return ExtractConfig.from_dict(data)
-
-
-def extract(config: ExtractConfig | dict | None = None, *, model=None, cluster=None, workers: int = 2,
-            overwrite: bool = False, **options) -> ExtractReport:
-    """Run (or resume) an extraction job; returns an :class:`ExtractReport`.
-
-    ``config`` and/or keyword options describe the job (see :class:`ExtractConfig`); ``model`` is
-    a name (reference model, tiny family, folder) or a loaded ``workbench.Model``. ``cluster``: ``None`` runs here,
-    ``"local"`` starts a Dask ``LocalCluster`` of ``workers`` workers (threads), anything else is a
-    scheduler address or a ``distributed.Client``. ``overwrite`` replaces an existing store.
-
-    Reruns continue from finished chunks, a rerun of a finished job does nothing, and a rerun
-    with another model, sites or options into the same store raises :class:`StoreMismatch`.
-    """
-    instance = None
-    if model is not None and hasattr(model, "denoiser"):  # a loaded Model: use it, record its name
-        if cluster is not None:
-            raise TypeError("on a Dask cluster every worker loads the model itself: pass its name or folder, "
-                            "not a loaded Model")
-        instance, options["model"] = model, model.name or type(model.denoiser).__name__
-    elif model is not None:
-        options["model"] = str(model)
-    config = build_config(config, **options)
-    model = instance
-    begin = time.perf_counter()
-    extractor = Extractor(config, model=model)
-    plan = extractor.plan()
-    created = store.prepare(config.out, extractor.job(), plan, extractor.source, config.timesteps,
-                            config.batch_size, config.dtype, extractor.provenance(), overwrite=overwrite)
-    done = store.done_chunks(config.out)
-    todo = [int(c) for c in np.flatnonzero(~done)]
-    results: list[ChunkResult] = []
-    compute_begin, compute_cpu_begin = time.perf_counter(), time.process_time()
-    if todo:
-        todo_images = sum(min(len(extractor.source), (c + 1) * config.batch_size) - c * config.batch_size for c in todo)
-        bar = _progress(config, todo_images, f"extract {extractor.model.name or config.model}")
-        if cluster is None:
-            for chunk in todo:
-                results.append(run_chunk(extractor, plan, chunk))
-                bar.update(results[-1].images)
-        else:
-            from .scaleout import run_on_dask
-
-            results = run_on_dask(config, plan, todo, cluster=cluster, workers=workers, on_result=lambda r: bar.update(r.images))
-        bar.close()
-    compute_seconds = time.perf_counter() - compute_begin
-    compute_cpu_seconds = time.process_time() - compute_cpu_begin
-    failures = [f for r in results for f in r.failures]
-    return ExtractReport(
-        out=config.out, images=len(extractor.source), chunks=len(done), computed=[r.chunk for r in results],
-        computed_images=sum(r.images for r in results), already_done=int(done.sum()), failures=failures,
-        seconds=time.perf_counter() - begin, compute_seconds=compute_seconds, created=created,
-        compute_cpu_seconds=compute_cpu_seconds,
-    )
-
-
-def _progress(config: ExtractConfig, total: int, desc: str):
-    from tqdm.auto import tqdm
-
-    # tqdm shows the rate (img/s) and the ETA from the images done so far.
-    return tqdm(total=total, unit="img", desc=desc, disable=not config.progress, smoothing=0.1)

@@ -5,7 +5,7 @@ generator, seeded from those four numbers through numpy's ``SeedSequence`` (whic
 that neighbouring keys give unrelated streams). So any chunk of a job can be recomputed
 identically, in any order, by any worker, whatever the batch it lands in.
 
-The noising itself is ``Model.add_noise`` (``workbench.hooks.schedulers.add_noise``), the project's
+The noising itself is ``Model.add_noise`` (``workbench.schedulers.add_noise``), the project's
 one definition of each scheduler's training convention: flow matching ``x_t = (1 - s) x0 + s
 noise`` with ``t = s * 1000``; DDPM-style schedulers ``scheduler.add_noise``.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..hooks.schedulers import is_flow_matching
+from ..schedulers import timestep_range
 
 
 def noise_for(seed: int, index: int, timestep: int, draw: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -38,9 +38,7 @@ def batch_noise(seed: int, indices, timestep: int, draws: int, shape: tuple[int,
 
 def check_timesteps(scheduler, timesteps: list[int]) -> None:
     """Refuse timesteps outside the scheduler's training range, naming it."""
-    total = int(getattr(scheduler.config, "num_train_timesteps", 1000))
-    flow = is_flow_matching(scheduler)
-    top = total if flow else total - 1  # flow matching: t = 1000 is pure noise and valid
+    _, top = timestep_range(scheduler)  # flow matching: t = 1000 is pure noise and valid
     bad = [t for t in timesteps if not 0 <= t <= top]
     if bad:
         raise ValueError(f"timesteps {bad} are outside 0..{top}, the range {type(scheduler).__name__} was trained on")

@@ -1,7 +1,7 @@
 """The extraction job on a Dask distributed cluster.
 
-The driver creates the store (``extract`` does, before calling here); then every unfinished chunk
-becomes one task. A task rebuilds what it needs from the job's config alone (a plain dict): the
+The driver creates the store and claims the chunks (``workbench.features.job.extract`` does,
+before calling here); then every claimed chunk becomes one task. A task rebuilds what it needs from the job's config alone (a plain dict): the
 model, the image source, the plan, so a worker may be a thread, a process or another machine
 that sees the same store path. Each task writes its own region of the store and its own ``done``
 mark; regions are aligned to zarr chunks, so concurrent writers never share a file.
@@ -23,13 +23,12 @@ from typing import Callable
 import torch
 
 from .config import ExtractConfig
+from .extraction import Extractor, run_chunk
 
 _local = threading.local()
 
 
 def _extractor_for(config_data: dict):
-    from .extraction import Extractor
-
     key = json.dumps(config_data, sort_keys=True)
     cache = getattr(_local, "extractors", None)
     if cache is None:
@@ -42,8 +41,6 @@ def _extractor_for(config_data: dict):
 
 def chunk_task(chunk: int, config_data: dict, plan: dict):
     """Run on a worker: compute one chunk and write it. Returns a ``ChunkResult``."""
-    from .extraction import run_chunk
-
     # Intra-op threads are set per thread (OpenMP keeps the setting per thread); Dask already
     # runs one task per worker thread, so one torch thread each unless the job says otherwise.
     torch.set_num_threads(int(config_data.get("threads") or 1))
@@ -51,9 +48,11 @@ def chunk_task(chunk: int, config_data: dict, plan: dict):
 
 
 def run_on_dask(config: ExtractConfig, plan: dict, chunks: list[int], *, cluster="local", workers: int = 2,
-                on_result: Callable | None = None) -> list:
+                on_result: Callable | None = None, should_stop: Callable[[], bool] | None = None) -> list:
     """Compute ``chunks`` on a cluster: ``"local"`` (a ``LocalCluster`` of ``workers`` one-thread
-    workers in this process), a scheduler address, or a ``distributed.Client``."""
+    workers in this process), a scheduler address, or a ``distributed.Client``. When
+    ``should_stop()`` turns true (Ctrl-C), tasks not started are cancelled, running ones finish,
+    and ``KeyboardInterrupt`` is raised."""
     from distributed import Client, LocalCluster, as_completed
 
     owned = []
@@ -73,11 +72,19 @@ def run_on_dask(config: ExtractConfig, plan: dict, chunks: list[int], *, cluster
         data["progress"] = False
         futures = client.map(chunk_task, chunks, config_data=data, plan=plan, pure=False)
         results = []
+        stopping = False
         for future in as_completed(futures):
+            if future.cancelled():
+                continue
             result = future.result()  # re-raises a worker's error here, with its traceback
             results.append(result)
             if on_result is not None:
                 on_result(result)
+            if not stopping and should_stop is not None and should_stop():
+                stopping = True
+                client.cancel([f for f in futures if not f.done()])
+        if stopping:
+            raise KeyboardInterrupt
         return sorted(results, key=lambda r: r.chunk)
     finally:
         for thing in owned:

@@ -13,7 +13,7 @@ shift of up to 2 px, pixel noise, a mild blur, brightness jitter) keeps the judg
 on the generator's exact pixels, since generated images are a little blurry and off-centre.
 
     python -m workbench.models.judge [--minutes 4]   # train, save to workbench/reference/judge
-    python -m workbench.models.judge --calibrate     # calibrate "no object" (calibration.json)
+    python benchmarks/judge_checks.py --calibrate    # calibrate "no object" (calibration.json)
 
 Saying "no object". A classifier trained only on shapes-world crops names *something* on any
 input (on pure noise it named an object at every anchor). Three calibrated gates turn a verdict
@@ -48,7 +48,7 @@ from torch import nn
 from workbench.data import make_scene, sample_scene
 from workbench.data.recipe import default_recipe
 
-__all__ = ["CROP", "Judge", "SecondJudge", "template_reading", "calibrate", "crop_at_anchors", "image_statistics", "judge_dir", "load_judge",
+__all__ = ["CROP", "Judge", "SecondJudge", "template_reading", "calibrate", "weights_digest", "crop_at_anchors", "image_statistics", "judge_dir", "load_judge",
            "train_judge", "evaluate_judge", "main"]
 
 CROP = 16  # crop side in pixels: holds a large object (12 px shapes, 10 x 14 px glyphs) with margin
@@ -367,34 +367,18 @@ def load_judge(folder: str | Path | None = None, calibrated: bool = True) -> Jud
     judge.load_state_dict(load_file(str(folder / "judge.safetensors")))
     if calibrated and (folder / CALIBRATION).exists():
         calibration = json.loads((folder / CALIBRATION).read_text())
-        if calibration.get("weights") != _digest(folder / "judge.safetensors"):
+        if calibration.get("weights") != weights_digest(folder / "judge.safetensors"):
             raise ValueError(f"{folder / CALIBRATION} was calibrated for other judge weights; "
-                             "recalibrate with python -m workbench.models.judge --calibrate")
+                             "recalibrate with python benchmarks/judge_checks.py --calibrate")
         judge.calibration = {k: float(calibration[k]) for k in ("border", "roughness", "confidence")}
     return judge.eval().requires_grad_(False)
 
 
-def _digest(path: Path) -> str:
+def weights_digest(path: Path) -> str:
+    """Short SHA-256 of a weights file: what a calibration records it was made for."""
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def in_world_images(n_renders: int = 500, n_generated: int = 100, split: str = "val", seed: int = 0,
-                    steps: int = 20) -> np.ndarray:
-    """In-world images (N, 32, 32, 3) in [0, 1]: ``n_renders`` renders of ``split`` and
-    ``n_generated`` images from each reference model, prompted with the same split's captions."""
-    import workbench as wb
-    from workbench.data import generate
-    from workbench.models.reference import NAMES
-
-    scenes = generate(n_renders, split=split, seed=seed)
-    parts = [scenes.image.values.astype(np.float32) / 255]
-    prompts = [str(c) for c in generate(n_generated, split=split, seed=seed + 1).caption.values]
-    for name in NAMES:
-        model = wb.load(name)
-        parts += [model.generate(prompts[i:i + 50], steps=steps, seed=seed + i) for i in range(0, len(prompts), 50)]
-    return np.concatenate(parts)
 
 
 @torch.no_grad()
@@ -418,18 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
-    parser.add_argument("--calibrate", action="store_true",
-                        help="calibrate the shipped (or --out) judge's 'no object' gates instead of training")
     args = parser.parse_args(argv)
-    if args.calibrate:
-        folder = Path(args.out) if args.out else judge_dir()
-        judge = load_judge(folder, calibrated=False)
-        torch.set_num_threads(args.threads)
-        limits = calibrate(judge, in_world_images(seed=args.seed))
-        limits["weights"] = _digest(folder / "judge.safetensors")
-        (folder / CALIBRATION).write_text(json.dumps(limits, indent=2))
-        print(json.dumps(limits, indent=2))
-        return 0
     record = train_judge(args.minutes, args.seed, args.out, args.scenes, args.epochs, args.threads)
     print(json.dumps(record, indent=2))
     return 0

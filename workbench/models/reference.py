@@ -299,13 +299,10 @@ def load_components(folder: str | Path, name: str | None = None) -> Components:
 
 
 def load_reference(name: str, folder: str | Path | None = None):
-    """The shipped reference model ``name`` as a :class:`workbench.run.Model`.
-
-    ``info`` holds ``guidance_scale`` (the default for ``generate``), ``tokenizer``, ``text_encoder``,
-    ``text_tokens`` (prompts -> padded token strings of the text axis) and ``training`` (the
-    training record: steps, time, loss).
-    """
-    from workbench.run import Model
+    """The shipped reference model ``name`` as a :class:`workbench.model.Model`, with its prompt
+    encoder, pixel-space decoder, tokenizer, default guidance scale and training record
+    (``provenance``: steps, time, loss)."""
+    from workbench.model import Model
 
     folder = Path(folder) if folder is not None else reference_dir(name)
     c = load_components(folder, name)
@@ -319,17 +316,13 @@ def load_reference(name: str, folder: str | Path | None = None):
         denoiser=c.denoiser,
         scheduler=c.scheduler,
         name=name,
-        encode=encode,
-        decode=to_images,
+        prompt_encoder=encode,
+        decoder=to_images,
         latent_shape=(3, IMAGE_SIZE, IMAGE_SIZE),
-        info={
-            "guidance_scale": float(record.get("guidance_scale", c.spec.guidance_scale)),
-            "tokenizer": c.tokenizer,
-            "text_encoder": c.text_encoder,
-            "text_tokens": lambda prompts: text_tokens(c.tokenizer, list(prompts)),
-            "max_tokens": MAX_TOKENS,
-            "training": record,
-        },
+        tokenizer=c.tokenizer,
+        max_tokens=MAX_TOKENS,
+        guidance_scale=float(record.get("guidance_scale", c.spec.guidance_scale)),
+        provenance=record,
     )
 
 

@@ -169,6 +169,39 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         num_embeds_ada_norm=1000,
         use_additional_conditions=False,
     ),
+    # SDXL style UNet: no attention at the top level, cross-attention to [CLIP-L | CLIP-G] hidden
+    # states joined on channels, and the "text_time" added conditions (pooled CLIP-G + 6 size ids).
+    "sdxl": dict(
+        sample_size=LATENT_SIZE,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        cross_attention_dim=CLIP_L_HIDDEN + CLIP_G_HIDDEN,
+        attention_head_dim=(2, 2),  # heads per level (the diffusers naming quirk, as for "unet")
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,  # each of the 6 time ids -> 8 sinusoidal dims
+        projection_class_embeddings_input_dim=6 * 8 + CLIP_G_HIDDEN,  # time ids + pooled CLIP-G
+    ),
+    # AuraFlow (AuraFlowTransformer2DModel): joint blocks then single-stream blocks, register tokens.
+    "auraflow": dict(
+        sample_size=LATENT_SIZE,
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_mmdit_layers=1,
+        num_single_dit_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=T5_D_MODEL,  # UMT5 embeddings
+        caption_projection_dim=32,  # must equal the inner dim: captions join the register tokens
+        pos_embed_max_size=64,  # position table, in patches (8 x 8 at the default size)
+    ),
 }
 
 #: Families accepted by :func:`tiny_denoiser`.
@@ -182,6 +215,8 @@ _DENOISER_CLASSES: dict[str, str] = {
     "unet2d": "UNet2DModel",
     "dit": "DiTTransformer2DModel",
     "pixart": "PixArtTransformer2DModel",
+    "sdxl": "UNet2DConditionModel",
+    "auraflow": "AuraFlowTransformer2DModel",
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +313,8 @@ _PIPELINES: dict[str, tuple[str, str, str | None]] = {
     "pixart": ("PixArtAlphaPipeline", "pixart", "sd"),
     "dit": ("DiTPipeline", "dit", "sd"),
     "unet2d": ("DDPMPipeline", "unet2d", None),
+    "sdxl": ("StableDiffusionXLPipeline", "sdxl", "sd"),
+    "auraflow": ("AuraFlowPipeline", "auraflow", "sd"),
 }
 
 #: Families accepted by :func:`tiny_pipeline`.
@@ -384,10 +421,12 @@ def _clip_text_encoder(kind: str, tokenizer, seed: int, with_projection: bool) -
     return _finalise(model)
 
 
-def _t5_encoder(tokenizer, seed: int) -> torch.nn.Module:
-    from transformers import T5Config, T5EncoderModel
+def _t5_encoder(tokenizer, seed: int, umt5: bool = False) -> torch.nn.Module:
+    """A T5-v1.1 encoder (SD3, FLUX, PixArt), or with ``umt5`` its UMT5 sibling (AuraFlow)."""
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
-    config = T5Config(
+    config_cls, model_cls = (UMT5Config, UMT5EncoderModel) if umt5 else (T5Config, T5EncoderModel)
+    config = config_cls(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -395,7 +434,7 @@ def _t5_encoder(tokenizer, seed: int) -> torch.nn.Module:
         **TEXT_ENCODER_CONFIGS["t5"],
     )
     with _seeded(seed):
-        model = T5EncoderModel(config)
+        model = model_cls(config)
     return _finalise(model)
 
 
@@ -438,6 +477,11 @@ def tiny_pipeline(family: str, seed: int = 0):
     ``pixart``    PixArtAlphaPipeline          PixArt transformer, T5EncoderModel, 4-ch VAE, DPM-Solver++
     ``dit``       DiTPipeline                  DiT transformer, 4-ch VAE, DDIM, :data:`DIT_ID2LABEL`
     ``unet2d``    DDPMPipeline                 UNet2DModel (pixels), DDPMScheduler
+    ``sdxl``      StableDiffusionXLPipeline    UNet2DConditionModel (text_time added conditions),
+                                               CLIPTextModel + CLIPTextModelWithProjection, 4-ch VAE,
+                                               Euler
+    ``auraflow``  AuraFlowPipeline             AuraFlow transformer, UMT5EncoderModel, 4-ch VAE,
+                                               flow matching
     ============  ===========================  =====================================================
 
     The denoiser has exactly the weights of ``tiny_denoiser(<denoiser family>, seed)``. Progress
@@ -527,6 +571,31 @@ def tiny_pipeline(family: str, seed: int = 0):
             feature_extractor=None,
             requires_safety_checker=False,
         )
+    elif family == "sdxl":
+        tokenizer = build_clip_tokenizer()
+        tokenizer_2 = build_clip_tokenizer(pad_token="!")  # SDXL's bigG tokenizer pads with "!"
+        pipe = pipeline_cls(
+            vae=vae,
+            text_encoder=_clip_text_encoder("clip_l", tokenizer, seed + _SEED_OFFSETS["clip_l"], False),
+            text_encoder_2=_clip_text_encoder("clip_g", tokenizer_2, seed + _SEED_OFFSETS["clip_g"], True),
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2,
+            unet=denoiser,
+            scheduler=diffusers.EulerDiscreteScheduler(  # SDXL's betas
+                num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                steps_offset=1, timestep_spacing="leading",
+            ),
+            add_watermarker=False,
+        )
+    elif family == "auraflow":
+        tokenizer = build_t5_tokenizer()
+        pipe = pipeline_cls(
+            tokenizer=tokenizer,
+            text_encoder=_t5_encoder(tokenizer, seed + _SEED_OFFSETS["t5"], umt5=True),
+            vae=vae,
+            transformer=denoiser,
+            scheduler=diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.73),
+        )
     elif family == "pixart":
         tokenizer = build_t5_tokenizer()
         pipe = pipeline_cls(
@@ -604,12 +673,23 @@ def example_inputs(family: str, batch_size: int = 1, text_len: int = 8, seed: in
             txt_ids=torch.zeros(text_len, 3),
             guidance=torch.full((b,), 3.5),
         )
-    if family == "unet":
+    if family in ("unet", "sdxl"):
         s = cfg["sample_size"]
-        return dict(
+        kwargs = dict(
             sample=randn(b, cfg["in_channels"], s, s),
             timestep=t,
             encoder_hidden_states=randn(b, text_len, cfg["cross_attention_dim"]),
+        )
+        if family == "sdxl":
+            kwargs["added_cond_kwargs"] = {"text_embeds": randn(b, CLIP_G_HIDDEN),
+                                           "time_ids": torch.tensor([[32.0, 32.0, 0.0, 0.0, 32.0, 32.0]] * b)}
+        return kwargs
+    if family == "auraflow":
+        s = cfg["sample_size"]
+        return dict(
+            hidden_states=randn(b, cfg["in_channels"], s, s),
+            encoder_hidden_states=randn(b, text_len, cfg["joint_attention_dim"]),
+            timestep=t / 1000.0,  # AuraFlowPipeline passes t / 1000
         )
     if family == "unet2d":
         s = cfg["sample_size"]

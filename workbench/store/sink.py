@@ -3,6 +3,11 @@
 Layout: one zarr group per site (group name = site name), each holding one variable named after
 the site with dims ``(sample, branch, step, ...)``; steps are appended as they finish. The same
 layout is what ``Recording.to_zarr`` writes, so ``open_recording`` reads both.
+
+After each step the sink consolidates the store's metadata (``end_step``), so a recording stream
+opens with plain ``xarray.open_datatree`` / ``open_zarr`` without warnings at any time, also when
+the run was stopped half-way. Consolidating reads every group's metadata once per step: a few
+milliseconds for tens of sites, small beside a denoiser step.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import shutil
 from pathlib import Path
 
 import xarray as xr
+
+from .jobs import consolidate
 
 
 class StepSink:
@@ -29,6 +36,12 @@ class StepSink:
             ds.to_zarr(self.path, group=site, mode="w", consolidated=False, zarr_format=2)
             self._started.add(site)
 
+    def end_step(self) -> None:
+        """Call after a step's sites are written: consolidates the metadata (appending a step
+        changes each array's shape)."""
+        if self._started:
+            consolidate(self.path)
+
     def open(self) -> dict[str, xr.DataArray]:
         return open_recording(self.path)
 
@@ -39,7 +52,9 @@ def open_recording(path) -> dict[str, xr.DataArray]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no recording store at {path}")
-    tree = xr.open_datatree(path, engine="zarr", consolidated=False)
+    # Consolidated when written by this version; older stores are read group by group.
+    consolidated = (path / ".zmetadata").exists()
+    tree = xr.open_datatree(path, engine="zarr", consolidated=consolidated)
     out = {}
     for name, node in tree.children.items():
         out[name] = node.dataset[name]

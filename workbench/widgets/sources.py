@@ -97,18 +97,14 @@ def find_layers(recording: Mapping[str, xr.DataArray]) -> list[Layer]:
             "this recording holds no attention probabilities; record e.g. 'transformer_blocks.*.attn.probs' "
             f"(MM-DiT, FLUX), '**.attn2.probs' (U-Net cross-attention) or '**.probs.image->text'. Recorded: {recorded}"
         )
-    return sorted(layers.values(), key=lambda layer: depth_order(layer.name))
+    return sorted(layers.values(), key=lambda layer: depth_order(recording, next(iter(layer.sites.values()))))
 
 
-# Top-level module lists in the order the forward pass runs them; a zarr store lists its groups
-# in no particular order, so layers are sorted into execution order by name.
-_STAGES = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2, "transformer_blocks": 0, "single_transformer_blocks": 1}
-
-
-def depth_order(site: str) -> tuple:
-    """Sort key putting sites in forward-pass order: stage, then numbers numerically."""
+def depth_order(recording: Mapping[str, xr.DataArray], site: str) -> tuple:
+    """Sort key putting sites in forward-pass order: the stage the site map gave the site when it
+    was recorded (a zarr store lists its groups in no particular order), then numbers numerically."""
     parts = site.split(".")
-    return (_STAGES.get(parts[0], 0),) + tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+    return (int(recording[site].attrs.get("stage", 0)),) + tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
 
 
 class AttentionSource:

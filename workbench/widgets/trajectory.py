@@ -86,6 +86,6 @@ class TrajectoryViewer(widgets.VBox):
 def trajectory(recording: Mapping[str, xr.DataArray], model, site: str = "latent.x0") -> TrajectoryViewer:
     """A step slider over decoded latents of ``recording`` (record ``"latent.*"``); ``model`` (a
     ``workbench.Model``) decodes them with ``model.decode_latents``."""
-    from ..run import load
+    from ..loading import load
 
     return TrajectoryViewer(recording, load(model), site=site)

@@ -48,3 +48,17 @@ def add_noise(scheduler, clean: torch.Tensor, noise: torch.Tensor, timestep: flo
         return (1.0 - sigma) * clean + sigma * noise
     t = torch.full((clean.shape[0],), int(round(float(timestep))), dtype=torch.long)
     return scheduler.add_noise(clean, noise, t)
+
+
+def timestep_range(scheduler) -> tuple[int, int]:
+    """(first, last) timestep ``scheduler`` was trained on, inclusive: flow matching includes
+    t = num_train_timesteps (pure noise); alpha schedulers index 0 .. num_train_timesteps - 1."""
+    total = int(getattr(scheduler.config, "num_train_timesteps", 1000))
+    return (0, total if is_flow_matching(scheduler) else total - 1)
+
+
+def resumable(scheduler) -> bool:
+    """Whether a run can stop after any step and resume from its latents alone: the scheduler's
+    state is a function of the step index (Euler, flow-matching Euler, DDIM), not a history of past
+    predictions (multistep solvers keep ``model_outputs``, PNDM keeps ``ets``)."""
+    return not any(hasattr(scheduler, history) for history in ("model_outputs", "ets"))

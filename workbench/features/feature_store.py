@@ -17,10 +17,12 @@ provenance (model, sites, timesteps, seed, pooling, versions).
 
 Why this shape: a chunk is the unit of work, of writing and of resuming. Chunks are aligned to
 zarr chunks, so workers writing different chunks never touch the same file; ``done`` has one zarr
-chunk per job chunk for the same reason. ``done`` is written only after the chunk's data, so a
-job killed at any moment leaves at worst a chunk with data and no mark, which is recomputed.
-The store is created in full before any chunk runs and marked ``prepared`` last, so a store
-killed while being created is recognisable and recreated.
+chunk per job chunk for the same reason. The store follows the rules of every job that writes a
+store (``workbench.store.jobs``, docs/design.md "Jobs that write stores"): it is created whole in
+a temporary folder and renamed into place, with consolidated metadata; a chunk is marked ``done``
+only after its data is written and recorded (files, sizes, digest, in ``<store>.job/``), so a job
+killed at any moment leaves at worst a chunk with data and no mark, which is recomputed; a chunk
+damaged later is found by comparing it with its record.
 
 Example:
     >>> ds = open_features("feats.zarr")                          # doctest: +SKIP
@@ -38,11 +40,27 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ..store.jobs import ChunkRecords, Claims, consolidate, create_atomically, remove_store
+
 FORMAT = "workbench-features/1"
 
 
 class StoreMismatch(ValueError):
     """A rerun asked for a different job than the one the store holds."""
+
+
+class DamagedStore(ValueError):
+    """Chunks marked done no longer hold what was written (a file deleted or truncated)."""
+
+    def __init__(self, path, damaged: dict[int, str], batch_size: int):
+        self.path, self.damaged = Path(path), damaged
+        lines = "\n".join(f"  chunk {c} (images {c * batch_size}..{(c + 1) * batch_size - 1}): {why}"
+                          for c, why in sorted(damaged.items()))
+        super().__init__(
+            f"{path} is damaged: {len(damaged)} finished chunk(s) no longer hold what was written:\n{lines}\n"
+            "Rerun the extraction that wrote it (`workbench extract ... --verify` with the same options): it "
+            "recomputes only these chunks."
+        )
 
 
 def _open_group_attrs(path: Path) -> dict | None:
@@ -59,11 +77,15 @@ def prepare(path, job: dict, plan: dict, source, timesteps: list[int], batch_siz
     """Create the store for ``job`` (True), or check that the existing one holds it (False).
 
     Raises :class:`StoreMismatch` when the store holds another job, and refuses to touch a path
-    that is not a feature store.
+    that is not a feature store. Concurrent jobs may call this at once: one creates the store, the
+    others find it (:func:`workbench.store.jobs.create_atomically`).
     """
     path = Path(path)
     if path.exists() and overwrite:
-        shutil.rmtree(path)
+        busy = Claims(path).live_holders()
+        if busy:
+            raise ValueError(f"{path} is being written by another job ({busy}); refusing to overwrite it while it runs")
+        remove_store(path)
     if path.is_dir() and not any(path.iterdir()):  # an empty folder made for the store
         path.rmdir()
     if path.exists():
@@ -73,9 +95,12 @@ def prepare(path, job: dict, plan: dict, source, timesteps: list[int], batch_siz
         if attrs.get("prepared"):
             check_job(path, json.loads(attrs["job"]), job)
             return False
-        shutil.rmtree(path)  # killed while being created: nothing computed yet, start over
-    _create(path, job, plan, source, timesteps, batch_size, dtype, provenance)
-    return True
+        remove_store(path)  # an old-style store killed while being created: nothing computed yet
+    build = lambda folder: _create(folder, job, plan, source, timesteps, batch_size, dtype, provenance)
+    if create_atomically(path, build):
+        return True
+    check_job(path, json.loads(_open_group_attrs(path)["job"]), job)  # another job created it just now
+    return False
 
 
 def check_job(path, stored: dict, requested: dict) -> None:
@@ -133,7 +158,8 @@ def _create(path: Path, job, plan, source, timesteps, batch_size, dtype, provena
     attrs = {"workbench_features": FORMAT, "job": json.dumps(job), "plan": json.dumps(plan), **provenance}
     ds = xr.Dataset(variables, coords=coords, attrs=attrs)
     ds.to_zarr(path, mode="w", compute=False, consolidated=False, encoding=encoding)
-    _set_attr(path, prepared=True)  # last: a store without it was killed while being created
+    _set_attr(path, prepared=True)
+    consolidate(path)  # the job changes no metadata from here on, so this stays true
 
 
 def _set_attr(path: Path, **values) -> None:
@@ -143,30 +169,93 @@ def _set_attr(path: Path, **values) -> None:
 
 
 def done_chunks(path) -> np.ndarray:
-    """Which chunks are finished, as a bool array (read fresh from disk)."""
+    """Which chunks are finished, as a bool array (read fresh from disk). A done mark that cannot
+    be read (a write of it failed half-way) counts as not done."""
     import zarr
 
-    return np.asarray(zarr.open_array(str(Path(path) / "done"), mode="r")[:], dtype=bool)
+    marks = zarr.open_array(str(Path(path) / "done"), mode="r")
+    try:
+        return np.asarray(marks[:], dtype=bool)
+    except Exception:
+        out = np.zeros(marks.shape, dtype=bool)
+        for chunk in range(marks.shape[0]):
+            try:
+                out[chunk] = bool(marks[chunk])
+            except Exception:
+                pass
+        return out
+
+
+def is_done(path, chunk: int) -> bool:
+    """Whether chunk ``chunk`` is finished (reads its one mark, not the whole array)."""
+    import zarr
+
+    try:
+        return bool(zarr.open_array(str(Path(path) / "done"), mode="r")[int(chunk)])
+    except Exception:  # a mark whose write failed half-way
+        return False
 
 
 def write_chunk(path, plan: dict, chunk: int, start: int, features: dict[str, np.ndarray], valid: np.ndarray) -> None:
     """Write one chunk's features (site -> ``(images, timesteps, *feature dims)``) and ``valid``
-    flags into its region, then mark it done."""
+    flags into its region, record what was written, then mark it done."""
     stop = start + len(valid)
     region = xr.Dataset(
         {site: (("image", "timestep", *plan[site]["dims"]), values) for site, values in features.items()}
         | {"valid": ("image", np.asarray(valid, dtype=bool))}
     )
     region.to_zarr(path, region={"image": slice(start, stop)}, mode="r+", consolidated=False)
+    ChunkRecords(path).write(chunk, [*plan, "valid"])
+    set_done(path, chunk, True)
+
+
+def set_done(path, chunk: int, done: bool) -> None:
     import zarr
 
     # The mark goes straight to its own one-element zarr chunk: a region write through xarray
     # would cost as much again as the data's (it reopens and checks the whole store).
-    zarr.open_array(str(Path(path) / "done"), mode="r+")[chunk] = True
+    zarr.open_array(str(Path(path) / "done"), mode="r+")[chunk] = done
+
+
+def damaged_chunks(path, full: bool = False) -> dict[int, str]:
+    """Done chunks that no longer match their record: chunk -> what is wrong. Cheap by default
+    (files and sizes); ``full`` re-reads every value (``workbench extract --verify``)."""
+    records = ChunkRecords(path)
+    done = done_chunks(path)
+    variables = [*json.loads(_open_group_attrs(Path(path))["plan"]), "valid"]
+    found = {}
+    for chunk in np.flatnonzero(done):
+        why = records.damage(int(chunk), full=full, variables=variables)
+        if why is not None:
+            found[int(chunk)] = why
+    return found
+
+
+def unmark(path, chunks) -> None:
+    """Mark ``chunks`` not done (damaged: the next run recomputes them)."""
+    records = ChunkRecords(path)
+    for chunk in chunks:
+        set_done(path, int(chunk), False)
+        records.forget(int(chunk))
+
+
+def _open_zarr(path: Path) -> xr.Dataset:
+    """Through the consolidated metadata; a store written before stores were consolidated is
+    read array by array (without the warning xarray gives for that)."""
+    import zarr
+
+    try:
+        zarr.open_consolidated(str(path), mode="r")
+    except (ValueError, KeyError, FileNotFoundError):
+        return xr.open_zarr(path, consolidated=False)
+    return xr.open_zarr(path, consolidated=True)
 
 
 def open_features(path, require_complete: bool = True) -> xr.Dataset:
     """A feature store as a lazy ``xarray.Dataset``.
+
+    A store whose finished chunks were damaged since (a chunk file deleted or truncated) raises
+    :class:`DamagedStore` naming the chunks, instead of a codec error when the data is read.
 
     An unfinished store (a job still running or killed) raises unless ``require_complete=False``;
     then only images of finished chunks have ``valid`` True.
@@ -179,7 +268,10 @@ def open_features(path, require_complete: bool = True) -> xr.Dataset:
         raise ValueError(f"{path} is not a workbench feature store (written by `workbench extract`)")
     if not attrs.get("prepared"):
         raise ValueError(f"{path} was never fully created (the job was killed at its start); rerun the extraction")
-    ds = xr.open_zarr(path, consolidated=False)
+    damaged = damaged_chunks(path)
+    if damaged:
+        raise DamagedStore(path, damaged, int(attrs["batch_size"]))
+    ds = _open_zarr(path)
     done = ds["done"].values
     if require_complete and not done.all():
         raise ValueError(

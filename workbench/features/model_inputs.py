@@ -4,11 +4,12 @@ kwargs, and a fingerprint of its weights (so that a store is never filled by two
 
 * Pixel-space models (the reference models, a bare ``UNet2DModel`` on RGB): the latent *is* the
   image in [-1, 1].
-* Latent models: the VAE's posterior mean, shifted and scaled as the pipelines do, from
-  ``model.info["encode_images"]`` if given, else the pipeline's VAE. The mean, not a sample:
-  extraction must be deterministic and the posterior is narrow.
-* Conditioning: ``Model.encode`` (the reference models), else the pipeline's ``encode_prompt``
-  for Stable Diffusion 1.x/2.x and SD3 pipelines; unconditional denoisers take none.
+* Latent models: the VAE's posterior mean, shifted and scaled as the pipelines do
+  (``Model.encode_images``). The mean, not a sample: extraction must be deterministic and the
+  posterior is narrow.
+* Conditioning: ``Model.encode``; unconditional denoisers take none.
+
+Every fact comes from ``Model``; this module only caches and fingerprints.
 
 Example:
     >>> import numpy as np
@@ -26,13 +27,12 @@ import hashlib
 import numpy as np
 import torch
 
-from ..hooks.pipelines import can_encode_prompts, encode_prompts, vae_encode
 
 
 def load_model(spec):
     """A ``workbench.Model`` from a ``Model`` or anything ``workbench.load`` takes (a name, a
     diffusers folder, a saved reference folder)."""
-    from workbench.run import load
+    from workbench.loading import load
 
     return load(spec)
 
@@ -52,47 +52,18 @@ def model_identity(model) -> dict:
     return {"class": type(model.denoiser).__name__, "family": model.family, "weights_sha1": digest.hexdigest()[:16]}
 
 
-def _vae(model):
-    return getattr(model.pipeline, "vae", None) if model.pipeline is not None else None
-
-
 def latent_channels(model) -> int:
-    if model.latent_shape is not None:
-        return int(model.latent_shape[0])
-    return int(model.denoiser.config.in_channels)
+    return model.latent_channels
 
 
 def image_size(model) -> int:
     """The side in pixels of the images the model was trained on."""
-    if model.latent_shape is not None and _is_pixel_space(model):
-        return int(model.latent_shape[-1])
-    sample = model.denoiser.config.get("sample_size")
-    if sample is None:
-        raise ValueError(f"{model.name}: cannot tell its image size (no sample_size in the denoiser config)")
-    sample = sample[-1] if isinstance(sample, (list, tuple)) else sample
-    vae = _vae(model)
-    factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
-    return int(sample) * factor
+    return model.image_size
 
 
-def _is_pixel_space(model) -> bool:
-    return _vae(model) is None and "encode_images" not in model.info and latent_channels(model) == 3
-
-
-@torch.no_grad()
 def images_to_latents(model, images: np.ndarray) -> torch.Tensor:
     """uint8 images ``(n, H, W, 3)`` -> the denoiser's clean latents ``(n, C, h, w)``."""
-    pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    if "encode_images" in model.info:
-        return model.info["encode_images"](pixels)
-    if _vae(model) is not None:
-        return vae_encode(model.pipeline, pixels)
-    if _is_pixel_space(model):
-        return pixels
-    raise ValueError(
-        f"{model.name or 'this model'} denoises {latent_channels(model)}-channel latents but exposes no image "
-        "encoder: load it as a pipeline with its VAE, or set model.info['encode_images'] = pixels -> latents"
-    )
+    return model.encode_images(images)
 
 
 class Conditioner:
@@ -101,12 +72,11 @@ class Conditioner:
     def __init__(self, model):
         self.model = model
         self._cache: dict[str, dict[str, torch.Tensor]] = {}
-        self.unconditional = model.encode is None and not can_encode_prompts(model.pipeline)
-        text_dims = ("cross_attention_dim", "joint_attention_dim", "caption_channels")
-        if self.unconditional and any(model.denoiser.config.get(k) is not None for k in text_dims):
+        self.unconditional = not model.conditions_on_text
+        if self.unconditional and model.site_map.text_attention:
             raise ValueError(
-                f"{model.name or 'this model'} needs text conditioning but has neither Model.encode nor a "
-                "pipeline with encode_prompt"
+                f"{model.name or 'this model'} needs text conditioning but has no prompt encoder (neither its own "
+                "nor a pipeline whose hooks/ declaration can encode prompts)"
             )
 
     @torch.no_grad()
@@ -122,7 +92,4 @@ class Conditioner:
         return {k: torch.cat([self._cache[p][k] for p in prompts]) for k in keys}
 
     def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        model = self.model
-        if model.encode is not None:
-            return dict(model.encode(prompts))
-        return encode_prompts(model.pipeline, prompts, model.denoiser.device)
+        return self.model.encode(prompts)

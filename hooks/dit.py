@@ -1,11 +1,22 @@
-"""Site maps for plain diffusion transformers: ``DiTTransformer2DModel`` (class-conditional) and
+"""Plain diffusion transformers: ``DiTTransformer2DModel`` (class-conditional) and
 ``PixArtTransformer2DModel`` (text cross-attention). Image tokens only flow through the blocks;
 PixArt's ``attn2`` attends from image tokens to T5 text tokens."""
 
 from __future__ import annotations
 
-from .base import STREAM_DIMS, Geometry, InputTap, SiteMap, kwarg_or_arg
-from .common import IMAGE, TEXT, attention_sites, output_site
+from workbench.sitemap import (
+    IMAGE,
+    STREAM_DIMS,
+    TEXT,
+    InputTap,
+    PipelineFacts,
+    SiteMap,
+    attention_sites,
+    output_site,
+    tokens_of,
+)
+
+from .sd3 import patched_geometry
 
 
 def dit_sites(model) -> list:
@@ -21,30 +32,45 @@ def dit_sites(model) -> list:
     return sites
 
 
-def _dit_geometry(model, args, kwargs) -> Geometry:
-    latent = kwarg_or_arg(args, kwargs, InputTap("hidden_states", 0))
-    text = kwarg_or_arg(args, kwargs, InputTap("encoder_hidden_states", 1))
-    text_len = text.shape[1] if text is not None and text.ndim == 3 else 0
-    patch = model.config.patch_size
-    return Geometry(text_len=text_len, grid=(latent.shape[-2] // patch, latent.shape[-1] // patch))
-
-
 DIT = SiteMap(
     family="dit",
     model_classes=("DiTTransformer2DModel",),
     enumerate_sites=dit_sites,
-    read_geometry=_dit_geometry,
+    read_geometry=patched_geometry,
     latent_input=InputTap("hidden_states", 0),
     timestep_input=InputTap("timestep", 1),
     description="DiT: class-conditional transformer over image patches",
+    stages=("transformer_blocks",),
 )
 
 PIXART = SiteMap(
     family="pixart",
     model_classes=("PixArtTransformer2DModel",),
     enumerate_sites=dit_sites,
-    read_geometry=_dit_geometry,
+    read_geometry=patched_geometry,
     latent_input=InputTap("hidden_states", 0),
     timestep_input=InputTap("timestep", 2),
     description="PixArt: transformer over image patches with cross-attention to T5 text",
+    stages=("transformer_blocks",),
+    text_attention=("transformer_blocks.*.attn2.probs",),
+    text_keys=("transformer_blocks.*.attn2.k",),
+    text_values=("transformer_blocks.*.attn2.v",),
+)
+
+SITE_MAPS = (DIT, PIXART)
+PIPELINES = (
+    PipelineFacts(
+        pipeline_classes=("DiTPipeline",),
+        denoiser_attribute="transformer",
+        cfg_order=("cond", "uncond"),  # DiT batches the class labels first, the null class second
+        prompt_arg="class_labels",
+        text_tokens=lambda pipeline, prompts, text_len: None,
+        description="DiT: class labels as prompts; [cond | uncond] batched guidance",
+    ),
+    PipelineFacts(
+        pipeline_classes=("PixArtAlphaPipeline", "PixArtSigmaPipeline"),
+        denoiser_attribute="transformer",
+        text_tokens=tokens_of("tokenizer"),
+        description="PixArt: [uncond | cond] batched guidance; text axis T5",
+    ),
 )

@@ -1,4 +1,5 @@
-"""Site maps for U-Nets: ``UNet2DConditionModel`` (SD 1.x/2.x, SDXL) and ``UNet2DModel`` (DDPM).
+"""U-Nets: ``UNet2DConditionModel`` (Stable Diffusion 1.x/2.x; SDXL adds its pipeline in ``sdxl.py``)
+and ``UNet2DModel`` (DDPM, unconditional).
 
 Down blocks return ``(hidden, skips)`` and push one skip per resnet (and per downsampler); up block
 ``i`` pops them off the end of ``res_hidden_states_tuple``, one per resnet, and concatenates each
@@ -8,8 +9,20 @@ exactly as the up block is handed it (before any FreeU re-weighting inside the b
 
 from __future__ import annotations
 
-from .base import SPATIAL_DIMS, STREAM_DIMS, Geometry, InputTap, Site, SiteMap, kwarg_or_arg
-from .common import IMAGE, TEXT, attention_sites, output_site
+from workbench.sitemap import (
+    IMAGE,
+    SPATIAL_DIMS,
+    STREAM_DIMS,
+    TEXT,
+    Geometry,
+    InputTap,
+    PipelineFacts,
+    Site,
+    SiteMap,
+    attention_sites,
+    kwarg_or_arg,
+    output_site,
+)
 
 
 def _resnet_sites(path: str, block) -> list[Site]:
@@ -97,6 +110,11 @@ UNET_2D_CONDITION = SiteMap(
     latent_input=InputTap("sample", 0),
     timestep_input=InputTap("timestep", 1),
     description="U-Net with cross-attention (Stable Diffusion 1.x/2.x, SDXL)",
+    stages=("down_blocks", "mid_block", "up_blocks"),
+    text_attention=("**.attn2.probs",),
+    text_keys=("**.attn2.k",),
+    text_values=("**.attn2.v",),
+    skips=("up_blocks.*.skip.*",),
 )
 
 UNET_2D = SiteMap(
@@ -107,4 +125,30 @@ UNET_2D = SiteMap(
     latent_input=InputTap("sample", 0),
     timestep_input=InputTap("timestep", 1),
     description="unconditional U-Net (DDPM)",
+    stages=("down_blocks", "mid_block", "up_blocks"),
+    skips=("up_blocks.*.skip.*",),
+)
+
+
+def _sd_encode(pipeline, prompts: list[str], device) -> dict:
+    embeds, _ = pipeline.encode_prompt(prompts, device, 1, False)
+    return {"encoder_hidden_states": embeds}
+
+
+SITE_MAPS = (UNET_2D_CONDITION, UNET_2D)
+PIPELINES = (
+    PipelineFacts(
+        pipeline_classes=("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"),
+        denoiser_attribute="unet",
+        encode_prompts=_sd_encode,
+        description="Stable Diffusion 1.x/2.x: [uncond | cond] batched guidance; text axis CLIP (77)",
+    ),
+    PipelineFacts(
+        pipeline_classes=("DDPMPipeline",),
+        denoiser_attribute="unet",
+        guidance="none",
+        prompt_arg="",  # unconditional: no prompts
+        text_tokens=lambda pipeline, prompts, text_len: None,
+        description="DDPM: unconditional, no prompts",
+    ),
 )

@@ -1,0 +1,293 @@
+"""The vocabulary every site map speaks.
+
+A *site* is a place inside a denoiser whose tensor can be recorded or changed. Its name is the
+module path you see in ``print(model)`` plus a *kind* from a small fixed vocabulary::
+
+    transformer_blocks.3.out.image       block output, image stream
+    transformer_blocks.3.attn.probs      joint attention probabilities (query x key)
+    transformer_blocks.3.attn.probs.image->text   one block of them (image queries, text keys)
+    transformer_blocks.3.attn.k.text     attention keys of the text tokens, as the kernel sees them
+    up_blocks.1.skip.0                   the skip tensor up block 1 concatenates first
+    latent.in / latent.pred / latent.x0  the latent entering a step, the model's prediction, its x0
+
+A site map (one per architecture family, declared in the top-level ``hooks/`` folder, installed as
+``workbench.hooks``) only *describes*: which module, which tensor of its inputs or outputs, what the
+axes mean, and how a joint token axis splits into image and text. Pipeline facts (guidance branch
+order, prompt argument, text tokens, prompt encoding, latent packing) are declared beside it as
+:class:`PipelineFacts`. Neither knows of torch hooks or storage: ``workbench.capture`` does the
+hooking and ``workbench.model.Model`` answers pipeline questions by reading these declarations.
+
+This module is the vocabulary those declarations are written in, and the builders they share.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import torch
+
+# Per-call dims of a site's tensor, batch excluded. The capture engine adds sample/branch/step.
+STREAM_DIMS = ("token", "channel")  # (batch, tokens, channels) transformer streams
+SPATIAL_DIMS = ("channel", "y", "x")  # (batch, channels, height, width) U-Net feature maps
+PROBS_DIMS = ("head", "query", "key")  # attention probabilities
+QKV_DIMS = ("head", "token", "channel")  # per-head queries/keys/values as the kernel sees them
+
+ATTENTION_BLOCKS = ("image->image", "image->text", "text->image", "text->text")
+
+
+@dataclass(frozen=True)
+class OutputTap:
+    """The module's return value, or one element of a returned tuple (``index``)."""
+
+    index: int | None = None
+
+
+@dataclass(frozen=True)
+class InputTap:
+    """A keyword argument of the module's forward; ``from_end`` picks an element of a tuple
+    argument counted from its end (U-Net up blocks pop skips off the end of their tuple)."""
+
+    kwarg: str
+    position: int | None = None  # positional index if the caller passes it positionally
+    from_end: int | None = None
+
+
+@dataclass(frozen=True)
+class AttentionTap:
+    """Read at the scaled-dot-product-attention call inside an attention module.
+
+    ``role`` is probs, q, k or v; ``segment`` restricts a token axis to one kind (image/text);
+    ``block`` picks one query->key block of the probabilities.
+    """
+
+    role: Literal["probs", "q", "k", "v"]
+    segment: str | None = None
+    block: str | None = None
+    query: "TokenLayout | None" = None  # the module's whole query axis
+    key: "TokenLayout | None" = None  # the module's whole key axis
+
+
+@dataclass(frozen=True)
+class LatentTap:
+    """Read in the denoising loop: the latent entering a step, the prediction, or the x0 estimate."""
+
+    what: Literal["in", "pred", "x0"]
+
+
+Tap = OutputTap | InputTap | AttentionTap | LatentTap
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """How a token axis is made: an ordered tuple of segments, e.g. ("image", "text") for SD3's
+    joint sequence, ("text", "image") for FLUX, ("image",) for U-Net self-attention queries."""
+
+    segments: tuple[str, ...]
+
+    def split(self, total: int, text_len: int) -> list[tuple[str, int, int]]:
+        """Segments as (kind, start, stop) for a sequence of ``total`` tokens."""
+        if self.segments in (("image",), ("text",)):
+            return [(self.segments[0], 0, total)]
+        image_len = total - text_len
+        if image_len < 0:
+            raise ValueError(f"a joint sequence of {total} tokens cannot hold {text_len} text tokens")
+        lengths = {"image": image_len, "text": text_len}
+        spans, start = [], 0
+        for kind in self.segments:
+            spans.append((kind, start, start + lengths[kind]))
+            start += lengths[kind]
+        return spans
+
+
+@dataclass(frozen=True)
+class Site:
+    """One recordable place. ``module`` is the path relative to the denoiser ("" for the root)."""
+
+    name: str
+    module: str
+    tap: Tap
+    dims: tuple[str, ...]
+    meaning: str
+    query_layout: TokenLayout | None = None  # attention: how the query/token axis splits
+    key_layout: TokenLayout | None = None  # attention probs: how the key axis splits
+
+    @property
+    def kind(self) -> str:
+        return self.name[len(self.module) + 1 :] if self.module else self.name
+
+
+@dataclass
+class Geometry:
+    """What a site map reads off the denoiser's inputs at each call, so that token axes can be
+    labelled: the text length of the joint sequence and the finest image token grid."""
+
+    text_len: int = 0
+    grid: tuple[int, int] | None = None  # (rows, cols) of the finest image-token grid
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def image_grid(self, n_tokens: int) -> tuple[int, int]:
+        """The (rows, cols) grid of ``n_tokens`` image tokens at some resolution level."""
+        if self.grid is None:
+            side = int(round(math.sqrt(n_tokens)))
+            if side * side != n_tokens:
+                raise ValueError(f"cannot lay {n_tokens} image tokens on a grid without the latent's shape")
+            return side, side
+        rows, cols = self.grid
+        factor = math.sqrt(rows * cols / n_tokens)
+        grid = (int(round(rows / factor)), int(round(cols / factor)))
+        if grid[0] * grid[1] != n_tokens:
+            raise ValueError(f"{n_tokens} image tokens do not tile the {rows}x{cols} latent grid")
+        return grid
+
+
+@dataclass(frozen=True)
+class SiteMap:
+    """Everything workbench knows about one architecture family."""
+
+    family: str
+    model_classes: tuple[str, ...]  # diffusers class names this map serves
+    enumerate_sites: Callable[[torch.nn.Module], list[Site]]
+    read_geometry: Callable[[torch.nn.Module, tuple, dict], Geometry]  # (denoiser, args, kwargs) of its forward
+    latent_input: InputTap  # where the denoiser receives the noisy latent
+    timestep_input: InputTap  # where it receives the timestep
+    description: str = ""
+    latent_dims: tuple[str, ...] = SPATIAL_DIMS  # FLUX packs its latent into tokens
+    # Top-level module lists in forward order (sorting sites by depth: down, mid, up; double, single).
+    stages: tuple[str, ...] = ()
+    # Patterns of the attention-probability sites where image queries meet text keys (word maps,
+    # segmentation), and of the sites holding the keys/values computed from text tokens (patching
+    # what the prompt contributes). Empty where the family has no text (DiT, DDPM).
+    text_attention: tuple[str, ...] = ()
+    text_keys: tuple[str, ...] = ()
+    text_values: tuple[str, ...] = ()
+    # Patterns of the long skip connections (U-Net: what each up block concatenates); a skip site is
+    # ``<module>.skip.<j>`` and the backbone it joins is that module's input, its output ``<module>.out``.
+    skips: tuple[str, ...] = ()
+
+    def stage_of(self, site_name: str) -> int:
+        """Position of the site's top-level module in the forward pass (0 for latents/unknown)."""
+        head = site_name.split(".", 1)[0]
+        return self.stages.index(head) if head in self.stages else 0
+
+
+def kwarg_or_arg(args: tuple, kwargs: dict, tap: InputTap) -> Any:
+    """The value a forward call received for ``tap`` (keyword first, then positional)."""
+    if tap.kwarg in kwargs:
+        return kwargs[tap.kwarg]
+    if tap.position is not None and tap.position < len(args):
+        return args[tap.position]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders shared by several families: attention modules and plain module outputs.
+
+IMAGE = TokenLayout(("image",))
+TEXT = TokenLayout(("text",))
+IMAGE_TEXT = TokenLayout(("image", "text"))  # SD3: image tokens first
+TEXT_IMAGE = TokenLayout(("text", "image"))  # FLUX: text tokens first
+
+
+def attention_sites(path: str, query: TokenLayout, key: TokenLayout, what: str) -> list[Site]:
+    """Probabilities (whole and, for joint attention, per block) and q/k/v of one attention module.
+
+    ``what`` is a short human description used in the one-line meanings ("joint attention",
+    "cross-attention to the prompt", ...).
+    """
+    sites = [
+        Site(
+            f"{path}.probs",
+            path,
+            AttentionTap("probs", query=query, key=key),
+            PROBS_DIMS,
+            f"{what}: softmax(q k^T * scale) over all keys, per head",
+            query,
+            key,
+        )
+    ]
+    joint = len(query.segments) > 1
+    if joint:
+        for block in ATTENTION_BLOCKS:
+            q_kind, k_kind = block.split("->")
+            sites.append(
+                Site(
+                    f"{path}.probs.{block}",
+                    path,
+                    AttentionTap("probs", block=block, query=query, key=key),
+                    PROBS_DIMS,
+                    f"{what}: {q_kind} queries attending to {k_kind} keys (rows sum to <1; mass sent to {k_kind})",
+                    TokenLayout((q_kind,)),
+                    TokenLayout((k_kind,)),
+                )
+            )
+    for role, layout in (("q", query), ("k", key), ("v", key)):
+        segments = layout.segments if len(layout.segments) > 1 else (None,)
+        for segment in segments:
+            suffix = f".{segment}" if segment else ""
+            seg_layout = TokenLayout((segment,)) if segment else layout
+            sites.append(
+                Site(
+                    f"{path}.{role}{suffix}",
+                    path,
+                    AttentionTap(role, segment=segment, query=query, key=key),
+                    QKV_DIMS,
+                    f"{what}: per-head {dict(q='queries', k='keys', v='values')[role]}"
+                    f"{' of ' + segment + ' tokens' if segment else ''} as the attention kernel sees them",
+                    seg_layout,
+                )
+            )
+    return sites
+
+
+def output_site(path: str, kind: str, index: int | None, dims: tuple[str, ...], meaning: str,
+                layout: TokenLayout | None = None) -> Site:
+    """A module's output (or one element of its output tuple)."""
+    name = f"{path}.{kind}" if path else kind
+    return Site(name, path, OutputTap(index), dims, meaning, layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline facts: what a diffusers pipeline does around its denoiser.
+
+
+def padded_tokens(tokenizer, prompt: str, length: int) -> list[str]:
+    """Token strings of ``prompt`` padded/truncated to ``length``, as a text encoder is fed them."""
+    ids = tokenizer(prompt, padding="max_length", max_length=length, truncation=True)["input_ids"]
+    return tokenizer.convert_ids_to_tokens(ids)
+
+
+def tokens_of(attribute: str) -> Callable:
+    """``text_tokens`` for a pipeline whose denoiser sees one tokenizer's tokens (``attribute``)."""
+
+    def text_tokens(pipeline, prompts: list[str], text_len: int) -> list[list[str]] | None:
+        tokenizer = getattr(pipeline, attribute, None)
+        if tokenizer is None:
+            return None
+        return [padded_tokens(tokenizer, p, text_len) for p in prompts]
+
+    return text_tokens
+
+
+@dataclass(frozen=True)
+class PipelineFacts:
+    """What a family of diffusers pipelines does around its denoiser, as recording and runs need it.
+
+    Every field is a fact about the pipeline class, never about one checkpoint. ``text_tokens``,
+    ``encode_prompts`` and ``unpack_latents`` are small functions because the facts are procedures
+    (SD3 feeds [CLIP | T5] tokens, FLUX packs 2x2 latent patches into tokens).
+    """
+
+    pipeline_classes: tuple[str, ...]  # diffusers pipeline class names (subclasses are served too)
+    denoiser_attribute: str  # the pipeline attribute that holds its denoiser ("unet", "transformer")
+    cfg_order: tuple[str, ...] = ("uncond", "cond")  # branch order in a batched guidance call
+    guidance: Literal["batched", "embedded", "none"] = "batched"  # embedded: a distilled guidance input
+    prompt_arg: str = "prompt"  # the __call__ argument that takes the prompts (DiT: class_labels)
+    # (pipeline, prompts, text_len) -> token strings of the denoiser's text axis, per prompt
+    text_tokens: Callable[[Any, list[str], int], list[list[str]] | None] = tokens_of("tokenizer")
+    # (pipeline, prompts, device) -> the denoiser's conditioning kwargs (conditional branch only)
+    encode_prompts: Callable[[Any, list[str], Any], dict] | None = None
+    # (pipeline, latents) -> latents as the VAE takes them (FLUX unpacks its token packing)
+    unpack_latents: Callable[[Any, Any], Any] | None = None
+    description: str = ""
