@@ -309,7 +309,7 @@ def child_profile(n: int, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from workbench.features.models import load_model
+    from workbench.features.model_inputs import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         model = load_model(model_spec(Path(tmp)))

@@ -164,6 +164,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--second-minutes", type=float, default=6.0)
     parser.add_argument("--second-scenes", type=int, default=4000)
+    parser.add_argument("--second-epochs", type=int, default=20)
     parser.add_argument("--tables", action="store_true")
     parser.add_argument("--calibrate", action="store_true",
                         help="calibrate the shipped judge's 'no object' gates (writes calibration.json) and stop")
@@ -198,7 +199,7 @@ def main(argv=None) -> None:
     saved["in_world"]["test-split renders: object name right"] = {"raw": raw["name"], "gated": gated["name"]}
     saved["in_world"]["test-split renders: empty anchor said none"] = {"raw": raw["empty"], "gated": gated["empty"]}
     start = time.perf_counter()
-    record = train_judge(minutes=args.second_minutes, seed=1, scenes=args.second_scenes, epochs=3, threads=1,
+    record = train_judge(minutes=args.second_minutes, seed=1, scenes=args.second_scenes, epochs=args.second_epochs, threads=1,
                          model=SecondJudge(), save=False, progress=False)
     second = record.pop("model")
     saved["second_judge"] = record | {"seconds": round(time.perf_counter() - start, 1)}
