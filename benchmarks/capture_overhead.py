@@ -81,7 +81,10 @@ def instrumented(name: str, model, scheduler, inputs, steps):
     n = len(model.transformer_blocks)
     if name == "blocks_workbench":
         def run():
-            with wb.record(wb.load(model, scheduler=scheduler), ["transformer_blocks.*.out.*"]) as rec:
+            # the same tensors as the hand-written loop: each block's outputs ("transformer_blocks.*.out.*"
+            # would also match the attention modules' outputs, transformer_blocks.N.attn.out.*)
+            sites = [f"transformer_blocks.{i}.out.*" for i in range(n)]
+            with wb.record(wb.load(model, scheduler=scheduler), sites) as rec:
                 denoise(model, scheduler, inputs, steps)
             return rec
     elif name == "blocks_handwritten":
@@ -140,14 +143,17 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(name: str, width: int, layers: int, steps: int, repeats: int, threads: int = 1) -> dict:
-    """Runs in a subprocess: bare runs first (their peak memory), then bare/instrumented alternating."""
+def measure(names: list[str], width: int, layers: int, steps: int, repeats: int, threads: int = 1) -> list[dict]:
+    """Runs in a subprocess: bare runs first (their peak memory), then each configuration of ``names``
+    and a bare run in turn, ``repeats`` times, so configurations measured together are side by side
+    (same process, same moments of a noisy machine) against the same bare runs."""
     import torch
 
     torch.set_num_threads(threads)
     model, scheduler, inputs = build(width, layers)
-    run = instrumented(name, model, scheduler, inputs, steps)
+    runs = {name: instrumented(name, model, scheduler, inputs, steps) for name in names}
     denoise(model, scheduler, inputs, steps)  # warm-up
+
     def timed(fn):
         wall, cpu = time.perf_counter(), time.process_time()
         result = fn()
@@ -159,28 +165,35 @@ def measure(name: str, width: int, layers: int, steps: int, repeats: int, thread
         bare_wall.append(wall)
         bare_cpu.append(cpu)
     bare_peak = peak_rss_mib()
-    run()  # warm-up of the instrumented path
-    inst_wall, inst_cpu = [], []
+    for run in runs.values():
+        run()  # warm-up of the instrumented paths
+    inst_wall = {name: [] for name in names}
+    inst_cpu = {name: [] for name in names}
     for _ in range(repeats):
-        captured, wall, cpu = timed(run)
-        inst_wall.append(wall)
-        inst_cpu.append(cpu)
-        del captured
+        for name, run in runs.items():
+            captured, wall, cpu = timed(run)
+            inst_wall[name].append(wall)
+            inst_cpu[name].append(cpu)
+            del captured
         _, wall, cpu = timed(lambda: denoise(model, scheduler, inputs, steps))
         bare_wall.append(wall)
         bare_cpu.append(cpu)
     med = statistics.median
-    return {
-        "config": name, "bare_cpu_s": med(bare_cpu), "instrumented_cpu_s": med(inst_cpu),
-        "ratio": med(inst_cpu) / med(bare_cpu), "wall_ratio": med(inst_wall) / med(bare_wall),
-        "bare_wall_s": med(bare_wall), "instrumented_wall_s": med(inst_wall),
+    return [{
+        "config": name, "bare_cpu_s": med(bare_cpu), "instrumented_cpu_s": med(inst_cpu[name]),
+        "ratio": med(inst_cpu[name]) / med(bare_cpu), "wall_ratio": med(inst_wall[name]) / med(bare_wall),
+        "bare_wall_s": med(bare_wall), "instrumented_wall_s": med(inst_wall[name]),
+        "cpu_ratios": [c / med(bare_cpu) for c in inst_cpu[name]],
         "bare_peak_mib": bare_peak, "peak_mib": peak_rss_mib(), "extra_peak_mib": peak_rss_mib() - bare_peak,
-    }
+        "measured_with": [n for n in names if n != name],
+    } for name in names]
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS))
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help="comma-separated subset of " + ", ".join(CONFIGS) + "; configurations joined by '+' "
+                        "run side by side in one process (default: workbench and hand-written block hooks together)")
     parser.add_argument("--width", type=int, default=512, help="hidden width (heads of 64)")
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3)
@@ -191,30 +204,35 @@ def main(argv=None) -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(measure(args.one, args.width, args.layers, args.steps, args.repeats, args.threads)))
+        print(json.dumps(measure(args.one.split("+"), args.width, args.layers, args.steps, args.repeats, args.threads)))
         return
     results = []
-    for name in args.configs.split(","):
+    groups = args.configs.split(",")
+    if "blocks_workbench" in groups and "blocks_handwritten" in groups:  # the comparison must be side by side
+        groups.remove("blocks_handwritten")
+        groups[groups.index("blocks_workbench")] = "blocks_workbench+blocks_handwritten"
+    for name in groups:
         cmd = [args.python, __file__, "--one", name, "--width", str(args.width), "--layers", str(args.layers),
                "--steps", str(args.steps), "--repeats", str(args.repeats), "--threads", str(args.threads)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        r = results[-1]
-        print(f"{name}: {r['ratio']:.3f}x bare in CPU time ({r['instrumented_cpu_s']:.2f}s vs {r['bare_cpu_s']:.2f}s), "
-              f"{r['wall_ratio']:.3f}x in wall time, extra peak {r['extra_peak_mib']:.0f} MiB", file=sys.stderr)
+        for r in json.loads(proc.stdout.strip().splitlines()[-1]):
+            results.append(r)
+            print(f"{r['config']}: {r['ratio']:.3f}x bare in CPU time ({r['instrumented_cpu_s']:.2f}s vs {r['bare_cpu_s']:.2f}s; "
+                  f"per repeat {', '.join(f'{x:.3f}' for x in r['cpu_ratios'])}), {r['wall_ratio']:.3f}x in wall time, "
+                  f"extra peak {r['extra_peak_mib']:.0f} MiB", file=sys.stderr)
     import torch
 
     print(f"\nmachine: {platform.processor() or platform.machine()}, {args.threads} thread(s), torch "
           f"{torch.__version__}; SD3Transformer2DModel width {args.width}, {args.layers} layers, 1024 image + 77 text "
           f"tokens, {args.steps} steps, median of {args.repeats}\n")
-    print("| configuration | CPU time vs bare | wall time vs bare | instrumented CPU s | bare CPU s | extra peak MiB |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| configuration | CPU time vs bare | per repeat | wall time vs bare | instrumented CPU s | bare CPU s | extra peak MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        print(f"| {CONFIGS[r['config']]} | {r['ratio']:.3f}x | {r['wall_ratio']:.3f}x | {r['instrumented_cpu_s']:.2f} | "
-              f"{r['bare_cpu_s']:.2f} | {r['extra_peak_mib']:.0f} |")
+        print(f"| {CONFIGS[r['config']]} | {r['ratio']:.3f}x | {', '.join(f'{x:.3f}' for x in r['cpu_ratios'])} | "
+              f"{r['wall_ratio']:.3f}x | {r['instrumented_cpu_s']:.2f} | {r['bare_cpu_s']:.2f} | {r['extra_peak_mib']:.0f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -207,3 +207,55 @@ def test_widget_notebook_in_chromium(tmp_path):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(screenshot, target)
     assert time.monotonic() - started < 60, "the browser test should take under a minute"
+
+
+# The singular-value explorer (workbench.widgets.svd): its output area and its first gain slider.
+SVD_EXPLORER = ".jp-OutputArea-output:has(.js-plotly-plot):has(.widget-label:text-is('gain s1'))"
+GAIN_SLIDER = ".widget-slider:has(.widget-label:text-is('gain s1'))"
+SVD_CELL = """import workbench as wb
+from workbench.analysis.svd import EditSession
+from workbench.widgets.svd import SVDExplorer
+SVDExplorer(EditSession(wb.load("toy-mmdit"), "a red circle on the left", steps=6), step=2, values=3)"""
+
+
+def test_svd_explorer_in_chromium(tmp_path):
+    """Move the first singular-value gain slider: the x0 estimate and the final image redraw."""
+    reason = _requirements()
+    if reason:
+        pytest.skip(reason)
+    import nbformat
+    from playwright.sync_api import sync_playwright
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(SVD_CELL)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(notebook, tmp_path / "svd_explorer.ipynb")
+    port, token = _free_port(), secrets.token_hex(16)
+    lab = _start_lab(tmp_path, port, token)
+    playwright = browser = page = None
+    try:
+        _wait_for_lab(lab, port, token, tmp_path)
+        playwright = sync_playwright().start()
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.goto(f"http://127.0.0.1:{port}/lab/tree/svd_explorer.ipynb?reset&token={token}")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=30_000)
+        page.get_by_text(re.compile(r"\(ipykernel\) \| Idle")).first.wait_for(timeout=30_000)
+        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+        page.locator(".lm-Menu-item:visible", has_text="Run All Cells").first.click()
+        explorer = page.locator(SVD_EXPLORER).first
+        explorer.locator(".imagelayer image").first.wait_for(timeout=60_000)
+        before, after = _move_slider(explorer, GAIN_SLIDER, IMAGES_JS, timeout=30)
+        assert after != before, "moving the singular-value slider did not redraw the images"
+        assert len(after) == 2 and all(a != b for a, b in zip(after, before)), "both x0 and the final image change"
+        explorer.screenshot(path=str(tmp_path / "svd_explorer.png"))
+    except Exception:
+        if page is not None:
+            page.screenshot(path=str(tmp_path / "failure.png"))
+            print(f"page at failure: {tmp_path / 'failure.png'}; server log: {tmp_path / 'jupyterlab.log'}")
+        raise
+    finally:
+        if browser is not None:
+            browser.close()
+        if playwright is not None:
+            playwright.stop()
+        _stop(lab)

@@ -25,7 +25,7 @@ LAYERS = {
     "workbench.store": 0, "workbench.report": 0,
     "workbench.hooks": 1,
     "workbench.model": 2,
-    "workbench.models": 3,
+    "workbench.models": 3, "workbench.inversion": 3,
     "workbench.loading": 4,
     "workbench.capture": 5,
     "workbench": 6,
@@ -193,7 +193,7 @@ def test_wheel_works_outside_the_repository(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", str(wheel)], check=True,
                    capture_output=True)
     outside = tmp_path / "elsewhere"
     outside.mkdir()

@@ -16,13 +16,18 @@ import numpy as np
 import xarray as xr
 
 import workbench as wb
+import workbench.store.claims as claims_module
 from workbench.store.claims import Claims
 from workbench.store.jobs import ChunkRecords, StoreJob, create_atomically
 
+# claims.py needs only the standard library: the racers load it alone (importing the workbench
+# package would load torch, seconds per process), so they start at once.
 RACER = """
-import json, sys, time
-from pathlib import Path
-from workbench.store.claims import Claims
+import importlib.util, json, sys, time
+spec = importlib.util.spec_from_file_location("claims", sys.argv[5])
+module = sys.modules["claims"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+Claims = module.Claims
 store, n, me, racers = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 claims = Claims(store)
 (claims.dir.parent / f"ready-{me}").touch()
@@ -37,8 +42,9 @@ while len(list(claims.dir.parent.glob("finished-*"))) < racers:  # hold the clai
 
 
 def test_claims_raced_by_real_processes_give_each_chunk_one_owner(tmp_path):
-    store, n, racers = tmp_path / "s.zarr", 300, 3
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(store), str(n), str(i), str(racers)],
+    store, n, racers = tmp_path / "s.zarr", 500, 4
+    source = Path(claims_module.__file__)
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(store), str(n), str(i), str(racers), str(source)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(racers)]
     won = []
     for proc in procs:

@@ -9,21 +9,21 @@
 """
 
 from .capture import (
-    Ablate,
-    Intervention,
     CaptureTooLarge,
-    Patch,
+    Intervention,
     Recording,
-    Scale,
-    Steer,
+    SitesNotFired,
     ablate,
+    edit,
     intervene,
     patch,
     record,
     scale,
     steer,
 )
+from .capture.freeu import freeu
 from .capture.resolve import sites
+from .capture.reuse import reuse
 from .loading import load
 from .model import Model, denoise
 from .store import open_recording
@@ -41,24 +41,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")
 
 
-def run_with_cache(model, sites, *args, **kwargs):
-    """TransformerLens-style: run ``model.generate(*args, **kwargs)`` recording ``sites``;
-    returns ``(images, recording)``. Recording options go in ``record=dict(...)``."""
-    model = load(model)
-    with record(model, sites, **kwargs.pop("record", {})) as rec:
-        images = model.generate(*args, **kwargs)
-    return images, rec
-
-
-def run_with_hooks(model, interventions, *args, **kwargs):
-    """Run ``model.generate(*args, **kwargs)`` with ``interventions`` applied; returns the images."""
-    model = load(model)
-    with intervene(model, interventions, **kwargs.pop("record", {})):
-        return model.generate(*args, **kwargs)
-
-
 __all__ = [
-    "Ablate", "CaptureTooLarge", "Intervention", "Model", "Patch", "Recording", "Scale", "Steer", "ablate", "denoise",
-    "intervene", "load", "open_recording", "patch", "record", "run_with_cache", "run_with_hooks", "scale",
-    "sites", "steer",
+    "CaptureTooLarge", "Intervention", "Model", "Recording", "SitesNotFired", "ablate", "denoise",
+    "edit", "freeu", "intervene", "load", "open_recording", "patch", "record", "reuse", "scale", "sites", "steer",
 ]

@@ -62,3 +62,14 @@ def resumable(scheduler) -> bool:
     state is a function of the step index (Euler, flow-matching Euler, DDIM), not a history of past
     predictions (multistep solvers keep ``model_outputs``, PNDM keeps ``ets``)."""
     return not any(hasattr(scheduler, history) for history in ("model_outputs", "ets"))
+
+
+def invertible(scheduler) -> bool:
+    """Whether ``workbench.inversion`` can run this scheduler backwards, image -> noise: a
+    deterministic flow-matching Euler step (x_next = x + (sigma_next - sigma) v) undone by solving
+    for x. Stochastic samplers, alpha schedulers and multistep solvers are refused."""
+    if not is_flow_matching(scheduler) or not resumable(scheduler):
+        return False
+    if getattr(scheduler.config, "stochastic_sampling", False):
+        return False
+    return type(scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"

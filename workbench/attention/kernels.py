@@ -76,8 +76,11 @@ def attention_with_lse(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=Fals
     plain = lambda: F.scaled_dot_product_attention(  # noqa: E731
         q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **extra
     )
-    if q.device.type == "cpu" and dropout_p == 0.0 and not extra and q.shape[1] == k.shape[1]:
-        signature = (tuple(q.shape), tuple(k.shape), q.dtype, None if attn_mask is None else tuple(attn_mask.shape), is_causal)
+    if q.device.type == "cpu" and dropout_p == 0.0 and not extra and q.shape[1] == k.shape[1] and _flash_allowed():
+        # the kernels allowed now (torch.nn.attention.sdpa_kernel, e.g. a diffusers _native_* backend) are part
+        # of the signature: the same shapes may be served by another kernel under another choice
+        signature = (tuple(q.shape), tuple(k.shape), q.dtype, None if attn_mask is None else tuple(attn_mask.shape),
+                     is_causal, _allowed_kernels())
         if _FLASH_MATCHES_SDPA.get(signature, True):
             out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
                 q, k, v, 0.0, is_causal, attn_mask=attn_mask, scale=scale
@@ -88,6 +91,15 @@ def attention_with_lse(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=Fals
                     return plain(), chunked_lse(q, k, scale=scale, attn_mask=attn_mask, is_causal=is_causal)
             return out, lse.to(q.dtype)
     return plain(), chunked_lse(q, k, scale=scale, attn_mask=attn_mask, is_causal=is_causal)
+
+
+def _allowed_kernels() -> tuple[bool, ...]:
+    cuda = torch.backends.cuda
+    return (cuda.flash_sdp_enabled(), cuda.math_sdp_enabled(), cuda.mem_efficient_sdp_enabled(), cuda.cudnn_sdp_enabled())
+
+
+def _flash_allowed() -> bool:
+    return torch.backends.cuda.flash_sdp_enabled()
 
 
 def block_probs(q, k, lse, q_span, k_span, *, scale=None, attn_mask=None, is_causal=False) -> torch.Tensor:

@@ -1,11 +1,21 @@
-"""The hook engine: record sites and intervene on them during real diffusers runs."""
+"""The hook engine: record sites and intervene on them during real diffusers runs.
 
-from .engine import CaptureTooLarge, Recorder, intervene, record
-from .interventions import Ablate, Intervention, Patch, Scale, Steer, ablate, patch, scale, steer
+Modules, each read in one sitting: ``engine`` (the Recorder: attach, visit sites, detach),
+``clock`` (steps and guidance branches), ``attention`` (q/k/v and probabilities at the kernel),
+``firing`` (every requested site fires or the run fails), ``compiled`` (compiled models run
+eagerly while recorded), ``streaming`` (steps to a zarr store), ``budget`` (memory limit),
+``recording`` (what a run captured, as xarray), ``layout`` (token layout and dim naming),
+``interventions`` and ``resolve`` (site names and patterns).
+"""
+
+from .budget import CaptureTooLarge
+from .engine import Recorder, intervene, record
+from .firing import SitesNotFired
+from .interventions import CallContext, Intervention, ablate, edit, patch, scale, steer
 from .recording import Recording
 from .resolve import all_sites, resolve
 
 __all__ = [
-    "Ablate", "CaptureTooLarge", "Intervention", "Patch", "Recorder", "Recording", "Scale", "Steer",
-    "ablate", "all_sites", "intervene", "patch", "record", "resolve", "scale", "steer",
+    "CallContext", "CaptureTooLarge", "Intervention", "Recorder", "Recording", "SitesNotFired",
+    "ablate", "all_sites", "edit", "intervene", "patch", "record", "resolve", "scale", "steer",
 ]

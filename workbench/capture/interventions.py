@@ -1,5 +1,9 @@
-"""Interventions: patch, ablate, scale and steer a site's tensor, optionally only at some steps,
-heads, tokens or guidance branches.
+"""Interventions: patch, ablate, scale, steer or edit (any function) a site's tensor, optionally
+only at some steps, heads, tokens or guidance branches.
+
+Make them with the factories ``patch``, ``ablate``, ``scale``, ``steer`` and ``edit``; the classes
+behind them are an implementation detail (subclass :class:`Intervention` only for something the
+factories cannot say).
 
 Every intervention sees the site's tensor in its canonical layout ``(batch, *site.dims)`` and
 returns a tensor of the same shape; the positions outside its selection keep their values, so
@@ -9,7 +13,7 @@ interventions compose (they run in the order given).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
@@ -35,6 +39,21 @@ class CallContext:
     step: int
     call: int  # index of the denoiser call within the step (guidance run as separate calls)
     row_branches: list[str]  # the guidance branch of every batch row
+    timestep: float = float("nan")  # the scheduler's timestep value at this step
+
+    @property
+    def site_name(self) -> str:
+        return self.site.name
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """The axes of the tensor an intervention sees: ``("batch", *site dims)``."""
+        return ("batch",) + self.site.dims
+
+    @property
+    def branches(self) -> list[str]:
+        """Alias of ``row_branches``: the guidance branch of every batch row."""
+        return self.row_branches
 
 
 @dataclass
@@ -150,17 +169,60 @@ class Steer(Intervention):
         return x + self.alpha * vector.view(shape)
 
 
-def patch(site: str, source: "Recording", **selection) -> Patch:
-    return Patch(site, source=source, **selection)
+@dataclass
+class Edit(Intervention):
+    """Replace the site's tensor with ``fn(value, context)`` (a plain function)."""
+
+    fn: Callable[[torch.Tensor, CallContext], torch.Tensor] | None = None
+
+    def replacement(self, x, ctx):
+        new = self.fn(x, ctx)
+        if not isinstance(new, torch.Tensor):
+            raise TypeError(f"edit function for {ctx.site.name} returned {type(new).__name__}, not a tensor")
+        return new
 
 
-def ablate(site: str, value: str = "zero", **selection) -> Ablate:
-    return Ablate(site, value=value, **selection)
+# The one way to make each intervention. Every factory takes the same selection keywords:
+# steps (int, list or slice), heads, tokens (indices on the token/query axis), branch.
+Steps = Sequence[int] | slice | int | None
 
 
-def scale(site: str, factor: float, **selection) -> Scale:
-    return Scale(site, factor=factor, **selection)
+def patch(site: str, source: "Recording", *, steps: Steps = None, heads=None, tokens=None, branch=None) -> Patch:
+    """Replace ``site`` by what ``source`` (a Recording of the same site, same run shape) holds."""
+    return Patch(site, steps=_steps(steps), heads=heads, tokens=tokens, branch=branch, source=source)
 
 
-def steer(site: str, vector, alpha: float = 1.0, **selection) -> Steer:
-    return Steer(site, vector=vector, alpha=alpha, **selection)
+def ablate(site: str, value: str = "zero", *, steps: Steps = None, heads=None, tokens=None, branch=None) -> Ablate:
+    """Set ``site`` to zero (``value="zero"``) or to its mean over the batch (``value="mean"``)."""
+    return Ablate(site, steps=_steps(steps), heads=heads, tokens=tokens, branch=branch, value=value)
+
+
+def scale(site: str, factor: float, *, steps: Steps = None, heads=None, tokens=None, branch=None) -> Scale:
+    """Multiply ``site`` by ``factor``."""
+    return Scale(site, steps=_steps(steps), heads=heads, tokens=tokens, branch=branch, factor=factor)
+
+
+def steer(site: str, vector, alpha: float = 1.0, *, steps: Steps = None, heads=None, tokens=None, branch=None) -> Steer:
+    """Add ``alpha * vector`` along the channel axis of ``site``."""
+    return Steer(site, steps=_steps(steps), heads=heads, tokens=tokens, branch=branch, vector=vector, alpha=alpha)
+
+
+def edit(site: str, fn: Callable[[torch.Tensor, CallContext], torch.Tensor], *, steps: Steps = None, heads=None,
+         tokens=None, branch=None) -> Edit:
+    """Replace ``site`` by ``fn(value, context)``: your own intervention as a plain function.
+
+    ``value`` is the site's tensor ``(batch, *site dims)``; ``context`` tells ``step``, ``timestep``,
+    ``call``, ``site`` / ``site_name``, ``dims`` and ``branches`` (the guidance branch of each batch
+    row). Return a tensor of the same shape; with ``heads``/``tokens``/``branch`` only the selected
+    positions take the new values.
+
+    >>> wb.edit("transformer_blocks.0.attn.k.text", lambda k, ctx: k * 0 if ctx.step < 2 else k)
+    """
+    if not callable(fn):
+        raise TypeError(f"edit needs a function fn(value, context), not a {type(fn).__name__}")
+    return Edit(site, steps=_steps(steps), heads=heads, tokens=tokens, branch=branch, fn=fn,
+                label=getattr(fn, "__name__", ""))
+
+
+def _steps(steps: Steps):
+    return [steps] if isinstance(steps, int) else steps

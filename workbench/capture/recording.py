@@ -16,6 +16,7 @@ import torch
 import xarray as xr
 
 from ..sitemap import Geometry, Site
+from .layout import clashing_dims, token_coords, with_sized_dims
 
 
 @dataclass
@@ -26,7 +27,7 @@ class CallInfo:
     row_branches: list[str]
 
 
-@dataclass
+@dataclass(repr=False)
 class Recording(Mapping):
     """What a ``record`` context captured. A read-only mapping from site name to DataArray."""
 
@@ -44,17 +45,30 @@ class Recording(Mapping):
     _calls: dict[tuple[int, int], CallInfo] = field(default_factory=dict)
     _rows: dict[tuple[str, int, int], list[str]] = field(default_factory=dict)  # per-site row labels if not the call's
     _flushed: object = None  # a StepSink once streamed to a store
+    _held: int = 0  # bytes of the captures in memory
 
     # -- filling (used by the engine) ------------------------------------------------------------
     def add(self, site: Site, call: CallInfo, tensor: torch.Tensor, rows: list[str] | None = None) -> None:
         key = (call.step, call.call)
         self._calls[key] = call
-        self._raw[site.name][key] = tensor
+        per_call = self._raw[site.name]
+        if key in per_call:  # the same site seen twice in one call: the later value replaces the earlier
+            self._held -= _size(per_call[key])
+        per_call[key] = tensor
+        self._held += _size(tensor)
         if rows is not None:
             self._rows[(site.name, call.step, call.call)] = rows
 
+    def captured_sites(self) -> list[str]:
+        """Names of the sites holding captures in memory."""
+        return list(self._raw)
+
+    def has_step(self, site: str, step: int) -> bool:
+        return any(s == step for s, _ in self._raw.get(site, ()))
+
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for per_site in self._raw.values() for t in per_site.values())
+        """Bytes held in memory by the captures (each tensor's true element size: 2 for float16/bfloat16)."""
+        return self._held  # kept up to date by add/drop_step: the engine asks after every denoiser call
 
     def raw(self, site: str, step: int, call: int = 0) -> torch.Tensor:
         """The tensor captured at ``site`` for one denoiser call, in its canonical layout."""
@@ -78,6 +92,38 @@ class Recording(Mapping):
     @property
     def timesteps(self) -> list[float]:
         return [self._calls[(s, 0)].timestep for s in self.steps]
+
+    def __repr__(self) -> str:
+        """A short summary: sites, their dims and sizes, and the steps (never the tensors)."""
+        steps = self.steps
+        head = f"Recording of {self.model_name or 'a model'} ({self.family}): {len(self)} site(s)"
+        if steps:
+            head += f", steps {_ranges(steps)}"
+        if self._flushed is not None:
+            return head + f", streamed to a store\n" + "\n".join(f"  {name}" for name in self)
+        lines = [head]
+        for name in self:
+            lines.append(f"  {name}: {self._shape_summary(name)}")
+        if self.interventions:
+            lines.append(f"  interventions: {'; '.join(self.interventions)}")
+        return "\n".join(lines)
+
+    __str__ = __repr__
+
+    def _shape_summary(self, name: str) -> str:
+        per_call = self._raw[name]
+        if not per_call:
+            return "(empty)"
+        first_step = min(s for s, _ in per_call)
+        calls = sorted(c for s, c in per_call if s == first_step)
+        rows = sum((self._rows.get((name, first_step, c), self._calls[(first_step, c)].row_branches) for c in calls), [])
+        n_branches = len(set(rows))
+        tensor = per_call[(first_step, calls[0])]
+        dims = [d for d in self.sites[name].dims if d not in self.reduce]
+        sizes = {"sample": len(rows) // max(n_branches, 1), "branch": n_branches,
+                 "step": len({s for s, _ in per_call}), **dict(zip(dims, tensor.shape[1:]))}
+        dtype = str(tensor.dtype).replace("torch.", "")
+        return "(" + ", ".join(f"{d}: {n}" for d, n in sizes.items()) + f") {dtype}"
 
     # -- Mapping: site name -> DataArray ----------------------------------------------------------
     def __getitem__(self, site: str) -> xr.DataArray:
@@ -106,12 +152,8 @@ class Recording(Mapping):
         ``rec[site]`` always keeps the plain names.
         """
         arrays = {name: self[name] for name in self}
-        sizes: dict[str, set[int]] = defaultdict(set)
-        for array in arrays.values():
-            for dim, size in array.sizes.items():
-                sizes[dim].add(size)
-        clashing = {dim for dim, seen in sizes.items() if len(seen) > 1}
-        renamed = {name: _rename_sized(array, clashing) for name, array in arrays.items()}
+        clashing = clashing_dims(array.sizes for array in arrays.values())
+        renamed = {name: with_sized_dims(array, clashing) for name, array in arrays.items()}
         return xr.Dataset(renamed, attrs={"model": self.model_name, "family": self.family})
 
     @property
@@ -133,7 +175,7 @@ class Recording(Mapping):
     def drop_step(self, step: int) -> None:
         for per_site in self._raw.values():
             for key in [k for k in per_site if k[0] == step]:
-                del per_site[key]
+                self._held -= _size(per_site.pop(key))
 
     def _to_xarray(self, name: str, only_step: int | None = None) -> xr.DataArray:
         site = self.sites[name]
@@ -178,52 +220,11 @@ class Recording(Mapping):
         for axis, layout in layouts.items():
             if axis not in sizes or layout is None or self.geometry is None:
                 continue
-            coords.update(self._token_coords(axis, layout, sizes[axis], sizes["sample"]))
+            coords.update(token_coords(axis, layout, sizes[axis], self.geometry, self.text_tokens, sizes["sample"]))
         for axis in ("y", "x", "head"):
             if axis in sizes:
                 coords[axis] = np.arange(sizes[axis])
         return coords
-
-    def _token_coords(self, axis: str, layout, length: int, n_samples: int) -> dict:
-        geometry = self.geometry
-        text_len = geometry.text_len if len(layout.segments) > 1 else (length if layout.segments == ("text",) else 0)
-        kinds, ys, xs, text_pos = [], [], [], []
-        for kind, start, stop in layout.split(length, text_len):
-            n = stop - start
-            kinds += [kind] * n
-            if kind == "image":
-                rows, cols = geometry.image_grid(n)
-                ys += list(np.repeat(np.arange(rows), cols))
-                xs += list(np.tile(np.arange(cols), rows))
-                text_pos += [-1] * n
-            else:
-                ys += [-1] * n
-                xs += [-1] * n
-                text_pos += list(range(n))
-        coords = {
-            f"{axis}_kind": (axis, np.array(kinds)),
-            f"{axis}_y": (axis, np.array(ys, dtype=np.int64)),
-            f"{axis}_x": (axis, np.array(xs, dtype=np.int64)),
-        }
-        if "text" in kinds and self.text_tokens is not None and len(self.text_tokens) == n_samples:
-            labelled = []
-            for tokens in self.text_tokens:
-                labelled.append([tokens[p] if 0 <= p < len(tokens) else "" for p in text_pos])
-            if len(labelled) and all(len(t) >= max(text_pos) + 1 for t in self.text_tokens):
-                coords[f"{axis}_token"] = (("sample", axis), np.array(labelled, dtype=object).astype(str))
-        return coords
-
-
-def _rename_sized(array: xr.DataArray, dims: set[str]) -> xr.DataArray:
-    """Rename ``dims`` of ``array`` to ``{dim}_{size}``, with their ``{dim}_*`` coordinates."""
-    mapping = {}
-    for dim in dims & set(array.dims):
-        new = f"{dim}_{array.sizes[dim]}"
-        mapping[dim] = new
-        for coord in array.coords:
-            if coord.startswith(f"{dim}_") and dim in array.coords[coord].dims:
-                mapping[coord] = new + coord[len(dim):]
-    return array.rename(mapping)
 
 
 def _split_rows(tensor: torch.Tensor, rows: list[str]) -> tuple[torch.Tensor, tuple[str, ...]]:
@@ -239,3 +240,17 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     if t.dtype == torch.bfloat16:  # numpy has no bfloat16
         t = t.float()
     return t.numpy()
+
+
+def _ranges(values: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    parts, start = [], values[0]
+    for prev, cur in zip(values, values[1:] + [None]):
+        if cur != prev + 1 if cur is not None else True:
+            parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+            start = cur
+    return ", ".join(parts)
+
+
+def _size(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()

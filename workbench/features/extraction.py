@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..capture.layout import clashing_dims, sized_dims, token_kind
 from .config import ExtractConfig
 from .model_inputs import Conditioner, image_size, images_to_latents, load_model, model_identity
 from .noising import batch_noise, check_timesteps
@@ -96,13 +97,10 @@ class Extractor:
         blank = torch.zeros(1, 3, self.size, self.size, dtype=torch.uint8)
         x0 = images_to_latents(self.model, blank.permute(0, 2, 3, 1).numpy())
         pooled = self._run(x0, self.config.timesteps[0], self.conditioner(self.prompts([0])))
-        sizes: dict[str, set[int]] = {}
-        for tensor, dims in pooled.values():
-            for dim, size in zip(dims, tensor.shape[1:]):
-                sizes.setdefault(dim, set()).add(size)
+        clashing = clashing_dims(dict(zip(dims, tensor.shape[1:])) for tensor, dims in pooled.values())
         plan = {}
         for site, (tensor, dims) in pooled.items():
-            named = [f"{d}_{s}" if len(sizes[d]) > 1 else d for d, s in zip(dims, tensor.shape[1:])]
+            named = sized_dims(dims, tensor.shape[1:], clashing)
             plan[site] = {"dims": named, "shape": list(tensor.shape[1:]), "layout": _layout(dims)}
         return plan
 
@@ -210,12 +208,11 @@ def _layout(dims: tuple[str, ...]) -> str:
 def _token_layout(site, raw: torch.Tensor, geometry) -> tuple[str, tuple[int, int] | None]:
     """What a site's token axis holds, from its site map layout: image tokens (and their grid
     for this call's geometry), text tokens, or both (joint)."""
-    layout = site.query_layout
-    if "token" not in site.dims or layout is None:
+    if "token" not in site.dims:
         return "text", None
-    if layout.segments == ("image",):
-        return "image", geometry.image_grid(raw.shape[1 + site.dims.index("token")])
-    return ("text", None) if layout.segments == ("text",) else ("joint", None)
+    kind = token_kind(site.query_layout)
+    grid = geometry.image_grid(raw.shape[1 + site.dims.index("token")]) if kind == "image" else None
+    return kind, grid
 
 
 @dataclass

@@ -6,6 +6,7 @@
 ...     images = model.generate(["a red circle on the left", "a blue square"], steps=4)
 >>> wb.widgets.attention(rec, images)      # per-word maps, block masses, prompt A vs B
 >>> wb.widgets.trajectory(rec, model)      # decoded x0 prediction per step
+>>> wb.widgets.SVDExplorer(session)        # singular-value sliders over an analysis.svd.EditSession
 
 Both accept any mapping site -> DataArray: a live recording, ``wb.open_recording(path)`` or
 ``rec.dataset``. plotly's FigureWidget needs the ``anywidget`` package.
@@ -13,6 +14,7 @@ Both accept any mapping site -> DataArray: a live recording, ``wb.open_recording
 
 from .attention import AttentionExplorer, attention
 from .sources import NoAttentionError
+from .svd import SVDExplorer
 from .trajectory import TrajectoryViewer, trajectory
 
-__all__ = ["AttentionExplorer", "NoAttentionError", "TrajectoryViewer", "attention", "trajectory"]
+__all__ = ["AttentionExplorer", "NoAttentionError", "SVDExplorer", "TrajectoryViewer", "attention", "trajectory"]

@@ -23,15 +23,13 @@ import numpy as np
 import xarray as xr
 
 from ..attention.maps import KINDS, _resize, words_of
+from ..capture.layout import plain_dims
 
 BLOCKS = tuple(f"{q}->{k}" for q in KINDS for k in KINDS)  # image->image, image->text, text->image, text->text
 WHOLE = "whole"  # the key under which a layer keeps its whole-matrix site
 ALL_LAYERS = "all layers (mean)"
 
 _PROBS_SITE = re.compile(r"^(?P<layer>.+\.probs)(?:\.(?P<block>(?:image|text)->(?:image|text)))?$")
-# Recording.dataset renames dims that have several sizes in one recording (query -> query_397);
-# the widgets undo that so every site reads with the plain names.
-_SIZED_DIM = re.compile(r"^(?P<base>[a-z]+)_(?P<size>\d+)$")
 # Words the explorer does not pick by default: they rarely have a localised map.
 _FUNCTION_WORDS = {"a", "an", "the", "on", "in", "of", "at", "to", "and", "with", "is"}
 
@@ -46,22 +44,6 @@ def default_word(words: list[str]) -> str | None:
         if word.lower() not in _FUNCTION_WORDS and word.isalnum():
             return word
     return words[0] if words else None
-
-
-def plain_dims(array: xr.DataArray) -> xr.DataArray:
-    """Undo ``Recording.dataset``'s size suffixes (``query_397`` -> ``query``, ``query_397_kind``
-    -> ``query_kind``) so a Dataset variable reads like ``rec[site]``."""
-    renames = {}
-    for dim in array.dims:
-        match = _SIZED_DIM.match(str(dim))
-        if not match or int(match["size"]) != array.sizes[dim]:
-            continue
-        base = match["base"]
-        renames[dim] = base
-        for coord in array.coords:
-            if str(coord).startswith(f"{dim}_"):
-                renames[coord] = base + str(coord)[len(str(dim)):]
-    return array.rename(renames) if renames else array
 
 
 @dataclass

@@ -18,7 +18,7 @@ import xarray as xr
 from plotly.subplots import make_subplots
 
 from .pictures import png_data_uri
-from .sources import plain_dims
+from ..capture.layout import plain_dims
 
 PANELS = {"latent.in": "x_t (denoiser input)", "latent.x0": "predicted x0"}
 

@@ -1,0 +1,217 @@
+"""Attention interception: q, k, v and probabilities at the kernel call of one attention module.
+
+While a watched attention module runs its forward, a ``TorchFunctionMode`` is active (and only
+then). It catches the module's attention kernel call and hands q, k and v, already in the
+``(batch, head, token, dim)`` layout the kernel sees, to :meth:`AttentionInterceptor.attend`:
+
+1. q/k/v sites are edited and recorded per token segment (image/text) before the kernel runs;
+2. the kernel runs as the model asked (the output stays bit-identical to an unwatched run);
+   probabilities are computed exactly beside it from the same q and k (``attention.kernels``).
+
+Kernels we can see: torch's ``scaled_dot_product_attention`` (diffusers' ``native`` backend and
+its ``_native_*`` variants, which pick a kernel with ``sdpa_kernel``) and flex attention's
+operator (backend ``flex``; run eagerly while recorded, see ``compiled.py``). Any other diffusers
+backend (flash-attn, sage, xformers, ...) calls a kernel of another library: watching its
+attention sites is refused before the run, with the way to switch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from ..attention import kernels
+from .layout import token_spans
+
+# The engine (``Recorder``) and its ``SitePlan`` are named in annotations only: this module must not
+# import the engine that imports it.
+
+# diffusers backends whose kernel is torch's SDPA (the _native_* pick one of its kernels)
+SDPA_BACKENDS = {None, "native", "_native_math", "_native_flash", "_native_efficient", "_native_cudnn"}
+FLEX_BACKEND = "flex"
+
+
+def backend_of(module) -> str | None:
+    """The diffusers attention backend an attention module's processor dispatches to; None for a
+    processor that calls torch's SDPA itself (no dispatch)."""
+    processor = getattr(module, "processor", None)
+    if not hasattr(processor, "_attention_backend"):
+        return None
+    backend = processor._attention_backend
+    if backend is None:  # the process-wide default, which diffusers' set_attention_backend also sets
+        try:
+            from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+        except ImportError:  # a diffusers without attention backends: its processors call SDPA
+            return None
+        backend = _AttentionBackendRegistry._active_backend
+    return getattr(backend, "value", backend)
+
+
+def check_backend(path: str, module) -> None:
+    backend = backend_of(module)
+    if backend not in SDPA_BACKENDS and backend != FLEX_BACKEND:
+        raise ValueError(
+            f"{path} uses the attention backend {backend!r}, whose kernel the recorder cannot observe, so its "
+            "attention sites (q, k, v, probabilities) cannot be recorded or changed. Switch for the recorded run: "
+            "denoiser.set_attention_backend('native') (or 'flex'), then set it back; block outputs work under any backend."
+        )
+
+
+class AttentionInterceptor:
+    """Watches one attention module for the sites planned on it."""
+
+    def __init__(self, recorder: "Recorder", path: str, module: torch.nn.Module, plans: list["SitePlan"]):
+        check_backend(path, module)
+        self.recorder, self.path, self.module, self.plans = recorder, path, module, plans
+        self.backend = backend_of(module)
+        self._mode: _KernelObserver | None = None
+
+    def attach(self) -> list:
+        return [
+            self.module.register_forward_pre_hook(self._enter, with_kwargs=True),
+            self.module.register_forward_hook(self._leave, with_kwargs=True, always_call=True),
+        ]
+
+    def close(self) -> None:
+        """Leave the mode if a forward raised between our pre- and post-hook."""
+        if self._mode is not None:
+            mode, self._mode = self._mode, None
+            mode.__exit__(None, None, None)
+
+    def _enter(self, module, args, kwargs):
+        self.recorder.firing.entered.add(self.path)
+        if self.recorder.wants(self.plans):
+            self._mode = _KernelObserver(self)
+            self._mode.__enter__()
+
+    def _leave(self, module, args, kwargs, output):
+        self.close()
+
+    # -- at the kernel call -----------------------------------------------------------------------
+    def attend(self, q, k, v, kernel: Callable, mask_opts: dict, sdpa_opts: dict | None):
+        """Edit/record q, k, v and probabilities; return the kernel's output.
+
+        ``kernel(q, k, v)`` runs the module's own kernel; ``mask_opts`` (scale, attn_mask, is_causal)
+        define the probabilities; ``sdpa_opts`` is set when the kernel is SDPA (so that the fused
+        kernel's log-sum-exp can be reused), None for another kernel.
+        """
+        recorder = self.recorder
+        text_len = recorder.geometry.text_len
+        layout_q, layout_k = self.plans[0].site.tap.query, self.plans[0].site.tap.key
+        if layout_q.segments == layout_k.segments:
+            q_spans = k_spans = token_spans(layout_q, q.shape[-2], text_len)
+        else:
+            q_spans, k_spans = token_spans(layout_q, q.shape[-2], 0), token_spans(layout_k, k.shape[-2], 0)
+        # 1. queries, keys, values: edit and record per segment, before the kernel sees them.
+        tensors = {"q": q, "k": k, "v": v}
+        for plan in self.plans:
+            tap = plan.site.tap
+            if tap.role == "probs":
+                continue
+            full = tensors[tap.role]
+            start, stop = (q_spans if tap.role == "q" else k_spans)[tap.segment] if tap.segment else (0, full.shape[-2])
+            part = full[..., start:stop, :]
+            new = recorder.visit(plan, part)
+            if new is not part:
+                full = full.clone()
+                full[..., start:stop, :] = new
+                tensors[tap.role] = full
+        q, k, v = tensors["q"], tensors["k"], tensors["v"]
+        # 2. probabilities, with the model's kernel kept for the output wherever nothing edits them.
+        prob_plans = [p for p in self.plans if p.site.tap.role == "probs"]
+        editing = [p for p in prob_plans if any(i.active_at(recorder.clock.step) for i in p.interventions)]
+        recording = [p for p in prob_plans if p.record and recorder.clock.selected_now]
+        if editing:
+            if sdpa_opts is None:
+                raise ValueError(f"editing the attention probabilities of {self.path} needs the 'native' attention "
+                                 f"backend (it uses {self.backend!r}): denoiser.set_attention_backend('native')")
+            probs = kernels.full_probs(q, k, **mask_opts)
+            for plan in prob_plans:
+                probs = self._visit_block(plan, probs, q_spans, k_spans)
+            return probs @ v
+        if any(p.site.tap.block is None for p in recording):
+            out = kernel(q, k, v)
+            probs = kernels.full_probs(q, k, **mask_opts)
+            for plan in recording:
+                self._visit_block(plan, probs, q_spans, k_spans)
+            return out
+        if recording:
+            if sdpa_opts is not None:
+                out, lse = kernels.attention_with_lse(q, k, v, **sdpa_opts)
+            else:
+                out, lse = kernel(q, k, v), kernels.chunked_lse(q, k, **mask_opts)
+            for plan in recording:
+                q_kind, k_kind = plan.site.tap.block.split("->")
+                block = kernels.block_probs(q, k, lse, q_spans[q_kind], k_spans[k_kind], **mask_opts)
+                recorder.visit(plan, block)
+            return out
+        return kernel(q, k, v)
+
+    def _visit_block(self, plan: "SitePlan", probs, q_spans, k_spans):
+        block = plan.site.tap.block
+        if block is None:
+            return self.recorder.visit(plan, probs)
+        q_kind, k_kind = block.split("->")
+        (qa, qb), (ka, kb) = q_spans[q_kind], k_spans[k_kind]
+        part = probs[..., qa:qb, ka:kb]
+        new = self.recorder.visit(plan, part)
+        if new is not part:
+            probs = probs.clone()
+            probs[..., qa:qb, ka:kb] = new
+        return probs
+
+
+_SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+
+def _flex_operator():
+    try:
+        from torch._higher_order_ops.flex_attention import flex_attention
+    except ImportError:  # a torch without flex attention
+        return None
+    return flex_attention
+
+
+class _KernelObserver(TorchFunctionMode):
+    """Active only inside one attention module's forward: routes its kernel call to the interceptor."""
+
+    def __init__(self, interceptor: AttentionInterceptor):
+        super().__init__()
+        self.interceptor, self.seen = interceptor, False
+        self.flex = _flex_operator()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.seen or (func is not F.scaled_dot_product_attention and (self.flex is None or func is not self.flex)):
+            return func(*args, **kwargs)
+        self.seen = True  # adapters may call attention again; only the module's own attention is a site
+        if func is F.scaled_dot_product_attention:
+            return self._sdpa(args, kwargs)
+        return self._flex(func, args, kwargs)
+
+    def _sdpa(self, args, kwargs):
+        bound = dict(zip(_SDPA_ARGS, args))
+        bound.update(kwargs)
+        q, k, v = bound.pop("query"), bound.pop("key"), bound.pop("value")
+        if bound.get("enable_gqa") and q.shape[1] != k.shape[1]:
+            raise NotImplementedError("grouped-query attention is not supported by the recorder yet")
+        bound.pop("enable_gqa", None)
+        mask_opts = {key: bound.get(key) for key in ("scale", "attn_mask", "is_causal") if bound.get(key) is not None}
+        kernel = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **bound)  # noqa: E731
+        return self.interceptor.attend(q, k, v, kernel, mask_opts, bound)
+
+    def _flex(self, func, args, kwargs):
+        # flex_attention(query, key, value, score_mod, block_mask, scale, kernel_options, ...) -> (out, lse, max)
+        q, k, v, score_mod, block_mask, scale, *rest = args
+        wants_probs = any(p.site.tap.role == "probs" for p in self.interceptor.plans)
+        plain = getattr(score_mod, "__name__", "") == "_identity" and getattr(block_mask[-1], "__name__", "") == "noop_mask"
+        if wants_probs and not plain:
+            raise ValueError(
+                f"{self.interceptor.path}: flex attention here runs with a score_mod or block mask, so its probabilities "
+                "are not softmax(q k^T * scale); record them with denoiser.set_attention_backend('native')"
+            )
+        kernel = lambda q, k, v: func(q, k, v, score_mod, block_mask, scale, *rest, **kwargs)  # noqa: E731
+        return self.interceptor.attend(q, k, v, kernel, {"scale": scale}, None)
