@@ -1,9 +1,13 @@
-"""Issue-4 studies on the reference models, at full size: attention segmentation scored on
-shapes-world masks (both models, every layer, several timesteps) and attention-reuse editing of
-toy-mmdit against the prompt-swap baseline. Writes JSON results and heatmaps under
-``docs/results/`` and prints markdown tables for ``docs/attention.md``.
+"""Attention studies on the reference models, at full size, each figure beside baselines that use
+no model: attention segmentation scored on shapes-world masks (both models, every layer, several
+timesteps, a DAAM-style aggregate; settings chosen on the validation split, reported on the test
+split; with and without position words in the captions) and attention-reuse editing of
+toy-mmdit scored against the exactly rendered target scene. Writes JSON results and heatmaps
+under ``docs/results/`` and prints the markdown tables of ``docs/attention.md``.
 
-    python benchmarks/attention_studies.py --images 200 --pairs 100
+    python benchmarks/attention_studies.py --images 200 --pairs 150
+    python benchmarks/attention_studies.py --tables      # the tables of the saved results
+    python benchmarks/attention_studies.py --update-doc  # ... written into docs/attention.md
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,96 +22,192 @@ import xarray as xr
 
 import workbench as wb
 from workbench.analysis.editing import compare_methods
-from workbench.analysis.segmentation import best_cells, segmentation_scores
+from workbench.analysis.segmentation import (
+    baseline_scores,
+    cell_means,
+    segmentation_scores,
+    select_on_validation,
+    strip_positions,
+)
 from workbench.data import generate
 from workbench.models.judge import load_judge
+from workbench.results import results_dir
 
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+MODELS = ("toy-mmdit", "toy-unet")
+CAPTIONS = {"with positions": True, "positions stripped": False}
 
 
-def heatmap(scores: xr.Dataset, path: Path) -> None:
+def heatmap(cells: xr.Dataset, thresholds: dict[str, str], path, title: str) -> None:
+    """Test mIoU per layer and timestep, per variant at the threshold chosen on validation."""
     import plotly.express as px
 
-    variants = [v for v in scores.variant.values if not bool(scores.miou.sel(variant=v).isnull().all())]
-    fig = px.imshow(scores.miou.sel(variant=variants).values, facet_col=0, x=[str(t) for t in scores.timestep.values],
-                    y=[str(layer) for layer in scores.layer.values], color_continuous_scale="Viridis", zmin=0,
-                    zmax=float(np.nanmax(scores.miou.values)), labels=dict(x="timestep", y="layer", color="mIoU"),
-                    title=f"{scores.attrs['model']}: attention segmentation mIoU ({scores.attrs['images']} images)",
-                    height=320 + 14 * scores.sizes["layer"], width=360 * len(variants))
+    variants = list(thresholds)
+    grid = np.stack([cells.iou.sel(variant=v, threshold=thresholds[v]).values for v in variants])
+    fig = px.imshow(grid, facet_col=0, x=[str(t) for t in cells.timestep.values],
+                    y=[str(layer) for layer in cells.layer.values], color_continuous_scale="Viridis", zmin=0,
+                    zmax=float(np.nanmax(grid)), labels=dict(x="timestep", y="layer", color="test mIoU"), title=title,
+                    height=320 + 14 * cells.sizes["layer"], width=360 * len(variants))
     for i, v in enumerate(variants):
-        fig.layout.annotations[i].text = str(v)
-    fig.write_html(path.with_suffix(".html"), include_plotlyjs="cdn")
+        fig.layout.annotations[i].text = f"{v} (threshold {thresholds[v]})"
+    fig.write_html(path, include_plotlyjs="cdn")
+
+
+def run_segmentation(name: str, images: int, timesteps: tuple[int, ...]) -> dict:
+    model = wb.load(name)
+    splits = {split: generate(images, split=split, seed=0) for split in ("val", "test")}
+    out = {"model": name, "images_per_split": images, "timesteps": list(timesteps), "results": {}}
+    for caption_kind, position_known in CAPTIONS.items():
+        start = time.perf_counter()
+        scores, bases = {}, {}
+        for split, scenes in splits.items():
+            scenes = scenes if position_known else strip_positions(scenes)
+            scores[split] = segmentation_scores(model, scenes, timesteps=timesteps)
+            bases[split] = baseline_scores(scenes, scores[split], position_known=position_known)
+        selection = select_on_validation(scores["val"], bases["val"], scores["test"], bases["test"])
+        out["results"][caption_kind] = {
+            "objects": {s: int(scores[s].sizes["object"]) for s in scores},
+            "seconds": round(time.perf_counter() - start, 1),
+            "selection": selection,
+            "cells": {s: cell_means(scores[s]).to_dict() for s in scores},
+            "prior_cells": {s: bases[s].mean("object").to_dict() for s in bases},
+        }
+        thresholds = {r["method"]: r["setting"].rsplit("threshold ", 1)[1] for r in selection["rows"]
+                      if r["method"] in scores["test"].variant.values}
+        slug = "" if position_known else "_no-positions"
+        heatmap(cell_means(scores["test"]), thresholds, results_dir() / f"segmentation_{name}{slug}.html",
+                f"{name}: attention segmentation, test mIoU ({images} test images, {caption_kind})")
+        print(f"{name}, {caption_kind}: {time.perf_counter() - start:.0f} s", flush=True)
+    return out
+
+
+def _fmt(row: dict) -> str:
+    return (f"| {row['method']} | {row['setting']} | {row['val_miou']:.3f} | **{row['test_miou']:.3f}** "
+            f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}] | {row['best_on_test']:.3f} | {row['test_pixel_accuracy']:.3f} |")
+
+
+def segmentation_tables() -> str:
+    out = []
+    for name in MODELS:
+        path = results_dir() / f"segmentation_{name}.json"
+        if not path.exists():
+            continue
+        saved = json.loads(path.read_text())
+        for caption_kind, result in saved["results"].items():
+            sel, objects = result["selection"], result["objects"]
+            out.append(f"#### {name}, captions {caption_kind} ({saved['images_per_split']} val + "
+                       f"{saved['images_per_split']} test images; {objects['val']} / {objects['test']} objects)\n")
+            out.append("| method | setting (chosen on val) | val mIoU | test mIoU [95% CI] | best cell on test "
+                       "(optimistic) | test pixel acc |\n| --- | --- | --- | --- | --- | --- |")
+            out += [_fmt(row) for row in sel["rows"]]
+            gap = sel["prior_gap"]
+            verdict = ("beats" if gap["beats_prior"] else "loses to" if gap["loses_to_prior"] else
+                       "is not distinguishable from")
+            out.append(f"\nBest attention map (chosen on val: {gap['method']}) minus the position prior, paired over "
+                       f"test objects: {gap['difference']:+.3f} [{gap['ci_low']:+.3f}, {gap['ci_high']:+.3f}]: "
+                       f"attention **{verdict}** the prior.\n")
+    return "\n".join(out)
+
+
+def grid_tables(name: str, caption_kind: str = "with positions") -> str:
+    """Test mIoU per layer and timestep at each variant's validation-chosen threshold."""
+    saved = json.loads((results_dir() / f"segmentation_{name}.json").read_text())["results"][caption_kind]
+    cells = xr.Dataset.from_dict(saved["cells"]["test"])
+    out = []
+    for row in saved["selection"]["rows"]:
+        if row["method"] not in cells.variant.values:
+            continue
+        threshold = row["setting"].rsplit("threshold ", 1)[1]
+        grid = cells.iou.sel(variant=row["method"], threshold=threshold)
+        out.append(f"\n{name}, {row['method']}, test mIoU per layer and timestep (threshold {threshold}):\n")
+        out.append("| layer | " + " | ".join(f"t={int(t)}" for t in cells.timestep.values) + " |")
+        out.append("|" + " --- |" * (1 + cells.sizes["timestep"]))
+        out += [f"| `{layer}` | " + " | ".join(f"{v:.3f}" for v in grid.values[i]) + " |"
+                for i, layer in enumerate(cells.layer.values)]
+    return "\n".join(out)
+
+
+def editing_tables() -> str:
+    path = results_dir() / "editing_toy-mmdit.json"
+    if not path.exists():
+        return ""
+    ds = xr.Dataset.from_dict(json.loads(path.read_text()))
+    out = [f"{ds.attrs['pairs']} pairs; n per kind: " + ", ".join(
+        f"{k} {int(n)}" for k, n in zip(ds.kind.values, ds.n.values)) + "\n"]
+    for kind in ds.kind.values:
+        out.append(f"\n**{kind} edits**\n")
+        out.append("| method | edit success | shape/glyph right | colour right | IoU vs target mask "
+                   "| background PSNR (dB) |\n| --- | --- | --- | --- | --- | --- |")
+        for method in ds.method.values:
+            cells = []
+            for score in ds.score.values:
+                m, lo, hi = (float(ds[v].sel({"method": method, "kind": kind, "score": score})) for v in ("mean", "ci_low", "ci_high"))
+                digits = 1 if score == "background_psnr" else 2 if score != "target_iou" else 3
+                cells.append(f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]")
+            out.append(f"| {method} | " + " | ".join(cells) + " |")
+    if "difference" in ds:
+        out.append("\n**Each method minus prompt-swap, paired over all pairs** (95% bootstrap CI)\n")
+        out.append("| method | edit success | IoU vs target mask | background PSNR (dB) |\n| --- | --- | --- | --- |")
+        for method in ds.method.values:
+            if method == "prompt-swap":
+                continue
+            cells = []
+            for score, digits in (("edit_success", 2), ("target_iou", 3), ("background_psnr", 1)):
+                m, lo, hi = (float(ds[v].sel({"method": method, "kind": "all", "score": score}))
+                             for v in ("difference", "difference_low", "difference_high"))
+                cells.append(f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]")
+            out.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def markdown_tables() -> str:
     """The tables of docs/attention.md, from the saved results."""
-    out = []
-    for name in ("toy-mmdit", "toy-unet"):
-        scores = xr.Dataset.from_dict(json.loads((RESULTS / f"segmentation_{name}.json").read_text()))
-        out.append(f"### {name}: best per map ({scores.attrs['images']} images)\n")
-        out.append("| map | layer | timestep | mIoU | pixel acc |\n| --- | --- | --- | --- | --- |")
-        out += [f"| {b['variant']} | `{b['layer']}` | {b['timestep']} | {b['miou']:.3f} | {b['pixel_accuracy']:.3f} |"
-                for b in best_cells(scores)]
-        for variant in scores.variant.values:
-            grid = scores.miou.isel(variant=list(scores.variant.values).index(variant))
-            out.append(f"\n{name}, {variant}, mIoU per layer and timestep:\n")
-            out.append("| layer | " + " | ".join(f"t={int(t)}" for t in scores.timestep.values) + " |")
-            out.append("|" + " --- |" * (1 + scores.sizes["timestep"]))
-            out += [f"| `{layer}` | " + " | ".join(f"{v:.3f}" for v in grid.values[i]) + " |"
-                    for i, layer in enumerate(scores.layer.values)]
-        out.append("")
-    path = RESULTS / "editing_toy-mmdit.json"
-    if path.exists():
-        edits = xr.Dataset.from_dict(json.loads(path.read_text())).scores.to_pandas()
-        out.append("| method | edit success | object mask IoU | background change |\n| --- | --- | --- | --- |")
-        out += [f"| {m} | {r['edit_success']:.2f} | {r['mask_iou']:.3f} | {r['background_change']:.4f} |"
-                for m, r in edits.iterrows()]
-    return "\n".join(out)
+    parts = [segmentation_tables()]
+    for name in MODELS:
+        if (results_dir() / f"segmentation_{name}.json").exists():
+            parts.append(grid_tables(name))
+    parts.append("\n### Editing\n\n" + editing_tables())
+    return "\n".join(parts)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--images", type=int, default=200, help="images per split (val and test)")
+    parser.add_argument("--pairs", type=int, default=150)
     parser.add_argument("--timesteps", default="100,300,500,700,900")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--reuse-steps", type=int, default=10, help="steps whose attention the edit reuses")
+    parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--skip-editing", action="store_true")
+    parser.add_argument("--skip-segmentation", action="store_true")
     parser.add_argument("--tables", action="store_true", help="only print the markdown tables of the saved results")
+    parser.add_argument("--update-doc", action="store_true",
+                        help="write the tables of the saved results into docs/attention.md's generated blocks")
     args = parser.parse_args(argv)
     if args.tables:
         print(markdown_tables())
         return
+    if args.update_doc:
+        from _doc import write_block
+
+        write_block("attention.md", "segmentation", segmentation_tables())
+        write_block("attention.md", "segmentation-grids", "\n".join(grid_tables(n) for n in MODELS))
+        write_block("attention.md", "editing", editing_tables())
+        return
     torch.set_num_threads(1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results_dir().mkdir(parents=True, exist_ok=True)
     timesteps = tuple(int(t) for t in args.timesteps.split(","))
-    scenes = generate(args.images, split="test", seed=0)
-    summary = {}
-    for name in ("toy-mmdit", "toy-unet"):
-        model = wb.load(name)
-        start = time.perf_counter()
-        scores = segmentation_scores(model, scenes, timesteps=timesteps)
-        elapsed = time.perf_counter() - start
-        (RESULTS / f"segmentation_{name}.json").write_text(json.dumps(scores.to_dict(), indent=1))
-        heatmap(scores, RESULTS / f"segmentation_{name}")
-        summary[name] = {"best": best_cells(scores), "seconds": elapsed,
-                         "mean_over_layers": {str(v): scores.miou.sel(variant=v).mean("layer").round(3).values.tolist()
-                                              for v in scores.variant.values}}
-        print(f"\n### {name} ({args.images} images, {elapsed:.0f} s)\n")
-        print("| variant | best layer | timestep | mIoU | pixel acc |\n| --- | --- | --- | --- | --- |")
-        for row in summary[name]["best"]:
-            print(f"| {row['variant']} | {row['layer']} | {row['timestep']} | {row['miou']:.3f} | {row['pixel_accuracy']:.3f} |")
+    if not args.skip_segmentation:
+        for name in args.models.split(","):
+            saved = run_segmentation(name, args.images, timesteps)
+            (results_dir() / f"segmentation_{name}.json").write_text(json.dumps(saved, indent=1))
+        print(segmentation_tables())
     if not args.skip_editing:
         model, judge = wb.load("toy-mmdit"), load_judge()
         start = time.perf_counter()
         edits = compare_methods(model, judge, n_pairs=args.pairs, steps=args.steps, reuse_steps=args.reuse_steps)
-        summary["editing"] = {"seconds": time.perf_counter() - start, "scores": edits.scores.to_pandas().round(4).to_dict()}
-        (RESULTS / "editing_toy-mmdit.json").write_text(json.dumps(edits.to_dict(), indent=1))
-        print(f"\n### editing toy-mmdit ({args.pairs} pairs)\n")
-        print("| method | edit success | object mask IoU | background change |\n| --- | --- | --- | --- |")
-        for method, row in edits.scores.to_pandas().iterrows():
-            print(f"| {method} | {row['edit_success']:.2f} | {row['mask_iou']:.3f} | {row['background_change']:.4f} |")
-    (RESULTS / "attention_summary.json").write_text(json.dumps(summary, indent=1))
+        edits.attrs["seconds"] = round(time.perf_counter() - start, 1)
+        (results_dir() / "editing_toy-mmdit.json").write_text(json.dumps(edits.to_dict(), indent=1))
+        print(editing_tables())
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ and ``UNet2DModel`` (DDPM, unconditional).
 Down blocks return ``(hidden, skips)`` and push one skip per resnet (and per downsampler); up block
 ``i`` pops them off the end of ``res_hidden_states_tuple``, one per resnet, and concatenates each
 to its input channels. ``up_blocks.i.skip.j`` is the tensor resnet ``j`` of that up block receives,
-exactly as the up block is handed it (before any FreeU re-weighting inside the block).
+exactly as the up block is handed it (before any FreeU re-weighting inside the block), and
+``up_blocks.i.backbone.j`` the hidden states it is concatenated to (FreeU scales those).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from workbench.sitemap import (
     TEXT,
     Geometry,
     InputTap,
+    OutputTap,
     PipelineFacts,
     Site,
     SiteMap,
@@ -92,7 +94,28 @@ def unet_sites(model) -> list[Site]:
                     f"skip connection consumed by resnet {j} of this up block (concatenated to its input)",
                 )
             )
+        sites += _backbone_sites(path, block)
         sites += _resnet_sites(path, block) + _block_attention_sites(path, block)
+    return sites
+
+
+def _backbone_sites(path: str, block) -> list[Site]:
+    """``up_blocks.i.backbone.j``: the hidden states resnet ``j`` concatenates skip ``j`` to (FreeU's
+    "backbone"). For ``j = 0`` that is the up block's own input; after it, the output of the layer
+    just before resnet ``j`` (its attention if the block has them, else the previous resnet)."""
+    attentions = getattr(block, "attentions", None) or []
+    sites = []
+    for j in range(len(block.resnets)):
+        if j == 0:
+            module, tap = path, InputTap("hidden_states", position=0)
+        elif j - 1 < len(attentions) and attentions[j - 1] is not None:
+            # a Transformer2DModel returns a tuple (return_dict=False), a bare Attention a tensor
+            index = 0 if hasattr(attentions[j - 1], "transformer_blocks") else None
+            module, tap = f"{path}.attentions.{j - 1}", OutputTap(index)
+        else:
+            module, tap = f"{path}.resnets.{j - 1}", OutputTap(None)
+        sites.append(Site(f"{path}.backbone.{j}", module, tap, SPATIAL_DIMS,
+                          f"backbone features resnet {j} of this up block receives, before skip {j} is concatenated"))
     return sites
 
 

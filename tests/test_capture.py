@@ -143,14 +143,26 @@ def test_hooks_removed_and_model_pristine_after_an_exception():
 
 
 def test_patching_a_run_with_its_own_cache_reproduces_it(family_model):
+    """Every site but the output itself (latent.pred, which would make equality trivial) is
+    patched into a run damaged upstream (every q scaled by 3, every attention module's output
+    zeroed): the patches must undo the damage exactly."""
     family, model, inputs = family_model
     reference = forward(model, inputs)
-    sites = [s.name for s in all_sites(model) if s.name != "latent.x0"]
+    sites = [s.name for s in all_sites(model) if s.name not in ("latent.x0", "latent.pred")]
     with wb.record(model, sites) as cache:
         forward(model, inputs)
-    with wb.intervene(model, [wb.patch(name, cache) for name in sites]):
-        patched = forward(model, inputs)
-    assert torch.equal(reference, patched)
+    attention = [m for m in model.modules() if hasattr(m, "to_q") and isinstance(m.to_q, torch.nn.Linear)]
+    damage = [m.to_q.register_forward_hook(lambda _m, _a, out: out * 3) for m in attention]
+    damage += [m.register_forward_hook(lambda _m, _a, out: tuple(None if o is None else o * 0 for o in out)
+                                       if isinstance(out, tuple) else out * 0) for m in attention]
+    try:
+        assert not torch.equal(forward(model, inputs), reference), f"{family}: the damage changed nothing"
+        with wb.intervene(model, [wb.patch(name, cache) for name in sites]):
+            patched = forward(model, inputs)
+    finally:
+        for handle in damage:
+            handle.remove()
+    assert torch.equal(reference, patched), f"{family}: patching every site did not undo upstream damage"
 
 
 def test_interventions_change_only_what_they_select():

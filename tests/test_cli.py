@@ -1,7 +1,9 @@
 """The command line: the demo end to end (small), sites, generate with a recording, errors."""
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 
 import workbench as wb
@@ -40,5 +42,8 @@ def test_generate_writes_images_and_a_recording(tmp_path):
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "workbench.cli.main", "--help"], capture_output=True, text=True)
+    """The ``workbench`` command that pyproject's [project.scripts] installs, not ``python -m``."""
+    script = shutil.which("workbench") or str(Path(sys.executable).parent / "workbench")
+    assert Path(script).exists(), "the workbench console script is not installed (pip install -e .)"
+    result = subprocess.run([script, "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "extract" in result.stdout

@@ -90,6 +90,18 @@ def test_grid_shape_and_probes_find_the_easy_label_not_noise():
                                                                             timestep=500, probe="mlp"))
 
 
+def test_peaks_pick_on_validation_and_report_test():
+    """A cell that is best on test but not on validation must not be the reported peak."""
+    acc = np.array([[[0.9], [0.6]]])  # (label, site, timestep): test accuracy
+    val = np.array([[[0.5], [0.8]]])
+    dims = ("label", "site", "timestep", "probe")
+    grid = xr.Dataset({"accuracy": (dims, acc[..., None]), "val_accuracy": (dims, val[..., None]),
+                       "chance": ("label", [0.2])},
+                      coords={"label": ["shape"], "site": ["a", "b"], "timestep": [20], "probe": ["linear"]})
+    row = peaks(grid).iloc[0]
+    assert row.site == "b" and row.accuracy == 0.6 and row.val_accuracy == 0.8 and row.best_test == 0.9
+
+
 def test_probe_errors_name_what_is_missing():
     features = synthetic_features(60)
     with pytest.raises(KeyError, match="label 'size'.*labels are: colour, shape"):

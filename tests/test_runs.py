@@ -38,7 +38,7 @@ def test_pipelines_record_without_changing_images(family):
 
 def test_latent_at_next_step_is_the_scheduler_step_of_this_one(sd3):
     scale = 3.0
-    with wb.record(sd3, ["latent.in", "latent.pred"]) as rec:
+    with wb.record(sd3, ["latent.in", "latent.pred", "latent.x0"]) as rec:
         sd3.generate(["a red circle on the left"], steps=4, guidance_scale=scale)
     latent_in, pred = rec["latent.in"], rec["latent.pred"]
     scheduler = sd3.scheduler
@@ -51,7 +51,10 @@ def test_latent_at_next_step_is_the_scheduler_step_of_this_one(sd3):
         expected = scheduler.step(guided, scheduler.timesteps[k], x, return_dict=False)[0]
         actual = latent_in.sel(branch="cond").isel(step=k + 1).values
         np.testing.assert_allclose(actual, expected.numpy(), rtol=1e-6, atol=1e-6)
-    # the guided x0 estimate follows from the same step: x0 = x - sigma * v
+        # the guided x0 estimate follows from the same step: x0 = x - sigma * v (flow matching)
+        x0 = rec["latent.x0"].sel(branch="guided").isel(step=k).values
+        np.testing.assert_allclose(x0, (x - float(scheduler.sigmas[k]) * guided).numpy(), rtol=1e-5, atol=1e-5)
+    # both guidance branches see the same latent
     np.testing.assert_array_equal(latent_in.sel(branch="uncond").values, latent_in.sel(branch="cond").values)
 
 

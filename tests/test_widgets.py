@@ -91,15 +91,25 @@ def test_sd3_block_mass_and_maps_match_the_attention_module(sd3):
 
 
 def test_blocks_and_whole_matrix_give_the_same_views(sd3):
-    """Layer 1 recorded as four blocks equals what its whole matrix would show: compare the
-    explorer over blocks with one built over the blocks glued back into a matrix."""
-    _, rec, _ = sd3
+    """Layer 1 recorded as four blocks shows what its whole matrix shows: the explorer over the
+    blocks is compared with one over the whole matrix, recorded in a second identical run."""
+    model, rec, _ = sd3
     explorer = widgets.attention({k: rec[k] for k in rec if k.startswith("transformer_blocks.1.")})
     assert explorer.controls["layer"].options == ("transformer_blocks.1.attn.probs",)
     assert list(bars(explorer)) == list(BLOCKS)
     total = sum(bars(explorer)[b] for b in ("image->image", "image->text"))
     assert total == pytest.approx(1.0, abs=1e-5)  # image queries' rows sum to one over all keys
-    assert explorer.maps["A"].shape == (8, 8) and explorer.maps["B"] is not None
+    with torch.no_grad(), wb.record(model, ["transformer_blocks.1.attn.probs"]) as whole_rec:
+        model.generate(PROMPTS, steps=2, seed=0)
+    whole = widgets.attention(whole_rec)
+    for name in ("step", "head", "word", "sample_b", "word_b"):
+        whole.controls[name].value = explorer.controls[name].value
+    assert bars(whole) == pytest.approx(bars(explorer), abs=1e-6)
+    for panel in ("A", "B"):
+        assert explorer.maps[panel].shape == (8, 8)
+        np.testing.assert_allclose(explorer.maps[panel], whole.maps[panel], rtol=1e-5, atol=1e-7)
+    explorer.controls["word"].value = whole.controls["word"].value = "circle"
+    np.testing.assert_allclose(explorer.maps["A"], whole.maps["A"], rtol=1e-5, atol=1e-7)
 
 
 def test_moving_controls_reuses_cached_summaries(sd3):

@@ -21,7 +21,9 @@ from .capture import (
     scale,
     steer,
 )
+from .capture.freeu import freeu
 from .capture.resolve import sites
+from .capture.reuse import reuse
 from .loading import load
 from .model import Model, denoise
 from .store import open_recording
@@ -41,5 +43,5 @@ def __getattr__(name):
 
 __all__ = [
     "CaptureTooLarge", "Intervention", "Model", "Recording", "SitesNotFired", "ablate", "denoise",
-    "edit", "intervene", "load", "open_recording", "patch", "record", "scale", "sites", "steer",
+    "edit", "freeu", "intervene", "load", "open_recording", "patch", "record", "reuse", "scale", "sites", "steer",
 ]

@@ -163,7 +163,8 @@ class SiteMap:
     text_keys: tuple[str, ...] = ()
     text_values: tuple[str, ...] = ()
     # Patterns of the long skip connections (U-Net: what each up block concatenates); a skip site is
-    # ``<module>.skip.<j>`` and the backbone it joins is that module's input, its output ``<module>.out``.
+    # ``<module>.skip.<j>``; ``<module>.backbone.<j>`` is the backbone tensor it is concatenated to (the
+    # module's input for j = 0) and ``<module>.out`` the module's output.
     skips: tuple[str, ...] = ()
 
     def stage_of(self, site_name: str) -> int:

@@ -10,9 +10,19 @@ the source while the text follows the target. Methods compared:
   as Shin et al. do: cheaper, and the text blocks adapt to the new prompt);
 * ``image->image + text->image``: also the text->image rows.
 
-Scores, on pairs whose ground truth is known: the judge sees the target attribute at the
-object's position (edit success); the object's foreground mask is kept (IoU with the source's);
-pixels outside both objects stay put (mean absolute change).
+Scores, against ground truth: the shapes world renders the intended edited scene exactly (the
+same layout, background and noise with one attribute changed), so each edit is scored by
+
+* ``edit_success``: the judge reads the target shape/glyph and colour at the object's position
+  (``name_right`` and ``colour_right`` split it);
+* ``target_iou``: the edited image's foreground against the *target* scene's object mask (a
+  shape edit that keeps the old outline scores low);
+* ``background_psnr``: PSNR (dB, images in [0, 1]) of the edit against the source over the pixels
+  outside both objects and outside the target mask.
+
+``no edit`` (the source image returned unchanged) is scored beside the methods: it keeps the
+background perfectly, and on colour edits its mask is already the target's. Scores are split by
+edit kind (colour, shape, glyph) with percentile-bootstrap 95% intervals over pairs.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ..capture import patch, record
 from ..data import make_scene
+from .segmentation import bootstrap_ci
 
 METHODS = {
     "prompt-swap": (),
@@ -31,31 +42,45 @@ METHODS = {
     "image->image + text->image": ("transformer_blocks.*.attn.probs.image->image",
                                    "transformer_blocks.*.attn.probs.text->image"),
 }
+EDIT_KINDS = ("colour", "shape", "glyph")
+SCORES = ("edit_success", "name_right", "colour_right", "target_iou", "background_psnr")
+NO_EDIT = "no edit"
 
 
 def edit_pairs(n: int, seed: int = 0) -> list[dict]:
-    """``n`` single-object edit pairs from the shapes world: half change the colour, half the shape,
-    keeping position and size. Each pair: source/target captions and the target's labels."""
+    """``n`` single-object edit pairs from the shapes world, cycling colour, shape and glyph edits
+    and keeping position, size, background and noise. Each pair: source/target captions, the
+    target's labels, and ``spec``/``target_spec``/``seed`` to render both scenes exactly
+    (``scenes_of``)."""
     from ..data import default_recipe
 
     recipe = default_recipe()
-    shapes, colours = recipe.vocabulary("shape"), recipe.vocabulary("colour")
+    vocabulary = {"colour": recipe.vocabulary("colour"), "shape": recipe.vocabulary("shape"),
+                  "glyph": recipe.vocabulary("glyph")}
     rng = np.random.default_rng(seed)
     pairs = []
     for i in range(n):
-        source = make_scene(objects=[{"kind": "shape"}], seed=(seed, i))
+        change = EDIT_KINDS[i % len(EDIT_KINDS)]
+        kind = "glyph" if change == "glyph" else "shape"
+        source = make_scene(objects=[{"kind": kind}], seed=(seed, i))
         obj = source.objects[0]
-        change = "colour" if i % 2 == 0 else "shape"
-        choices = [c for c in (colours if change == "colour" else shapes) if c != getattr(obj, "colour" if change == "colour" else "name")]
-        new = str(rng.choice(choices))
-        spec = {"kind": "shape", "shape": obj.name, "colour": obj.colour, "position": obj.position, "size": obj.size,
+        spec = {kind: obj.name, "colour": obj.colour, "position": obj.position, "size": obj.size,
                 "template": obj.template}
-        spec["colour" if change == "colour" else "shape"] = new
-        target = make_scene(objects=[spec], seed=(seed, i))
+        field = "colour" if change == "colour" else kind
+        new = str(rng.choice([c for c in vocabulary[field] if c != spec[field]]))
+        target_spec = spec | {field: new}
+        target = make_scene(objects=[target_spec], seed=(seed, i))
         t = target.objects[0]
-        pairs.append({"source": source.caption, "target": target.caption, "change": change,
-                      "shape": t.name, "colour": t.colour, "position": t.position})
+        pairs.append({"source": source.caption, "target": target.caption, "change": change, "name": t.name,
+                      "shape": t.name, "colour": t.colour, "position": t.position, "spec": spec,
+                      "target_spec": target_spec, "seed": [seed, i]})
     return pairs
+
+
+def scenes_of(pair: dict):
+    """(source scene, target scene) of a pair, rendered exactly."""
+    return (make_scene(objects=[pair["spec"]], seed=tuple(pair["seed"])),
+            make_scene(objects=[pair["target_spec"]], seed=tuple(pair["seed"])))
 
 
 def foreground(images: np.ndarray, threshold: float = 0.15) -> np.ndarray:
@@ -90,29 +115,71 @@ class _nothing:
         return False
 
 
-def score_edits(judge, pairs: list[dict], sources: np.ndarray, edits: np.ndarray) -> dict:
-    """Edit success, object-mask IoU and background change of one method's edits."""
+def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray, cap: float = 60.0) -> np.ndarray:
+    """Per-image PSNR (dB) of images in [0, 1] over the pixels ``where`` (N, H, W); identical
+    pixels give ``cap`` rather than infinity, so means stay finite."""
+    squared = ((a - b) ** 2).mean(-1)
+    mse = (squared * where).sum((1, 2)) / np.maximum(where.sum((1, 2)), 1)
+    return np.minimum(10 * np.log10(1.0 / np.maximum(mse, 1e-12)), cap)
+
+
+def per_pair_scores(judge, pairs: list[dict], sources: np.ndarray, edits: np.ndarray) -> dict[str, np.ndarray]:
+    """Each pair's scores (see the module doc), as arrays of length ``len(pairs)``."""
     verdict = judge.judge(edits)
-    success = [verdict["name"][p["position"]][i] == p["shape"] and verdict["colour"][p["position"]][i] == p["colour"]
-               for i, p in enumerate(pairs)]
+    name_right = np.array([verdict["name"][p["position"]][i] == p["name"] for i, p in enumerate(pairs)])
+    colour_right = np.array([verdict["colour"][p["position"]][i] == p["colour"] for i, p in enumerate(pairs)])
+    target_masks = np.stack([scenes_of(p)[1].masks[0] for p in pairs])
     fg_s, fg_e = foreground(sources), foreground(edits)
-    union = np.logical_or(fg_s, fg_e)
-    iou = np.logical_and(fg_s, fg_e).sum((1, 2)) / np.maximum(union.sum((1, 2)), 1)
-    outside = ~union
-    change = np.abs(edits - sources).mean(-1)
-    background = (change * outside).sum((1, 2)) / np.maximum(outside.sum((1, 2)), 1)
-    return {"edit_success": float(np.mean(success)), "mask_iou": float(iou.mean()),
-            "background_change": float(background.mean())}
+    union = np.logical_or(fg_e, target_masks).sum((1, 2))
+    iou = np.logical_and(fg_e, target_masks).sum((1, 2)) / np.maximum(union, 1)
+    outside = ~(fg_s | fg_e | target_masks)
+    return {"edit_success": (name_right & colour_right).astype(float), "name_right": name_right.astype(float),
+            "colour_right": colour_right.astype(float), "target_iou": iou,
+            "background_psnr": psnr(edits, sources, outside)}
 
 
-def compare_methods(model, judge, n_pairs: int = 100, methods=tuple(METHODS), **options) -> xr.Dataset:
-    """Every method on the same ``n_pairs`` pairs: dims (method, score)."""
+def score_edits(judge, pairs: list[dict], sources: np.ndarray, edits: np.ndarray) -> dict:
+    """Mean scores of one method's edits over all pairs."""
+    return {k: float(v.mean()) for k, v in per_pair_scores(judge, pairs, sources, edits).items()}
+
+
+def summarise(per_pair: dict[str, dict[str, np.ndarray]], pairs: list[dict], n_boot: int = 2000) -> xr.Dataset:
+    """Means and 95% bootstrap intervals per method, edit kind (and ``all``) and score:
+    variables ``mean``, ``ci_low``, ``ci_high`` with dims (method, kind, score), and ``n`` pairs per kind."""
+    kinds = [*EDIT_KINDS, "all"]
+    changes = np.array([p["change"] for p in pairs])
+    shape = (len(per_pair), len(kinds), len(SCORES))
+    mean, low, high = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    for mi, scores in enumerate(per_pair.values()):
+        for ki, kind in enumerate(kinds):
+            rows = changes == kind if kind != "all" else np.ones(len(pairs), bool)
+            if not rows.any():
+                continue
+            for si, score in enumerate(SCORES):
+                values = scores[score][rows]
+                mean[mi, ki, si] = values.mean()
+                low[mi, ki, si], high[mi, ki, si] = bootstrap_ci(values, n=n_boot)
+    dims = ("method", "kind", "score")
+    counts = [int((changes == k).sum()) if k != "all" else len(pairs) for k in kinds]
+    return xr.Dataset({"mean": (dims, mean), "ci_low": (dims, low), "ci_high": (dims, high), "n": ("kind", counts)},
+                      coords={"method": list(per_pair), "kind": kinds, "score": list(SCORES)})
+
+
+def compare_methods(model, judge, n_pairs: int = 150, methods=tuple(METHODS), **options) -> xr.Dataset:
+    """Every method on the same ``n_pairs`` pairs, with ``no edit`` beside them (see ``summarise``);
+    ``difference`` holds each method minus prompt-swap per pair (paired), with its interval."""
     pairs = edit_pairs(n_pairs, seed=options.get("seed", 0))
-    rows = []
+    per_pair, sources = {}, None
     for method in tqdm(list(methods), desc="editing methods", unit="method"):
         sources, edits = run_edits(model, pairs, method, **options)
-        scores = score_edits(judge, pairs, sources, edits)
-        rows.append([scores[k] for k in ("edit_success", "mask_iou", "background_change")])
-    return xr.DataArray(np.array(rows), dims=("method", "score"),
-                        coords={"method": list(methods), "score": ["edit_success", "mask_iou", "background_change"]},
-                        attrs={"pairs": n_pairs, "model": model.name}).to_dataset(name="scores")
+        per_pair[method] = per_pair_scores(judge, pairs, sources, edits)
+    per_pair[NO_EDIT] = per_pair_scores(judge, pairs, sources, sources)
+    summary = summarise(per_pair, pairs)
+    if "prompt-swap" in per_pair:
+        base = per_pair["prompt-swap"]
+        diff = {m: {s: v[s] - base[s] for s in SCORES} for m, v in per_pair.items()}
+        paired = summarise(diff, pairs)
+        summary = summary.assign(difference=paired["mean"], difference_low=paired["ci_low"],
+                                 difference_high=paired["ci_high"])
+    return summary.assign_attrs(pairs=n_pairs, model=model.name, **{k: v for k, v in options.items()
+                                                                   if isinstance(v, (int, float, str))})

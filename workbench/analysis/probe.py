@@ -4,7 +4,8 @@ For every label x site x timestep, a linear probe (softmax regression) and a sma
 hidden ReLU layer) are trained on the pooled features of a feature store. Images are split once,
 per label, into train / validation / test with a fixed seed (stratified by class, so that rare
 classes appear in every part): probes train on train, their weight decay is chosen on
-validation, and the grid reports accuracy on test, beside chance (the test share of the most
+validation, ``peaks`` picks each label's best site and timestep on validation too, and the grid
+reports accuracy on test, beside chance (the test share of the most
 frequent class). Features are standardised with train statistics only.
 
 Probes are trained in torch, full batch with Adam for a fixed number of steps, and *many at
@@ -275,18 +276,23 @@ def _accuracy(predict, rows: np.ndarray, y: torch.Tensor, shape: tuple[int, int]
 
 
 def peaks(grid: xr.Dataset) -> pd.DataFrame:
-    """Where accuracy peaks, per label and probe kind: site, timestep, accuracy, chance.
+    """Where each label peaks, per probe kind: the site and timestep with the best *validation*
+    accuracy, and that cell's test accuracy (the figure to report), validation accuracy, chance,
+    and ``best_test``: the highest test accuracy in the grid, what picking the cell on test would
+    have claimed (it is optimistic: the pick and the figure share their noise).
 
     Ties go to the earliest site and timestep in the grid's order."""
     rows = []
     for label in grid["label"].values:
         for kind in grid["probe"].values:
             acc = grid["accuracy"].sel(label=label, probe=kind)
-            flat = int(np.nanargmax(acc.values))
+            val = grid["val_accuracy"].sel(label=label, probe=kind)
+            flat = int(np.nanargmax(np.where(np.isnan(acc.values), np.nan, val.values)))
             s, t = np.unravel_index(flat, acc.shape)
             rows.append({
                 "label": str(label), "probe": str(kind), "site": str(acc["site"].values[s]),
                 "timestep": int(acc["timestep"].values[t]), "accuracy": float(acc.values[s, t]),
+                "val_accuracy": float(val.values[s, t]), "best_test": float(np.nanmax(acc.values)),
                 "chance": float(grid["chance"].sel(label=label)),
             })
     return pd.DataFrame(rows)

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_extract(sub)
     add_probe(sub)
+    from .localize import add_localize  # text localization sweep (docs/localization.md)
+
+    add_localize(sub)
     return parser
 
 

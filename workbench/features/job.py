@@ -41,7 +41,7 @@ class ExtractReport:
     was already complete, or other jobs on the store computed the rest); ``already_done``: chunks
     found finished and left alone; ``repaired``: finished chunks found damaged and recomputed;
     ``seconds``: the whole run, ``compute_seconds``: the chunks alone (model loading and store
-    creation aside)."""
+    creation aside), ``compute_cpu_seconds``: this process's CPU time over the same span."""
 
     out: str
     images: int
@@ -54,6 +54,7 @@ class ExtractReport:
     compute_seconds: float
     created: bool
     repaired: list[int] = field(default_factory=list)
+    compute_cpu_seconds: float = float("nan")
 
     @property
     def images_per_second(self) -> float:
@@ -144,7 +145,7 @@ def extract(config: ExtractConfig | dict | None = None, *, model=None, cluster=N
         return feature_store.is_done(out, chunk)
 
     results: list[ChunkResult] = []
-    compute_begin = time.perf_counter()
+    compute_begin, compute_cpu_begin = time.perf_counter(), time.process_time()
     with StoreJob(out, resume=resume or RESUME_CALL, total=len(done), describe=describe, stale_after=stale_after,
                   done_count=lambda: int(feature_store.done_chunks(out).sum())) as job:
         if todo:
@@ -161,12 +162,14 @@ def extract(config: ExtractConfig | dict | None = None, *, model=None, cluster=N
         else:
             job.claims.clear_dead(is_done)  # (run does this after its chunks)
     compute_seconds = time.perf_counter() - compute_begin
+    compute_cpu_seconds = time.process_time() - compute_cpu_begin
     results.sort(key=lambda r: r.chunk)
     return ExtractReport(
         out=out, images=n_images, chunks=len(done), computed=[r.chunk for r in results],
         computed_images=sum(r.images for r in results), already_done=int(done.sum()),
         failures=[f for r in results for f in r.failures], seconds=time.perf_counter() - begin,
         compute_seconds=compute_seconds, created=created, repaired=repaired,
+        compute_cpu_seconds=compute_cpu_seconds,
     )
 
 

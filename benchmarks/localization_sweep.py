@@ -1,0 +1,82 @@
+"""The localization sweep engine against one full generation per variant, side by side in one run:
+denoiser calls, rows (calls x batch), CPU seconds, and the largest difference between images.
+
+Two naive baselines: the anchor's way (one generation per prompt and variant, ``anchor``) and a
+stronger one that batches all pairs of a variant in one generation (``naive_batched``). The
+difference between those two is the float32 noise floor of batching (matrix kernels round
+differently at other batch sizes), against which the engine's difference is read.
+
+    python benchmarks/localization_sweep.py [--models toy-mmdit toy-unet] [--pairs 4] [--steps 8]
+                                            [--starts 0,2,4] [--out docs/results/localization_sweep_benchmark.json]
+
+Both engines get the same pairs, noise, variants (every text layer x start step) and batch of
+pairs; the engine additionally shares the steps before each start and batches the variants that
+start together. Single-threaded torch, as the sweep job runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import workbench as wb  # noqa: E402
+from workbench.analysis import glyph_pairs as gp  # noqa: E402
+from workbench.analysis.localization import prompt_token_maps  # noqa: E402
+from workbench.analysis.sweeps import layer_start_grid, naive_sweep, sweep  # noqa: E402
+
+
+def run(models, pairs, steps, starts, seed=0) -> dict:
+    torch.set_num_threads(1)
+    glyphs = ["7", "K", "3", "A", "S", "0", "H", "5", "X", "2"]
+    cells = gp.cells(pairs, seed)
+    targets = [gp.glyph_scene(glyphs[i % len(glyphs)], c) for i, c in enumerate(cells)]
+    sources = [gp.glyph_scene(glyphs[(i + 3) % len(glyphs)], c) for i, c in enumerate(cells)]
+    seeds = [c.seed for c in cells]
+    results = {"machine": platform.processor() or platform.machine(), "threads": 1, "pairs": pairs, "steps": steps,
+               "starts": starts, "models": {}}
+    for name in models:
+        model = wb.load(name)
+        t, s = [x.caption for x in targets], [x.caption for x in sources]
+        maps = prompt_token_maps(model, t, s, [x.spans[0] for x in targets], [x.spans[0] for x in sources])
+        variants = layer_start_grid(model, starts)
+        fast = sweep(model, t, s, seeds, variants, steps=steps, token_maps=maps)
+        batched = naive_sweep(model, t, s, seeds, variants, steps=steps, token_maps=maps)
+        anchor = naive_sweep(model, t, s, seeds, variants, steps=steps, token_maps=maps, pairs_per_run=1)
+        entry = {"variants": len(variants), "engine": fast.cost.as_dict()}
+        for label, slow in (("anchor", anchor), ("naive_batched", batched)):
+            entry[label] = slow.cost.as_dict()
+            entry[f"speedup_cpu_vs_{label}"] = round(slow.cost.cpu_s / fast.cost.cpu_s, 2)
+            entry[f"speedup_calls_vs_{label}"] = round(slow.cost.calls / fast.cost.calls, 2)
+            entry[f"speedup_rows_vs_{label}"] = round(slow.cost.rows / fast.cost.rows, 2)
+            entry[f"max_abs_image_diff_vs_{label}"] = float(np.abs(fast.images - slow.images).max())
+        entry["max_abs_image_diff_anchor_vs_naive_batched"] = float(np.abs(anchor.images - batched.images).max())
+        results["models"][name] = entry
+        print(name, json.dumps(results["models"][name]), flush=True)
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["toy-mmdit", "toy-unet"])
+    parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--starts", default="0,2,4")
+    parser.add_argument("--out", default="docs/results/localization_sweep_benchmark.json")
+    args = parser.parse_args(argv)
+    results = run(args.models, args.pairs, args.steps, [int(s) for s in args.starts.split(",")])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

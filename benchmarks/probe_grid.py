@@ -1,0 +1,99 @@
+"""The probe grid of docs/features.md: probe feature stores written by ``workbench extract`` (see
+the doc for the exact commands), save each grid to ``docs/results/probe_<model>.json`` and print
+the doc's tables from the saved grids. Every peak is the cell with the best *validation* accuracy;
+the figure shown is that cell's *test* accuracy.
+
+    python benchmarks/probe_grid.py toy-unet=unet.zarr toy-mmdit=mmdit.zarr
+    python benchmarks/probe_grid.py --tables
+    python benchmarks/probe_grid.py --update-doc         # the tables into docs/features.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import xarray as xr
+
+from workbench.analysis.probe import peaks, probe
+from workbench.results import results_dir
+
+LABELS = ("shape", "colour", "glyph", "position")
+SHORT = {"toy-unet": "U-Net", "toy-mmdit": "MM-DiT"}
+
+
+def _load(name: str) -> xr.Dataset:
+    return xr.Dataset.from_dict(json.loads((results_dir() / f"probe_{name}.json").read_text()))
+
+
+def _site(site: str) -> str:
+    return site.removesuffix(".out.image").removesuffix(".out") if site.startswith("transformer") else site
+
+
+def tables(models=tuple(SHORT)) -> str:
+    grids = {m: _load(m) for m in models if (results_dir() / f"probe_{m}.json").exists()}
+    if not grids:
+        return "no saved probe grids"
+    out = ["Where accuracy peaks: site and timestep chosen on validation, **test** accuracy shown, linear / MLP probe "
+           "(chance in brackets; in parentheses the best test accuracy anywhere in the grid, which picking on test "
+           "would have reported):\n",
+           "| label | " + " | ".join(f"{m} ({SHORT[m]})" for m in grids) + " |",
+           "| --- |" + " --- |" * len(grids)]
+    first = next(iter(grids.values()))
+    for label in first.label.values:
+        cells = []
+        for grid in grids.values():
+            table = peaks(grid).set_index(["label", "probe"])
+            parts = []
+            for kind in ("linear", "mlp"):
+                r = table.loc[(str(label), kind)]
+                parts.append(f"{r.accuracy:.3f} `{_site(r.site)}` t={r.timestep} ({r.best_test:.3f})")
+            cells.append(" / ".join(parts))
+        out.append(f"| {label} ({float(first.chance.sel(label=label)):.2f}) | " + " | ".join(cells) + " |")
+    out += ["", "Linear probe by timestep: test accuracy of the site chosen on validation at that timestep:", "",
+            "| label | model | " + " | ".join(f"t={int(t)}" for t in first.timestep.values) + " |",
+            "| --- | --- |" + " --- |" * first.sizes["timestep"]]
+    for label in first.label.values:
+        for name, grid in grids.items():
+            acc = grid.accuracy.sel(label=label, probe="linear")
+            val = grid.val_accuracy.sel(label=label, probe="linear")
+            best = val.fillna(-1).argmax("site")
+            chosen = acc.isel(site=best)
+            out.append(f"| {label} | {SHORT[name]} | " + " | ".join(f"{v:.3f}" for v in chosen.values) + " |")
+    counts = {str(label): int(first.n_test.sel(label=label)) for label in first.label.values}
+    out += ["", "Test images per label: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."]
+    return "\n".join(out)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stores", nargs="*", help="MODEL=STORE pairs")
+    parser.add_argument("--tables", action="store_true")
+    parser.add_argument("--update-doc", action="store_true", help="write the tables into docs/features.md")
+    args = parser.parse_args(argv)
+    if args.update_doc:
+        from _doc import write_block
+
+        write_block("features.md", "probe-grid", tables())
+        return
+    if not args.tables:
+        from workbench.features import open_features
+
+        for pair in args.stores:
+            name, _, store = pair.partition("=")
+            if not store:
+                raise SystemExit(f"expected MODEL=STORE, got {pair!r}")
+            start = time.perf_counter()
+            grid = probe(open_features(store), list(LABELS))
+            grid.attrs["seconds"] = round(time.perf_counter() - start, 1)
+            grid.attrs["store"] = store
+            grid.attrs["job"] = json.dumps(open_features(store).attrs.get("job", ""), default=str)[:2000]
+            (results_dir() / f"probe_{name}.json").write_text(json.dumps(grid.to_dict(), indent=1, default=float))
+            print(f"{name}: probed in {grid.attrs['seconds']} s", flush=True)
+    print(tables())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Feature reuse across denoising steps: the cached modules really do not run at reused steps.
+
+``reuse(model, sites, every=N)`` is a context manager around any run of ``model``. At *key* steps
+(every ``N``-th step, or the steps you list) each chosen module runs and its output is kept; at the
+other steps the module's ``forward`` is not called at all: a wrapper placed on that *instance*
+returns the kept output instead. The wrapper is removed on exit, also when the run raises, and no
+diffusers class is touched. Forward hooks on a cached module still fire (they see the reused
+output), so recording its ``.out`` site keeps working; sites *inside* it do not fire at reused steps.
+
+Three schemes from the literature are choices of modules, read from the site map's stages:
+
+* :func:`deepcache` (Ma et al.): keep the outermost stage pair (first down block, last up block)
+  and reuse everything deeper; the last up block gets the cached deep feature plus fresh skips.
+* :func:`encoder_propagation` (Faster Diffusion, Li et al.): reuse the encoder (first stage) and
+  recompute the rest.
+* :func:`middle_blocks` (block caching for transformers): reuse every block but the first and last
+  ``keep``; on a U-Net this is the same set as :func:`deepcache`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from ..sitemap import OutputTap, kwarg_or_arg
+from .resolve import as_model, resolve
+
+_NO_INSTANCE_FORWARD = object()
+
+
+def _clone(value: Any) -> Any:
+    """A copy of a module output (tensors, tuples, lists, dicts), so in-place edits downstream
+    cannot change what is kept or what a later step is handed."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_clone(v) for v in value)
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    if isinstance(value, dict):
+        copied = type(value)(**{k: _clone(v) for k, v in value.items()}) if hasattr(value, "to_tuple") else \
+            {k: _clone(v) for k, v in value.items()}
+        return copied
+    return value
+
+
+@dataclass
+class ReuseStats:
+    """How often each cached module ran and how often its output was reused instead."""
+
+    computed: Counter = field(default_factory=Counter)
+    reused: Counter = field(default_factory=Counter)
+    key_steps: list[int] = field(default_factory=list)
+
+    def share_reused(self) -> float:
+        total = sum(self.computed.values()) + sum(self.reused.values())
+        return sum(self.reused.values()) / total if total else 0.0
+
+
+class Reuse:
+    """Context manager: reuse ``modules``' outputs at non-key steps (see :func:`reuse`)."""
+
+    def __init__(self, model, modules: Sequence[str], *, every: int | None = None,
+                 key_steps: Sequence[int] | None = None, label: str = ""):
+        self.model = as_model(model)
+        if (every is None) == (key_steps is None):
+            raise ValueError("choose the key steps either by interval (every=N) or as a list (key_steps=[...]), one of them")
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"the cache interval every= must be an integer >= 1 (1 = no reuse), got {every!r}")
+        if key_steps is not None:
+            key_steps = sorted({int(s) for s in key_steps})
+            if not key_steps or key_steps[0] < 0:
+                raise ValueError(f"key_steps must be a non-empty list of step indices >= 0, got {key_steps}")
+        if not modules:
+            raise ValueError("reuse needs at least one module to cache")
+        self.every, self.key_steps, self.label = every, key_steps, label
+        self.modules = list(dict.fromkeys(modules))
+        self.stats = ReuseStats()
+        self._cache: dict[tuple[str, int], Any] = {}
+        self._originals: dict[str, Any] = {}
+        self._handle = None
+        self._reset_clock()
+
+    def __repr__(self) -> str:
+        when = f"every={self.every}" if self.every is not None else f"key_steps={self.key_steps}"
+        return f"Reuse({self.label or 'modules'}: {', '.join(self.modules)}; {when})"
+
+    # -- which steps compute ----------------------------------------------------------------------
+    def is_key(self, step: int) -> bool:
+        if self.key_steps is not None:
+            return step in self.key_steps
+        return step % self.every == 0
+
+    def _reset_clock(self) -> None:
+        self._step, self._call, self._last_t = -1, 0, None
+        self._cache.clear()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def __enter__(self) -> "Reuse":
+        denoiser = self.model.denoiser
+        try:
+            for path in self.modules:
+                self._wrap(path, denoiser.get_submodule(path))
+            self._handle = denoiser.register_forward_pre_hook(self._on_denoiser_call, with_kwargs=True)
+            self.model._recorders.append(self)
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        if self in self.model._recorders:
+            self.model._recorders.remove(self)
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        denoiser = self.model.denoiser
+        for path, original in self._originals.items():
+            module = denoiser.get_submodule(path)
+            if original is _NO_INSTANCE_FORWARD:
+                del module.forward
+            else:
+                module.forward = original
+        self._originals.clear()
+        self._cache.clear()
+
+    def begin_run(self, *, prompts=None, branches=None, expected_steps=None, first_step: int = 0) -> None:
+        """Called by ``Model.generate`` / ``denoise`` before each run: a new run starts with an empty cache."""
+        self._reset_clock()
+        self._step = first_step - 1
+
+    # -- the step clock and the wrappers ------------------------------------------------------------
+    def _on_denoiser_call(self, module, args, kwargs):
+        t_value = kwarg_or_arg(args, kwargs, self.model.site_map.timestep_input)
+        t = float(torch.as_tensor(t_value).flatten()[0]) if t_value is not None else float("nan")
+        if self._last_t is not None and t == self._last_t:
+            self._call += 1  # guidance branches run as separate calls of one step
+        else:
+            if self._last_t is not None and t > self._last_t:
+                self._reset_clock()  # the timestep went back up: a new run nobody announced
+            self._step, self._call = self._step + 1, 0
+            if self.is_key(self._step):
+                self.stats.key_steps.append(self._step)
+        self._last_t = t
+
+    def _wrap(self, path: str, module: torch.nn.Module) -> None:
+        self._originals[path] = module.__dict__.get("forward", _NO_INSTANCE_FORWARD)
+        compute = module.forward
+
+        def forward(*args, **kwargs):
+            key = (path, self._call)
+            if not self.is_key(self._step) and key in self._cache:
+                self.stats.reused[path] += 1
+                return _clone(self._cache[key])
+            output = compute(*args, **kwargs)
+            self._cache[key] = _clone(output)
+            self.stats.computed[path] += 1
+            return output
+
+        module.forward = forward
+
+
+def _modules_of_sites(model, sites: Sequence[str]) -> list[str]:
+    """The modules whose outputs the ``sites`` name (output sites only), in forward order."""
+    if isinstance(sites, str):
+        sites = [sites]
+    resolved = resolve(model.denoiser, list(sites))  # unknown names raise KeyError with the nearest valid sites
+    wrong = [s.name for s in resolved if not isinstance(s.tap, OutputTap) or not s.module]
+    if wrong:
+        raise ValueError(f"reuse caches whole module outputs; {', '.join(wrong)} are not module output sites "
+                         "(use '<module>.out' sites, e.g. up_blocks.1.out or transformer_blocks.1.out.image)")
+    return list(dict.fromkeys(s.module for s in resolved))
+
+
+def reuse(model, sites: Sequence[str], *, every: int | None = None, key_steps: Sequence[int] | None = None,
+          label: str = "") -> Reuse:
+    """Reuse the outputs of the modules behind ``sites`` (output sites such as ``up_blocks.1.out``)
+    at every step that is not a key step: every ``every``-th step from 0, or the listed ``key_steps``.
+
+    >>> with wb.reuse(model, ["up_blocks.1.out"], every=3) as cache:
+    ...     images = model.generate(prompts, steps=20)
+    >>> cache.stats.share_reused()
+    """
+    model = as_model(model)
+    return Reuse(model, _modules_of_sites(model, sites), every=every, key_steps=key_steps, label=label)
+
+
+def stage_modules(model) -> list[str]:
+    """The top-level blocks of the denoiser in forward order, from the site map's ``stages``
+    (``down_blocks.0, ..., mid_block, up_blocks.0, ...``; ``transformer_blocks.0, ...``)."""
+    model = as_model(model)
+    paths = []
+    for stage in model.site_map.stages:
+        module = model.denoiser.get_submodule(stage)
+        if isinstance(module, (torch.nn.ModuleList, torch.nn.Sequential)):
+            paths += [f"{stage}.{i}" for i in range(len(module))]
+        else:
+            paths.append(stage)
+    return paths
+
+
+def middle_blocks(model, *, every: int | None = None, key_steps=None, keep: int = 1) -> Reuse:
+    """Reuse every top-level block except the first and last ``keep`` (the deep path)."""
+    model = as_model(model)
+    blocks = stage_modules(model)
+    if keep < 1 or 2 * keep >= len(blocks):
+        raise ValueError(f"keep={keep} leaves nothing to cache among this model's {len(blocks)} blocks "
+                         f"({', '.join(blocks)}); choose 1 <= keep < {len(blocks) / 2:g}")
+    return Reuse(model, blocks[keep:-keep], every=every, key_steps=key_steps, label=f"middle blocks (keep {keep})")
+
+
+def deepcache(model, *, every: int | None = None, key_steps=None, keep: int = 1) -> Reuse:
+    """DeepCache: recompute only the outermost ``keep`` encoder and decoder stages; the decoder stage
+    ``keep`` levels from the top reuses the deep feature from the last key step. Needs long skips
+    (on a model without them, use :func:`middle_blocks`)."""
+    model = as_model(model)
+    if not model.site_map.skips:
+        raise ValueError(f"DeepCache reuses the deep feature beside fresh skip connections; this "
+                         f"{type(model.denoiser).__name__} has no skips. Use middle_blocks() for block caching.")
+    cached = middle_blocks(model, every=every, key_steps=key_steps, keep=keep)
+    cached.label = f"DeepCache (keep {keep})"
+    return cached
+
+
+def encoder_propagation(model, *, every: int | None = None, key_steps=None) -> Reuse:
+    """Faster Diffusion: reuse the encoder's blocks (the site map's first stage) at non-key steps;
+    the bottleneck and decoder run every step on the propagated encoder features."""
+    model = as_model(model)
+    stages = model.site_map.stages
+    if len(stages) < 3 or not model.site_map.skips:
+        raise ValueError(f"encoder propagation needs an encoder, bottleneck and decoder joined by skips; "
+                         f"this {type(model.denoiser).__name__} has stages {stages}")
+    encoder = [p for p in stage_modules(model) if p.split(".")[0] == stages[0]]
+    return Reuse(model, encoder, every=every, key_steps=key_steps, label="encoder propagation")
