@@ -31,7 +31,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ..attention.maps import _resize, to_grid
+from ..attention.maps import resize, to_grid
 from ..capture import all_sites, record
 from ..data import default_recipe, token_alignment
 
@@ -223,7 +223,7 @@ def segmentation_scores(model, scenes: xr.Dataset, timesteps=(100, 300, 500, 700
                         for li, layer in enumerate(layers):
                             if layer not in available[variant]:
                                 continue
-                            heat = _resize(_heat(rec, variant, available[variant][layer], i - start, tokens[k], words),
+                            heat = resize(_heat(rec, variant, available[variant][layer], i - start, tokens[k], words),
                                            size)
                             scores[k, vi, li, ti] = _all_thresholds(heat, truth, thresholds)
                             sums[k, vi] = sums.get((k, vi), 0) + heat

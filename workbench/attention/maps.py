@@ -33,13 +33,14 @@ def decompose(probs: xr.DataArray) -> xr.Dataset:
             if not bool(q_mask.any()) or not bool(k_mask.any()):
                 continue
             block = probs.isel(query=q_mask.values, key=k_mask.values)
-            blocks[f"{q}->{k}"] = _rename_axes(block, {"query": f"query_{q}", "key": f"key_{k}"})
+            blocks[f"{q}->{k}"] = rename_axes(block, {"query": f"query_{q}", "key": f"key_{k}"})
     if not blocks:
         raise ValueError("these probabilities carry no query_kind/key_kind coordinates to split on")
     return xr.Dataset(blocks, attrs=dict(probs.attrs))
 
 
-def _rename_axes(array: xr.DataArray, mapping: Mapping[str, str]) -> xr.DataArray:
+def rename_axes(array: xr.DataArray, mapping: Mapping[str, str]) -> xr.DataArray:
+    """Rename dims per ``mapping`` together with their ``{dim}_*`` coordinates (``key_kind`` follows ``key``)."""
     renames = {}
     for old, new in mapping.items():
         renames[old] = new
@@ -76,7 +77,7 @@ def to_grid(array: xr.DataArray, axis: str) -> xr.DataArray:
     return xr.DataArray(data, dims=dims, coords={c: array.coords[c] for c in keep}, attrs=array.attrs)
 
 
-def _resize(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if grid.shape[-2:] == size:
         return grid
     t = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32)).reshape(-1, 1, *grid.shape[-2:])
@@ -146,7 +147,7 @@ def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=Non
     if "key_token" not in first.coords:
         raise ValueError("text tokens are unlabelled: record through a Model or pipeline call with prompts")
     tokens = [str(t) for t in first.key_token.values]
-    stacked = np.mean([_resize(p.transpose("key", "y", "x").values, size) for p in per_layer], axis=0)
+    stacked = np.mean([resize(p.transpose("key", "y", "x").values, size) for p in per_layer], axis=0)
     words, maps = [], []
     for word, positions in words_of(tokens):
         words.append(word)

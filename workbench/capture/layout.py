@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import xarray as xr
 
+from ..attention.maps import rename_axes
 from ..sitemap import Geometry, TokenLayout
 
 # ---------------------------------------------------------------------------------------------
@@ -95,14 +96,7 @@ def sized_dims(dims: Iterable[str], shape: Iterable[int], clashing: set[str]) ->
 
 def with_sized_dims(array: xr.DataArray, clashing: set[str]) -> xr.DataArray:
     """Rename the ``clashing`` dims of ``array`` to ``{dim}_{size}``, with their ``{dim}_*`` coordinates."""
-    mapping = {}
-    for dim in clashing & set(array.dims):
-        new = f"{dim}_{array.sizes[dim]}"
-        mapping[dim] = new
-        for coord in array.coords:
-            if coord.startswith(f"{dim}_") and dim in array.coords[coord].dims:
-                mapping[coord] = new + coord[len(dim):]
-    return array.rename(mapping)
+    return rename_axes(array, {dim: f"{dim}_{array.sizes[dim]}" for dim in clashing & set(array.dims)})
 
 
 def plain_dims(array: xr.DataArray) -> xr.DataArray:

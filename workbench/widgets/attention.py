@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import xarray as xr
 from plotly.subplots import make_subplots
 
-from ..attention.maps import _resize
+from ..attention.maps import resize
 from .pictures import grid_placement, png_data_uri
 from .sources import BLOCKS, AttentionSource, StepSummary, default_word
 
@@ -234,7 +234,7 @@ class AttentionExplorer(widgets.VBox):
                 map_b = _word_map(summary_b, head_b, c["word_b"].value)
                 mass["B"] = _block_mass(summary_b, head_b)
                 if map_a is not None and map_b is not None:
-                    diff = map_a - (_resize(map_b, map_a.shape) if map_b.shape != map_a.shape else map_b)
+                    diff = map_a - (resize(map_b, map_a.shape) if map_b.shape != map_a.shape else map_b)
         self.maps = {"A": map_a, "B": map_b, "A-B": diff}
         top = max([float(np.nanmax(m)) for m in (map_a, map_b) if m is not None] + [1e-6])
         with self.figure.batch_update():

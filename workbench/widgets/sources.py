@@ -22,7 +22,7 @@ from typing import Mapping
 import numpy as np
 import xarray as xr
 
-from ..attention.maps import KINDS, _resize, words_of
+from ..attention.maps import KINDS, resize, words_of
 from ..capture.layout import plain_dims
 
 BLOCKS = tuple(f"{q}->{k}" for q in KINDS for k in KINDS)  # image->image, image->text, text->image, text->text
@@ -245,7 +245,7 @@ class AttentionSource:
         parts = [self.summary(name, sample, branch, step) for name, layer in self.layers.items() if layer.text_site]
         words = parts[0].words
         size = max((p.maps.shape[-2:] for p in parts), key=lambda shape: shape[0] * shape[1])
-        maps = np.mean([_resize(p.maps.mean(axis=0), size) for p in parts if p.words == words], axis=0)
+        maps = np.mean([resize(p.maps.mean(axis=0), size) for p in parts if p.words == words], axis=0)
         masses = np.stack([p.mass.mean(axis=0) for p in parts])
         with warnings.catch_warnings():  # a block no layer recorded stays NaN, silently
             warnings.simplefilter("ignore", RuntimeWarning)
