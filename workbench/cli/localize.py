@@ -13,9 +13,13 @@ What it does (docs/localization.md):
    every single head and every leave-one-out head set of that layer at that start; contiguous
    layer ranges from step 0.
 
-Each group is preallocated, then written a chunk of pairs at a time (zarr region writes); a done
-mark per chunk in ``<out>.job/`` is written after its data. A killed job resumes where it stopped:
-rerun the same command. (A minimal writer: the project's shared store-job helper can replace it.)
+The job follows the rules of every job that writes a store (``workbench.store.jobs``): the store
+and each group are created atomically with consolidated metadata (they open with plain
+``xarray.open_zarr`` at every moment); each group is written a chunk of pairs at a time under
+``StoreJob`` (chunks are claimed, so jobs on one store share them; Ctrl-C stops after the current
+chunk): a chunk's region, then its record, then its done mark ``<out>.job/<group>-<a>-<b>.done``.
+A killed job resumes where it stopped: rerun the same command; a done chunk whose files no longer
+match its record is recomputed.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+
+from ..store.claims import job_dir
+from ..store.jobs import ChunkRecords, StoreJob, consolidate, create_atomically, write_json_atomically
 
 
 def add_localize(sub) -> None:
@@ -72,13 +79,16 @@ def run_job(model_name: str, out, *, pairs: int, steps: int, starts: list[int], 
     from ..models.judge import load_judge
 
     out = Path(out)
-    job = Path(str(out) + ".job")
+    job = job_dir(out)
     job.mkdir(parents=True, exist_ok=True)
     settings = dict(model=model_name, pairs=pairs, steps=steps, starts=starts, cells=n_cells, per_cell=per_cell,
                     chunk=chunk, seed=seed, max_range=max_range, screen=screen)
     _check_settings(job, settings)
     if any(s >= steps or s < 0 for s in starts):
         raise ValueError(f"--starts {starts} must lie in 0..{steps - 1} for a {steps}-step run")
+    resume = (f"workbench localize --model {model_name} --pairs {pairs} --out {out} --steps {steps} "
+              f"--starts {','.join(map(str, starts))} --cells {n_cells} --per-cell {per_cell} --chunk {chunk} "
+              f"--seed {seed} --max-range {max_range}" + ("" if screen else " --no-screen"))
     model, judge = load(model_name), load_judge()
     layers = text_layers(model)
     shares = _SharesOnce(model, layers)
@@ -91,13 +101,28 @@ def run_job(model_name: str, out, *, pairs: int, steps: int, starts: list[int], 
 
     grid = [Variant((layer.index,), s) for layer in layers for s in starts]
     grid += [Variant(tuple(range(len(layers))), s) for s in starts]
+    _create_root(out)
     _run_group(out, job, "grid", model, judge, table, grid, steps, chunk, batch, gp, swap_starts=starts,
-               progress=progress, shares=shares)
+               progress=progress, shares=shares, resume=resume)
 
     focus, chosen = _focus_variants(out, model, layers, steps, max_range)
     _run_group(out, job, "focus", model, judge, table, focus, steps, chunk, batch, gp, progress=progress,
-               attrs={"chosen": json.dumps(chosen)}, shares=shares)
-    return out
+               attrs={"chosen": json.dumps(chosen)}, shares=shares, resume=resume)
+    return out  # (no metadata changed since focus was created and the store consolidated)
+
+
+def _create_root(out: Path) -> None:
+    """The store's root group, created atomically (another job creating it first is fine)."""
+    import zarr
+
+    if out.exists():
+        return
+
+    def build(folder: Path) -> None:
+        zarr.open_group(str(folder), mode="w", zarr_format=2)
+        consolidate(folder)
+
+    create_atomically(out, build)
 
 
 def _check_settings(job: Path, settings: dict) -> None:
@@ -178,61 +203,94 @@ class _SharesOnce:
 
 
 def _run_group(out, job, group, model, judge, table, variants, steps, chunk, batch, gp, swap_starts=(),
-               progress=True, attrs=None, shares=None) -> None:
-    from tqdm.auto import tqdm
+               progress=True, attrs=None, shares=None, resume="rerun the same command") -> None:
+    """Compute and write every unfinished chunk of ``group`` (chunk i: pairs [i*chunk, (i+1)*chunk))."""
+    import logging
 
-    from ..analysis.localization import prompt_token_maps
-    from ..analysis.sweeps import sweep
+    from tqdm.auto import tqdm
 
     pairs = _pair_dataset(table)
     n = pairs.sizes["pair"]
     chunks = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
     marks = [job / f"{group}-{a:05d}-{b:05d}.done" for a, b in chunks]
-    if all(m.exists() for m in marks):
+
+    def is_done(i: int) -> bool:
+        return marks[i].exists()
+
+    if not (out / group).exists():  # created whole (atomically) or not at all
+        _allocate(out, group, pairs, variants, swap_starts, model.image_size, chunk, attrs or {}, model, steps,
+                  shares())
+    records = ChunkRecords(out, part=group)
+    for i in range(len(chunks)):  # rule 5: a done chunk whose files changed is recomputed alone
+        why = records.damage(i) if is_done(i) else None
+        if why:
+            logging.getLogger("workbench.jobs").warning("%s: %s chunk %d is damaged (%s); recomputing it",
+                                                        out, group, i, why)
+            marks[i].unlink(missing_ok=True)
+    todo = [i for i in range(len(chunks)) if not is_done(i)]
+    if not todo:
         return
-    side = model.image_size
-    if not (job / f"{group}.allocated").exists():
-        _allocate(out, group, pairs, variants, swap_starts, side, chunk, attrs or {}, model, steps, shares())
-        (job / f"{group}.allocated").touch()
-    bar = tqdm(total=len(chunks) * len(variants), desc=f"{model.name} {group}") if progress else None
-    for (a, b), mark in zip(chunks, marks):
-        if mark.exists():
+    bar = tqdm(total=len(chunks) * len(variants), initial=(len(chunks) - len(todo)) * len(variants),
+               desc=f"{model.name} {group}") if progress else None
+
+    def describe(i: int) -> str:
+        return f"{group} chunk {i} (pairs {chunks[i][0]}..{chunks[i][1] - 1})"
+
+    with StoreJob(out, resume=resume, total=len(chunks), describe=describe,
+                  done_count=lambda: sum(m.exists() for m in marks)) as store_job:
+        def work(i: int) -> None:
+            a, b = chunks[i]
+            ds, cost = _compute_chunk(model, judge, pairs.isel(pair=slice(a, b)), variants, steps, batch, gp,
+                                      swap_starts, bar)
+            if not store_job.may_write(i):  # taken over by another job (this one looked dead): leave it
+                return
+            # Data (no metadata: consolidated=False), then its record, then the done mark.
+            ds.to_zarr(out, group=group, region={"pair": slice(a, b)}, mode="r+", consolidated=False)
+            records.write(i, [f"{group}/{name}" for name in ds.data_vars])
+            write_json_atomically(job / f"{group}-cost-{a:05d}.json", cost)
+            marks[i].touch()
+
+        try:
+            store_job.run(todo, work, is_done)
+        finally:
             if bar:
-                bar.update(len(variants))
-            continue
-        part = pairs.isel(pair=slice(a, b))
-        targets = [gp.glyph_scene(g, gp.Cell(c, p, int(s))) for g, c, p, s in
-                   zip(part["target_glyph"].values, part["colour"].values, part["position"].values, part["seed"].values)]
-        sources = [gp.glyph_scene(g, gp.Cell(c, p, int(s))) for g, c, p, s in
-                   zip(part["source_glyph"].values, part["colour"].values, part["position"].values, part["seed"].values)]
-        maps = prompt_token_maps(model, [t.caption for t in targets], [s.caption for s in sources],
-                                 [t.spans[0] for t in targets], [s.spans[0] for s in sources])
-        result = sweep(model, [t.caption for t in targets], [s.caption for s in sources],
-                       [int(s) for s in part["seed"].values], variants, steps=steps, token_maps=maps, batch=batch,
-                       swap_starts=swap_starts, progress=bar)
-        masks = gp.glyph_masks(targets, sources)
-        scores = gp.score(judge, result.images, result.target, part, masks)
-        data = {name: scores[name] for name in scores}
-        data["image"] = (("pair", "variant", "y", "x", "rgb"), _u8(result.images))
-        data["target_image"] = (("pair", "y", "x", "rgb"), _u8(result.target))
-        data["source_image"] = (("pair", "y", "x", "rgb"), _u8(result.source))
-        base = gp.reads(judge, np.concatenate([result.target, result.source]), [str(p) for p in part["position"].values] * 2)
-        k = b - a
-        data["target_read"] = ("pair", base["name"][:k].astype("U4"))
-        data["source_read"] = ("pair", base["name"][k:].astype("U4"))
-        if swap_starts:
-            swap = gp.score(judge, result.swaps, result.target, part, masks)
-            for name in swap:
-                data[f"swap_{name}"] = swap[name].rename(variant="swap_start")
-            data["swap_image"] = (("pair", "swap_start", "y", "x", "rgb"), _u8(result.swaps))
-        ds = xr.Dataset(data).drop_vars([v for v in ("variant", "swap_start") if v in xr.Dataset(data).coords],
-                                        errors="ignore")
-        ds = ds.drop_vars([c for c in ds.coords], errors="ignore")
-        ds.to_zarr(out, group=group, region={"pair": slice(a, b)}, mode="r+")
-        (job / f"{group}-cost-{a:05d}.json").write_text(json.dumps(result.cost.as_dict()))
-        mark.touch()
-    if bar:
-        bar.close()
+                bar.close()
+
+
+def _compute_chunk(model, judge, part, variants, steps, batch, gp, swap_starts, bar) -> tuple[xr.Dataset, dict]:
+    """One chunk of pairs swept over ``variants``: its scores and images, ready for a region write
+    (no coordinates), and what the sweep cost."""
+    from ..analysis.localization import prompt_token_maps
+    from ..analysis.sweeps import sweep
+
+    targets = [gp.glyph_scene(g, gp.Cell(c, p, int(s))) for g, c, p, s in
+               zip(part["target_glyph"].values, part["colour"].values, part["position"].values, part["seed"].values)]
+    sources = [gp.glyph_scene(g, gp.Cell(c, p, int(s))) for g, c, p, s in
+               zip(part["source_glyph"].values, part["colour"].values, part["position"].values, part["seed"].values)]
+    maps = prompt_token_maps(model, [t.caption for t in targets], [s.caption for s in sources],
+                             [t.spans[0] for t in targets], [s.spans[0] for s in sources])
+    result = sweep(model, [t.caption for t in targets], [s.caption for s in sources],
+                   [int(s) for s in part["seed"].values], variants, steps=steps, token_maps=maps, batch=batch,
+                   swap_starts=swap_starts, progress=bar)
+    masks = gp.glyph_masks(targets, sources)
+    scores = gp.score(judge, result.images, result.target, part, masks)
+    data = {name: scores[name] for name in scores}
+    data["image"] = (("pair", "variant", "y", "x", "rgb"), _u8(result.images))
+    data["target_image"] = (("pair", "y", "x", "rgb"), _u8(result.target))
+    data["source_image"] = (("pair", "y", "x", "rgb"), _u8(result.source))
+    base = gp.reads(judge, np.concatenate([result.target, result.source]), [str(p) for p in part["position"].values] * 2)
+    k = part.sizes["pair"]
+    data["target_read"] = ("pair", base["name"][:k].astype("U4"))
+    data["source_read"] = ("pair", base["name"][k:].astype("U4"))
+    if swap_starts:
+        swap = gp.score(judge, result.swaps, result.target, part, masks)
+        for name in swap:
+            data[f"swap_{name}"] = swap[name].rename(variant="swap_start")
+        data["swap_image"] = (("pair", "swap_start", "y", "x", "rgb"), _u8(result.swaps))
+    ds = xr.Dataset(data).drop_vars([v for v in ("variant", "swap_start") if v in xr.Dataset(data).coords],
+                                    errors="ignore")
+    ds = ds.drop_vars([c for c in ds.coords], errors="ignore")
+    return ds, result.cost.as_dict()
 
 
 def _u8(images: np.ndarray) -> np.ndarray:
@@ -273,7 +331,13 @@ def _allocate(out, group, pairs, variants, swap_starts, side, chunk, attrs, mode
                           layer_share=("layer", list(shares)))
     ds.attrs.update(attrs, model=model.name, steps=steps, group=group)
     encoding = {name: {"chunks": (chunk,) + ds[name].shape[1:]} for name in ds.data_vars if ds[name].dims[0] == "pair"}
-    ds.to_zarr(out, group=group, mode="a" if Path(out).exists() else "w", encoding=encoding, consolidated=True, zarr_format=2)
+
+    def build(folder: Path) -> None:
+        ds.to_zarr(folder, mode="w", encoding=encoding, consolidated=True, zarr_format=2)
+
+    # Built beside its place and renamed into the store: readers see no group or a whole one.
+    create_atomically(Path(out) / group, build)
+    consolidate(out)
 
 
 def open_sweep(path, group: str = "grid") -> xr.Dataset:

@@ -103,11 +103,13 @@ def consolidate(path) -> None:
 # -- 3. chunk records -----------------------------------------------------------------------------
 class ChunkRecords:
     """Per done chunk: the zarr files that hold it (with sizes) and a digest of its values, read
-    back from disk after writing. ``<store>.job/chunks/<chunk>.json``, written atomically."""
+    back from disk after writing. ``<store>.job/chunks/<chunk>.json``, written atomically. ``part``:
+    for a store whose groups are chunked apart (``workbench localize``: ``grid`` and ``focus``), the
+    group these chunks belong to (records in ``<store>.job/chunks/<part>/``)."""
 
-    def __init__(self, store):
+    def __init__(self, store, part: str = ""):
         self.store = Path(store)
-        self.dir = job_dir(store) / "chunks"
+        self.dir = job_dir(store) / "chunks" / part if part else job_dir(store) / "chunks"
 
     def write(self, chunk: int, variables: Sequence[str]) -> None:
         """Record chunk ``chunk`` of ``variables`` (chunked along their first dim) as it is on disk."""
