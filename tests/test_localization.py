@@ -186,3 +186,12 @@ def test_localize_job_resumes_after_a_kill(tmp_path):
     assert (grid["target_read"] != "").all() and np.isfinite(grid["psnr"]).all()
     assert (grid["image"].max(("y", "x", "rgb")) > 0).all()
     assert "chosen" in open_sweep(out, "focus").attrs
+    import warnings
+
+    import xarray as xr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # created atomically and consolidated: plain open_zarr does not warn
+        for group in ("grid", "focus"):
+            assert xr.open_zarr(out, group=group).sizes["pair"] == n
+    assert all((job / "chunks" / group / f"{i}.json").exists() for group in ("grid", "focus") for i in range(n))
