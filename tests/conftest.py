@@ -10,6 +10,22 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session")
+def unet():
+    """The shipped toy-unet, loaded once for the whole suite (tests detach everything they attach)."""
+    import workbench as wb
+
+    return wb.load("toy-unet")
+
+
+@pytest.fixture(scope="session")
+def mmdit():
+    """The shipped toy-mmdit, loaded once for the whole suite."""
+    import workbench as wb
+
+    return wb.load("toy-mmdit")
+
+
 @pytest.fixture(autouse=True)
 def _no_grad():
     with torch.no_grad():

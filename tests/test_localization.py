@@ -18,16 +18,6 @@ from workbench.analysis import localization as L
 from workbench.analysis import sweeps as S
 
 
-@pytest.fixture(scope="module")
-def unet():
-    return wb.load("toy-unet")
-
-
-@pytest.fixture(scope="module")
-def mmdit():
-    return wb.load("toy-mmdit")
-
-
 def _scenes(glyphs, seed=3, colour="red", position="left"):
     return [wd.make_scene([dict(glyph=g, colour=colour, position=position, template=0)], seed=seed) for g in glyphs]
 

@@ -29,16 +29,6 @@ def tiny_sd():
     return wb.load("tiny-sd")
 
 
-@pytest.fixture(scope="module")
-def unet():
-    return wb.load("toy-unet")
-
-
-@pytest.fixture(scope="module")
-def mmdit():
-    return wb.load("toy-mmdit")
-
-
 # -- FreeU ------------------------------------------------------------------------------------------
 
 def test_freeu_equals_diffusers_enable_freeu(tiny_sd):

@@ -19,11 +19,6 @@ from workbench.data import generate
 
 
 @pytest.fixture(scope="module")
-def mmdit():
-    return wb.load("toy-mmdit")
-
-
-@pytest.fixture(scope="module")
 def scenes():
     return generate(6, split="test", seed=3)
 

@@ -19,8 +19,8 @@ PROMPTS = ["a red circle on the left", "the letter \"K\" in blue at the top"]
 
 
 @pytest.fixture(scope="module")
-def model():
-    return wb.load("toy-mmdit")
+def model(mmdit):
+    return mmdit
 
 
 def _latents(shape=(2, 3, 3, 8, 8), seed=0) -> xr.DataArray:
