@@ -11,6 +11,7 @@ Set ``WORKBENCH_UPDATE_SCREENSHOT=1`` to copy the screenshot to ``docs/img/widge
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -142,34 +143,52 @@ def _move_slider(output, slider: str, drawn_js: str, timeout: float = 20) -> tup
     return before, after
 
 
-def test_widget_notebook_in_chromium(tmp_path):
-    reason = _requirements()
-    if reason:
-        pytest.skip(reason)
+@contextlib.contextmanager
+def _notebook_in_chromium(root: Path, notebook: str):
+    """JupyterLab serving ``root`` and headless chromium on ``notebook`` with every cell run (Run
+    menu -> Run All Cells, as a user would): yields ``(page, errors)``. On failure the page is
+    saved as ``failure.png``; the browser and the server always stop."""
     from playwright.sync_api import sync_playwright
 
-    started = time.monotonic()
-    shutil.copy(NOTEBOOK, tmp_path / NOTEBOOK.name)
     port, token = _free_port(), secrets.token_hex(16)
-    lab = _start_lab(tmp_path, port, token)
-    screenshot = tmp_path / "widget.png"
+    lab = _start_lab(root, port, token)
     playwright = browser = page = None
     try:
-        _wait_for_lab(lab, port, token, tmp_path)
+        _wait_for_lab(lab, port, token, root)
         playwright = sync_playwright().start()
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        errors = []
+        errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK.name}?reset&token={token}")
+        page.goto(f"http://127.0.0.1:{port}/lab/tree/{notebook}?reset&token={token}")
         page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=30_000)
         # The kernel is ready once the status bar reads "Python 3 (ipykernel) | Idle" (the toolbar's
         # indicator says idle before a kernel even exists, and cells run then are dropped).
         page.get_by_text(re.compile(r"\(ipykernel\) \| Idle")).first.wait_for(timeout=30_000)
-
-        # Run every cell the way a user would: Run menu -> Run All Cells.
         page.locator(".lm-MenuBar-item", has_text="Run").first.click()
         page.locator(".lm-Menu-item:visible", has_text="Run All Cells").first.click()
+        yield page, errors
+    except Exception:
+        if page is not None:  # what the page showed when it went wrong, for whoever reads the failure
+            page.screenshot(path=str(root / "failure.png"))
+            print(f"page at failure: {root / 'failure.png'}; server log: {root / 'jupyterlab.log'}")
+        raise
+    finally:
+        if browser is not None:
+            browser.close()
+        if playwright is not None:
+            playwright.stop()
+        _stop(lab)
+
+
+def test_widget_notebook_in_chromium(tmp_path):
+    reason = _requirements()
+    if reason:
+        pytest.skip(reason)
+    started = time.monotonic()
+    shutil.copy(NOTEBOOK, tmp_path / NOTEBOOK.name)
+    screenshot = tmp_path / "widget.png"
+    with _notebook_in_chromium(tmp_path, NOTEBOOK.name) as (page, errors):
         page.locator(".jp-CodeCell .jp-InputPrompt", has_text="[1]:").first.wait_for(timeout=20_000)
 
         explorer = page.locator(EXPLORER).first
@@ -190,17 +209,6 @@ def test_widget_notebook_in_chromium(tmp_path):
         viewer.scroll_into_view_if_needed()
         viewer.screenshot(path=str(tmp_path / "trajectory.png"))
         assert not [e for e in errors if "plotly" in e.lower() or "widget" in e.lower()], errors
-    except Exception:
-        if page is not None:  # what the page showed when it went wrong, for whoever reads the failure
-            page.screenshot(path=str(tmp_path / "failure.png"))
-            print(f"page at failure: {tmp_path / 'failure.png'}; server log: {tmp_path / 'jupyterlab.log'}")
-        raise
-    finally:
-        if browser is not None:
-            browser.close()
-        if playwright is not None:
-            playwright.stop()
-        _stop(lab)
     assert screenshot.stat().st_size > 10_000
     if os.environ.get("WORKBENCH_UPDATE_SCREENSHOT") == "1":
         target = REPO / "docs" / "img" / "widget.png"
@@ -224,38 +232,14 @@ def test_svd_explorer_in_chromium(tmp_path):
     if reason:
         pytest.skip(reason)
     import nbformat
-    from playwright.sync_api import sync_playwright
 
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(SVD_CELL)])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nbformat.write(notebook, tmp_path / "svd_explorer.ipynb")
-    port, token = _free_port(), secrets.token_hex(16)
-    lab = _start_lab(tmp_path, port, token)
-    playwright = browser = page = None
-    try:
-        _wait_for_lab(lab, port, token, tmp_path)
-        playwright = sync_playwright().start()
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.goto(f"http://127.0.0.1:{port}/lab/tree/svd_explorer.ipynb?reset&token={token}")
-        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=30_000)
-        page.get_by_text(re.compile(r"\(ipykernel\) \| Idle")).first.wait_for(timeout=30_000)
-        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-        page.locator(".lm-Menu-item:visible", has_text="Run All Cells").first.click()
+    with _notebook_in_chromium(tmp_path, "svd_explorer.ipynb") as (page, errors):
         explorer = page.locator(SVD_EXPLORER).first
         explorer.locator(".imagelayer image").first.wait_for(timeout=60_000)
         before, after = _move_slider(explorer, GAIN_SLIDER, IMAGES_JS, timeout=30)
         assert after != before, "moving the singular-value slider did not redraw the images"
         assert len(after) == 2 and all(a != b for a, b in zip(after, before)), "both x0 and the final image change"
         explorer.screenshot(path=str(tmp_path / "svd_explorer.png"))
-    except Exception:
-        if page is not None:
-            page.screenshot(path=str(tmp_path / "failure.png"))
-            print(f"page at failure: {tmp_path / 'failure.png'}; server log: {tmp_path / 'jupyterlab.log'}")
-        raise
-    finally:
-        if browser is not None:
-            browser.close()
-        if playwright is not None:
-            playwright.stop()
-        _stop(lab)
