@@ -21,7 +21,7 @@ import torch
 import xarray as xr
 
 from workbench.features import DatasetSpec, Extractor, ExtractConfig, StoreMismatch, extract, open_features
-from workbench.features.model_inputs import images_to_latents, load_model
+from workbench.features.model_inputs import load_model
 from workbench.features.noising import batch_noise, noise_for
 from workbench.features.pooling import pool
 from workbench.features.feature_store import done_chunks
@@ -362,10 +362,10 @@ def test_latent_models_encode_images_or_fail_clearly():
     from workbench.models.tiny import tiny_denoiser
 
     sd = load_model("tiny-sd")  # a pipeline with a VAE: images are encoded to 4-channel latents
-    assert images_to_latents(sd, np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 4, 16, 16)
+    assert sd.encode_images(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 4, 16, 16)
     bare = wb.load(tiny_denoiser("unet"), scheduler=sd.scheduler)
     with pytest.raises(ValueError, match="no image encoder"):
-        images_to_latents(bare, np.zeros((1, 32, 32, 3), np.uint8))
+        bare.encode_images(np.zeros((1, 32, 32, 3), np.uint8))
 
 
 def test_cli_config_file_and_flags(tmp_path, reference_folders):

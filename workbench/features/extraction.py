@@ -26,7 +26,7 @@ import torch
 
 from ..capture.layout import clashing_dims, sized_dims, token_kind
 from .config import ExtractConfig
-from .model_inputs import Conditioner, image_size, images_to_latents, load_model, model_identity
+from .model_inputs import Conditioner, load_model, model_identity
 from .noising import batch_noise, check_timesteps
 from .pooling import pool_tensor
 from .image_sources import Failure, open_source
@@ -55,7 +55,7 @@ class Extractor:
             raise ValueError(f"{self.model.name}: extraction needs a scheduler to noise images (load it with one)")
         self.source = source if source is not None else open_source(config.dataset)
         self.sites = [site.name for site in resolve(self.model.denoiser, config.sites)]
-        self.size = image_size(self.model)
+        self.size = self.model.image_size
         self.conditioner = Conditioner(self.model)
         check_timesteps(self.model.scheduler, config.timesteps)
         self._check_prompts()
@@ -95,7 +95,7 @@ class Extractor:
         Dims whose size differs between sites get the size in their name (``channel_64``).
         """
         blank = torch.zeros(1, 3, self.size, self.size, dtype=torch.uint8)
-        x0 = images_to_latents(self.model, blank.permute(0, 2, 3, 1).numpy())
+        x0 = self.model.encode_images(blank.permute(0, 2, 3, 1).numpy())
         pooled = self._run(x0, self.config.timesteps[0], self.conditioner(self.prompts([0])))
         clashing = clashing_dims(dict(zip(dims, tensor.shape[1:])) for tensor, dims in pooled.values())
         plan = {}
@@ -122,7 +122,7 @@ class Extractor:
         if not good_rows:
             return out, valid, failures
         good = [indices[row] for row in good_rows]
-        x0 = images_to_latents(self.model, images[good_rows])
+        x0 = self.model.encode_images(images[good_rows])
         conditioning = self.conditioner(self.prompts(good))
         for step, t in enumerate(config.timesteps):
             noise = batch_noise(config.seed, good, t, config.draws, tuple(x0.shape[1:]))

@@ -14,9 +14,9 @@ Every fact comes from ``Model``; this module only caches and fingerprints.
 Example:
     >>> import numpy as np
     >>> model = load_model("tiny-sd")
-    >>> image_size(model), latent_channels(model)
+    >>> model.image_size, model.latent_channels
     (32, 4)
-    >>> images_to_latents(model, np.zeros((2, 32, 32, 3), np.uint8)).shape
+    >>> model.encode_images(np.zeros((2, 32, 32, 3), np.uint8)).shape
     torch.Size([2, 4, 16, 16])
 """
 
@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
 import torch
-
 
 
 def load_model(spec):
@@ -50,20 +48,6 @@ def model_identity(model) -> dict:
         digest.update(f"{name}{tuple(tensor.shape)}{float(flat.double().sum()):.6e}".encode())
         digest.update(sample.numpy().tobytes())
     return {"class": type(model.denoiser).__name__, "family": model.family, "weights_sha1": digest.hexdigest()[:16]}
-
-
-def latent_channels(model) -> int:
-    return model.latent_channels
-
-
-def image_size(model) -> int:
-    """The side in pixels of the images the model was trained on."""
-    return model.image_size
-
-
-def images_to_latents(model, images: np.ndarray) -> torch.Tensor:
-    """uint8 images ``(n, H, W, 3)`` -> the denoiser's clean latents ``(n, C, h, w)``."""
-    return model.encode_images(images)
 
 
 class Conditioner:
