@@ -19,6 +19,8 @@ import plotly.express as px
 import xarray as xr
 from PIL import Image, ImageDraw
 
+from workbench.report import label_facets
+
 
 def _colour(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """A blue (low) - white - red (high) colour map, as uint8 RGB."""
@@ -63,8 +65,7 @@ def main(argv=None) -> int:
     for name, ds in dynamics.items():
         fig = px.imshow(ds.similarity.values, facet_col=0, facet_col_wrap=4, zmin=-1, zmax=1,
                         color_continuous_scale="RdBu_r", title=f"{name}: step x step cosine similarity")
-        for annotation, site in zip(fig.layout.annotations, ds.site.values):
-            annotation.text = str(site)
+        label_facets(fig, [str(site) for site in ds.site.values])  # plotly lists wrapped facets bottom row first
         figures.append(fig)
         change = ds.relative_change.to_pandas().T.reset_index().melt(id_vars="step", var_name="site", value_name="change")
         figures.append(px.line(change, x="step", y="change", color="site",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import html
+import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
+import plotly.express as px
 import plotly.graph_objects as go
 import xarray as xr
 from plotly.subplots import make_subplots
@@ -27,6 +30,50 @@ def word_map_figure(image: np.ndarray, maps: xr.DataArray, title: str = "", max_
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
     fig.update_layout(title=title, height=230, width=150 * (len(words) + 1), margin=dict(l=5, r=5, t=60, b=5))
+    return fig
+
+
+def label_facets(fig: go.Figure, labels, font_size: int | None = None) -> go.Figure:
+    """Title facet ``i`` of a ``facet_col`` figure with ``labels[i]``.
+
+    Plotly lists a wrapped facet figure's annotations bottom row first, so zipping them with the
+    labels titles every row but the middle one with another row's labels; each annotation says
+    which facet it belongs to (``facet_col=N``), and that is what this reads.
+    """
+    labels = list(labels)
+    for annotation in fig.layout.annotations:
+        match = re.fullmatch(r"facet_col=(\d+)", str(annotation.text))
+        if match is None:
+            continue
+        index = int(match.group(1))
+        if index >= len(labels):
+            raise ValueError(f"facet {index} has no label: {len(labels)} labels given")
+        annotation.text = str(labels[index])
+        if font_size is not None:
+            annotation.font.size = font_size
+    return fig
+
+
+def image_grid(images: np.ndarray, titles, cols: int, title: str = "", tile: int = 150,
+               wrap: int = 24) -> go.Figure:
+    """Images (N, H, W, 3) in [0, 1] in rows of ``cols``, each with its whole title, wrapped into
+    lines of about ``wrap`` characters so that neighbouring titles never run into each other."""
+    images = np.asarray(images)
+    if len(titles) != len(images):
+        raise ValueError(f"{len(images)} images but {len(titles)} titles")
+    pixels = (np.clip(images, 0, 1) * 255).astype(np.uint8)
+    fig = px.imshow(pixels, facet_col=0, facet_col_wrap=cols, facet_row_spacing=0.12 if len(images) > cols else 0.0,
+                    facet_col_spacing=0.02)
+    label_facets(fig, [textwrap.fill(str(t), wrap).replace("\n", "<br>") for t in titles], font_size=10)
+    rows = -(-len(images) // cols)
+    lines = max(str(a.text).count("<br>") + 1 for a in fig.layout.annotations)
+    width = tile * cols + 40
+    title = textwrap.fill(title, max(20, width // 9)).replace("\n", "<br>")  # about 8 px a character at size 14
+    top = 40 + 20 * (title.count("<br>") + 1) + 14 * lines
+    fig.update_layout(title=dict(text=title, font=dict(size=14), x=0.02, xanchor="left", yref="container", y=1.0,
+                                 yanchor="top", pad=dict(t=12)), width=width,
+                      height=rows * (tile + 14 * lines + 20) + top, margin=dict(l=10, r=10, t=top, b=10))
+    fig.update_xaxes(visible=False).update_yaxes(visible=False)
     return fig
 
 
