@@ -241,6 +241,7 @@ class Model:
         start_step: int = 0,
         stop_step: int | None = None,
         output: str = "images",
+        grad: bool = False,
         **pipeline_kwargs,
     ) -> np.ndarray | torch.Tensor:
         """Images as float arrays (sample, height, width, rgb) in [0, 1]: through the diffusers
@@ -251,14 +252,22 @@ class Model:
         and ``output="latents"`` returns the latents instead of images. Running steps [0, k) and
         then [k, steps) from the returned latents reproduces the full run bit for bit, so a sweep
         computes the steps its variants share once, and an edited latent continues from exactly
-        that state."""
+        that state.
+
+        ``grad=True`` (with ``output="latents"``, models run by :func:`denoise` only) keeps autograd on
+        through the whole loop, so the returned latents carry the graph back to whatever an
+        intervention made require grad (attribution patching); the denoiser's own parameters stay
+        frozen. Default: no graph, as before."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if grad and output != "latents":
+            raise ValueError("grad=True returns latents with their graph: pass output='latents'")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if output not in ("images", "latents"):
             raise ValueError(f"output must be 'images' or 'latents', got {output!r}")
         if self.pipeline is None:
-            return self._generate_bare(prompts, steps, seed, guidance_scale, latents, start_step, stop_step, output)
+            return self._generate_bare(prompts, steps, seed, guidance_scale, latents, start_step, stop_step, output,
+                                       grad)
         if start_step or stop_step is not None or output != "images":
             raise ValueError(f"{self.name or 'this model'} runs through {type(self.pipeline).__name__}, which cannot "
                              "start or stop mid-schedule; run its denoiser with workbench.denoise(start_step=...)")
@@ -293,7 +302,8 @@ class Model:
         return np.clip(np.asarray(result.images, dtype=np.float32), 0.0, 1.0)
 
     def _generate_bare(self, prompts: list[str], steps: int, seed: int, guidance_scale: float | None,
-                       latents: torch.Tensor | None, start_step: int, stop_step: int | None, output: str):
+                       latents: torch.Tensor | None, start_step: int, stop_step: int | None, output: str,
+                       grad: bool = False):
         if self.prompt_encoder is None or self.decoder is None or self.latent_shape is None:
             raise ValueError(f"{self.name or 'this model'} has no pipeline and no prompt encoder/decoder; "
                              "run it with workbench.denoise(...)")
@@ -306,15 +316,15 @@ class Model:
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents have shape {tuple(latents.shape)}; {len(prompts)} prompts need {shape}")
         negative = self.encode([""] * len(prompts)) if scale > 1.0 else None
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             latents = denoise(self, latents, steps=steps, conditioning=self.encode(prompts), negative=negative,
-                              guidance_scale=scale, prompts=prompts, start_step=start_step, stop_step=stop_step)
+                              guidance_scale=scale, prompts=prompts, start_step=start_step, stop_step=stop_step,
+                              grad=grad)
             if output == "latents":
                 return latents
             return np.clip(np.asarray(self.decoder(latents), dtype=np.float32), 0.0, 1.0)
 
 
-@torch.no_grad()
 def denoise(
     model: Model,
     latents: torch.Tensor,
@@ -327,6 +337,7 @@ def denoise(
     prompts: list[str] | None = None,
     start_step: int = 0,
     stop_step: int | None = None,
+    grad: bool = False,
 ) -> torch.Tensor:
     """A plain denoising loop: ``latents`` from the first timestep to the last.
 
@@ -338,7 +349,18 @@ def denoise(
     schedule: ``latents`` are those entering ``start_step`` and the result is the latents entering
     ``stop_step``. Recorders number the steps as in the full run. Only schedulers whose state is a
     function of the step index can resume (``workbench.schedulers.resumable``).
+
+    The loop runs without autograd unless ``grad=True`` (then the result carries the graph back to
+    any tensor that requires grad inside the run, e.g. one an intervention adds).
     """
+    with torch.set_grad_enabled(grad):
+        return _denoise(model, latents, steps=steps, conditioning=conditioning, negative=negative,
+                        guidance_scale=guidance_scale, scheduler=scheduler, prompts=prompts, start_step=start_step,
+                        stop_step=stop_step)
+
+
+def _denoise(model, latents, *, steps, conditioning, negative, guidance_scale, scheduler, prompts, start_step,
+             stop_step) -> torch.Tensor:
     if isinstance(model, torch.nn.Module):
         model = Model(denoiser=model, scheduler=scheduler, name=type(model).__name__)
     scheduler = scheduler or model.scheduler

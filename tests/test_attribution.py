@@ -1,0 +1,188 @@
+"""Attribution patching: the gradient estimate against finite differences and activation patching,
+a model left as it was (also after an exception), pure estimates, agreement scores, clear errors."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import workbench.data as wd
+from workbench.analysis import attribution as A
+from workbench.analysis import localization as L
+from workbench.analysis import sweeps as S
+from workbench.models.judge import load_judge
+
+from conftest import hook_count
+
+STEPS = 3
+EPS = 1e-3
+# Central differences at alpha = +-1e-3 in float32: the curvature of an 3-step run through a CNN
+# judge and the rounding of the metric (~1e-5 of values ~10) bound the difference; measured
+# <= 4.1% relative (toy-unet layers 3, 4), and ~1e-3 absolute where the effect itself is ~1e-3.
+REL, ABS = 0.06, 3e-3
+
+
+@pytest.fixture(scope="module")
+def judge():
+    return load_judge()
+
+
+def _pair(model, judge, a="K", b="7", colour="red", position="left", seed=3):
+    target, source = (wd.make_scene([dict(glyph=g, colour=colour, position=position, template=0)], seed=seed)
+                      for g in (a, b))
+    maps = L.prompt_token_maps(model, [target.caption], [source.caption], [target.spans[0]], [source.spans[0]])
+    return SimpleNamespace(target=target.caption, source=source.caption, seeds=[seed], maps=maps,
+                           metric=A.GlyphMetric(judge, [position], [a], [b]))
+
+
+def _metric_at(model, pair, cache, alpha, **where):
+    latents = A.blended_generate(model, [pair.target], cache, pair.seeds, alpha=alpha, steps=STEPS,
+                                 token_maps=pair.maps, **where)
+    return float(pair.metric.on_images(A.differentiable_images(model, latents), np.arange(1)))
+
+
+def _finite_difference(model, pair, cache, **where):
+    return (_metric_at(model, pair, cache, EPS, **where) - _metric_at(model, pair, cache, -EPS, **where)) / (2 * EPS)
+
+
+def _close(estimate, fd):
+    return abs(estimate - fd) <= REL * abs(fd) + ABS
+
+
+def test_the_gradient_estimate_equals_finite_differences_per_layer_head_and_start(unet, judge):
+    pair = _pair(unet, judge)
+    result = A.attribute(unet, [pair.target], [pair.source], pair.seeds, pair.metric, steps=STEPS,
+                         token_maps=pair.maps)
+    _, cache = L.cache_text(unet, [pair.source], steps=STEPS, seed=pair.seeds, latents=S.noise_for(unet, pair.seeds))
+    layers = A.layer_effects(result.contributions, 0).values[0]
+    assert len(layers) == 7 and np.abs(layers).max() > 1.0  # effects that are not all ~0
+    for layer in range(7):
+        fd = _finite_difference(unet, pair, cache, layers=[layer])
+        assert _close(layers[layer], fd), (layer, layers[layer], fd)
+    # one head, and a later start step, of the strongest layer
+    top = int(np.argmax(np.abs(layers)))
+    head = float(A.head_effects(result.contributions, top, 0, [1])[0, 0])
+    assert _close(head, _finite_difference(unet, pair, cache, layers=[top], heads=[1]))
+    late = float(A.layer_effects(result.contributions, 1)[0, top])
+    assert _close(late, _finite_difference(unet, pair, cache, layers=[top], start=1))
+    assert abs(late - layers[top]) > 0.1  # steps matter: start 1 is not start 0
+    # the clean metric is the metric of the unpatched image
+    image = unet.generate([pair.target], steps=STEPS, latents=S.noise_for(unet, pair.seeds))
+    assert result.clean[0] == pytest.approx(A.glyph_logit_gap(pair.metric, image)[0], abs=1e-4)
+
+
+def test_the_gradient_estimate_follows_a_text_stream_that_changes_per_step(mmdit, judge):
+    # MM-DiT's text K/V depend on the image tokens, so they differ per step and per run
+    pair = _pair(mmdit, judge, "A", "3", "blue", "right", 5)
+    result = A.attribute(mmdit, [pair.target], [pair.source], pair.seeds, pair.metric, steps=STEPS,
+                         token_maps=pair.maps, layers=[2, 3])
+    assert list(result.contributions["layer"].values) == [2, 3]
+    _, cache = L.cache_text(mmdit, [pair.source], steps=STEPS, seed=pair.seeds, latents=S.noise_for(mmdit, pair.seeds))
+    for layer in (2, 3):
+        for start in (0, 1):
+            estimate = float(A.layer_effects(result.contributions, start).sel(layer=layer)[0])
+            fd = _finite_difference(mmdit, pair, cache, layers=[layer], start=start)
+            assert _close(estimate, fd), (layer, start, estimate, fd)
+
+
+def test_a_full_blend_is_activation_patching(unet, judge):
+    pair = _pair(unet, judge)
+    _, cache = L.cache_text(unet, [pair.source], steps=STEPS, seed=pair.seeds, latents=S.noise_for(unet, pair.seeds))
+    latents = A.blended_generate(unet, [pair.target], cache, pair.seeds, layers=[4], heads=[0, 2], start=1,
+                                 alpha=1.0, steps=STEPS, token_maps=pair.maps)
+    result = S.sweep(unet, [pair.target], [pair.source], pair.seeds, [S.Variant((4,), 1, heads=(0, 2))], steps=STEPS,
+                     token_maps=pair.maps)
+    assert np.abs(np.clip(unet.decode_latents(latents), 0, 1) - result.images[:, 0]).max() <= 1e-5
+    # alpha = 0 is the unpatched run
+    none = A.blended_generate(unet, [pair.target], cache, pair.seeds, layers=[4], alpha=0.0, steps=STEPS)
+    assert np.abs(np.clip(unet.decode_latents(none), 0, 1) - result.target).max() <= 1e-5
+
+
+def test_estimates_are_additive_over_heads_and_layers(unet, judge):
+    pair = _pair(unet, judge)
+    result = A.attribute(unet, [pair.target], [pair.source], pair.seeds, pair.metric, steps=STEPS,
+                         token_maps=pair.maps)
+    c = result.contributions
+    assert A.heads_of(c, 4) == 4
+    assert float(A.layer_effects(c, 0)[0, 4]) == pytest.approx(float(A.head_effects(c, 4).sum("head")[0]))
+    both = A.variant_effect(c, S.Variant((4,), 0, heads=(1, 3)))
+    assert float(both[0]) == pytest.approx(float(A.head_effects(c, 4, 0, [1, 3]).sum("head")[0]))
+    span = A.variant_effect(c, S.Variant((3, 4), 1))
+    assert float(span[0]) == pytest.approx(float(A.layer_effects(c, 1)[0, 3] + A.layer_effects(c, 1)[0, 4]))
+    assert result.backward_passes == 1 and result.cost.calls == 2 * STEPS  # one source run, one target run
+
+
+def test_attribution_leaves_the_model_as_it_was_even_when_the_metric_fails(unet, judge):
+    pair = _pair(unet, judge)
+    hooks = hook_count(unet.denoiser)
+
+    def broken(latents, rows):
+        raise RuntimeError("metric failed")
+
+    with pytest.raises(RuntimeError, match="metric failed"):
+        A.attribute(unet, [pair.target], [pair.source], pair.seeds, broken, steps=2, token_maps=pair.maps)
+    result = A.attribute(unet, [pair.target], [pair.source], pair.seeds, pair.metric, steps=2, token_maps=pair.maps)
+    assert hook_count(unet.denoiser) == hooks
+    assert all(not p.requires_grad and p.grad is None for p in unet.denoiser.parameters())
+    assert not torch.is_grad_enabled()  # the test's no_grad is back
+    assert isinstance(result.contributions.values, np.ndarray) and np.isfinite(result.clean).all()
+    # a plain run afterwards is the run before
+    a = unet.generate([pair.target], steps=2, latents=S.noise_for(unet, pair.seeds))
+    b = unet.generate([pair.target], steps=2, latents=S.noise_for(unet, pair.seeds))
+    assert np.array_equal(a, b)
+
+
+def test_bad_input_gets_a_clear_error(unet, judge):
+    pair = _pair(unet, judge)
+    run = dict(steps=2, token_maps=pair.maps)
+    with pytest.raises(IndexError, match="text layer 9 is out of range"):
+        A.attribute(unet, [pair.target], [pair.source], pair.seeds, pair.metric, layers=[9], **run)
+    with pytest.raises(ValueError, match="not a layer with a text stream"):
+        A.attribute(unet, [pair.target], [pair.source], pair.seeds, pair.metric, layers=["down_blocks.0"], **run)
+    with pytest.raises(ValueError, match="one of each per pair"):
+        A.attribute(unet, [pair.target], [pair.source, pair.source], pair.seeds, pair.metric, **run)
+    with pytest.raises(ValueError, match="no pairs"):
+        A.attribute(unet, [], [], [], pair.metric, **run)
+    with pytest.raises(ValueError, match="without a graph"):
+        A.attribute(unet, [pair.target], [pair.source], pair.seeds, lambda x, rows: x.detach().mean((1, 2, 3)), **run)
+    with pytest.raises(ValueError, match="one score per pair"):
+        A.attribute(unet, [pair.target], [pair.source], pair.seeds, lambda x, rows: x.mean(), **run)
+    with pytest.raises(ValueError, match="does not know"):
+        A.GlyphMetric(judge, ["left"], ["K"], ["not-a-glyph"])
+    with pytest.raises(ValueError, match="unknown position"):
+        A.GlyphMetric(judge, ["upstairs"], ["K"], ["7"])
+    with pytest.raises(ValueError, match="pixel-space"):
+        A.differentiable_images(SimpleNamespace(pixel_space=False, name="vae-model", latent_channels=4), torch.zeros(1))
+    result = A.attribute(unet, [pair.target], [pair.source], pair.seeds, pair.metric, **run)
+    with pytest.raises(IndexError, match=r"head\(s\) \[4\] out of range: text layer 2 has 4 heads"):
+        A.head_effects(result.contributions, 2, heads=[4])
+    with pytest.raises(IndexError, match="text layer 7 is not in this attribution"):
+        A.head_effects(result.contributions, 7)
+    with pytest.raises(ValueError, match="start step 2 is beyond the run"):
+        A.layer_effects(result.contributions, 2)
+    with pytest.raises(ValueError, match="heads select inside one layer"):
+        A.variant_effect(result.contributions, S.Variant((1, 2), 0, heads=(0,)))
+    _, cache = L.cache_text(unet, [pair.source], steps=2, seed=pair.seeds, latents=S.noise_for(unet, pair.seeds))
+    with pytest.raises(IndexError, match="out of range"):
+        A.blended_generate(unet, [pair.target], cache, pair.seeds, layers=[1], heads=[7], steps=2)
+    with pytest.raises(ValueError, match="same noise"):
+        A.blended_generate(unet, [pair.target], cache, [4], layers=[1], steps=2)
+    with pytest.raises(ValueError, match="grad=True returns latents"):
+        unet.generate([pair.target], steps=2, grad=True)
+
+
+def test_rank_agreement_scores():
+    assert A.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert A.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert A.spearman([1, 2, 3], [2, 1, 3]) == pytest.approx(0.5)
+    assert np.isnan(A.spearman([1, 2, 3], [0, 0, 0]))
+    with pytest.raises(ValueError, match="at least 3"):
+        A.spearman([1, 2], [1, 2])
+    with pytest.raises(ValueError, match="cannot rank-correlate"):
+        A.spearman([1, 2, 3], [1, 2])
+    assert A.top_k([0.1, 0.5, 0.3, 0.5]) == [1, 3, 2]
+    assert A.top_k_overlap([5, 4, 3, 2, 1], [1, 2, 3, 4, 5]) == 1
+    assert A.top_k_overlap([5, 4, 3, 2, 1], [5, 3, 4, 0, 0]) == 3
+    with pytest.raises(ValueError, match="top-3 of 2"):
+        A.top_k([1, 2])
