@@ -386,3 +386,55 @@ def test_cli_config_file_and_flags(tmp_path, reference_folders):
                                        "timesteps": [200], "out": str(tmp_path / "j.zarr"), "threads": 1,
                                        "dataset": {"kind": "shapes", "limit": 4}}))
     assert main(["extract", "--config", str(json_config), "--no-progress"]) == 0
+
+
+def test_store_is_created_as_xarray_would_write_it(tmp_path, unet):
+    """The store is built with zarr directly (not through xarray and dask, for speed); it must be
+    what ``Dataset.to_zarr`` writes for the same Dataset, metadata and files alike, so that
+    ``xarray.open_zarr`` reads it the same."""
+    import dask.array as da
+
+    from workbench.features import feature_store
+    from workbench.features.job import build_config
+
+    config = build_config(model=unet.name or "toy-unet", **job(tmp_path / "unused.zarr", prompt="caption"))
+    ex = Extractor(config, model=unet)
+    plan, source, batch, steps = ex.plan(), ex.source, config.batch_size, config.timesteps
+    job_, provenance = ex.job(), ex.provenance()
+    ours = tmp_path / "ours.zarr"
+    feature_store._create(ours, job_, plan, source, steps, batch, "float32", provenance)
+
+    n, variables, encoding = len(source), {}, {}  # the Dataset the store stands for, as xarray writes it
+    for site, spec in plan.items():
+        chunks = (batch, len(steps), *spec["shape"])
+        variables[site] = (("image", "timestep", *spec["dims"]),
+                           da.zeros((n, len(steps), *spec["shape"]), chunks=chunks, dtype="float32"),
+                           {"site": site, "layout": spec["layout"]})
+        encoding[site] = {"chunks": chunks, "_FillValue": np.nan}
+    variables["valid"] = ("image", da.zeros(n, chunks=batch, dtype=bool),
+                          {"description": "False where the image could not be read (or is not computed yet)"})
+    for name, label in source.labels.items():
+        variables[name] = ("image", label.codes.astype(np.int16), {"classes": list(label.classes)})
+    variables["caption"] = ("image", np.asarray(source.captions, dtype=object))
+    for name in ["valid", *source.labels, "caption"]:
+        encoding[name] = {"chunks": (batch,)}
+    variables["done"] = ("chunk", np.zeros(-(-n // batch), dtype=bool),
+                         {"description": f"chunk i holds images [i*{batch}, (i+1)*{batch}), written after them"})
+    encoding["done"] = {"chunks": (1,)}
+    coords = {"image": np.arange(n), "timestep": np.asarray(steps, dtype=np.int64),
+              "image_id": ("image", np.asarray(source.ids, dtype=object))}
+    attrs = {"workbench_features": feature_store.FORMAT, "job": json.dumps(job_), "plan": json.dumps(plan), **provenance}
+    theirs = tmp_path / "theirs.zarr"
+    xr.Dataset(variables, coords=coords, attrs=attrs).to_zarr(theirs, mode="w", compute=False, consolidated=False,
+                                                              encoding=encoding)
+    import zarr
+
+    zarr.open_group(str(theirs), mode="r+").attrs.update({"prepared": True})
+    feature_store.consolidate(theirs)
+
+    def files(root: Path) -> dict:
+        return {str(p.relative_to(root)): (json.loads(p.read_text()) if p.name == "zarr.json" else p.read_bytes())
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert files(ours) == files(theirs)
+    assert xr.open_zarr(ours).load().identical(xr.open_zarr(theirs).load())

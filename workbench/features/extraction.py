@@ -222,10 +222,12 @@ class ChunkResult:
     failures: list[str] = field(default_factory=list)
 
 
-def run_chunk(extractor: Extractor, plan: dict, chunk: int, may_write=None) -> ChunkResult:
+def run_chunk(extractor: Extractor, plan: dict, chunk: int, may_write=None,
+              arrays: feature_store.ChunkArrays | None = None) -> ChunkResult:
     """Compute chunk ``chunk`` and write it (data first, then its record, then its done mark).
     ``may_write(chunk)``: asked just before writing; False (another job took the chunk over
-    because this one looked dead) leaves the writing to that job."""
+    because this one looked dead) leaves the writing to that job. ``arrays``: the store's arrays,
+    opened once by a job writing many chunks (else opened for this chunk)."""
     config = extractor.config
     start = chunk * config.batch_size
     indices = range(start, min(len(extractor.source), start + config.batch_size))
@@ -233,7 +235,7 @@ def run_chunk(extractor: Extractor, plan: dict, chunk: int, may_write=None) -> C
     for site, spec in plan.items():  # an all-unreadable chunk still gets written (NaN)
         features.setdefault(site, np.full((len(indices), len(config.timesteps), *spec["shape"]), np.nan, config.dtype))
     if may_write is None or may_write(chunk):
-        feature_store.write_chunk(config.out, plan, chunk, start, features, valid)
+        feature_store.write_chunk(config.out, plan, chunk, start, features, valid, arrays=arrays)
     else:
         log.warning("chunk %d was taken over by another job while this one computed it; leaving it to that job", chunk)
     return ChunkResult(chunk, len(indices), [str(f) for f in failures])

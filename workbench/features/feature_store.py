@@ -32,11 +32,12 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
+import struct
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -129,43 +130,54 @@ def _short(value, limit: int = 120) -> str:
 
 
 def _create(path: Path, job, plan, source, timesteps, batch_size, dtype, provenance) -> None:
+    """Build the store with zarr directly, in the layout xarray's ``to_zarr`` writes for the
+    equivalent Dataset (dims in ``dimension_names``, ``coordinates`` and ``_FillValue`` attributes),
+    so ``xarray.open_zarr`` reads it as before. Not through xarray: ``to_zarr`` of a Dataset of
+    lazy dask zeros tokenized and pickled the whole graph, about 0.35 s CPU per job, as much as
+    a 32-image chunk's writing several times over (benchmarks/extraction.py --profile)."""
+    import zarr
+
     n, n_t = len(source), len(timesteps)
-    variables, encoding = {}, {}
-    for site, spec in plan.items():
-        shape = (n, n_t, *spec["shape"])
-        chunks = (batch_size, n_t, *spec["shape"])
-        variables[site] = (("image", "timestep", *spec["dims"]), da.zeros(shape, chunks=chunks, dtype=dtype),
-                           {"site": site, "layout": spec["layout"]})
-        encoding[site] = {"chunks": chunks, "_FillValue": np.nan}
-    variables["valid"] = ("image", da.zeros(n, chunks=batch_size, dtype=bool),
-                          {"description": "False where the image could not be read (or is not computed yet)"})
-    encoding["valid"] = {"chunks": (batch_size,)}
-    for name, label in source.labels.items():
-        variables[name] = ("image", label.codes.astype(np.int16), {"classes": list(label.classes)})
-        encoding[name] = {"chunks": (batch_size,)}
-    if source.captions is not None:
-        variables["caption"] = ("image", np.asarray(source.captions, dtype=object))
-        encoding["caption"] = {"chunks": (batch_size,)}
-    n_chunks = -(-n // batch_size)
-    variables["done"] = ("chunk", np.zeros(n_chunks, dtype=bool),
-                         {"description": f"chunk i holds images [i*{batch_size}, (i+1)*{batch_size}), written after them"})
-    encoding["done"] = {"chunks": (1,)}
-    coords = {
-        "image": np.arange(n),
-        "timestep": np.asarray(timesteps, dtype=np.int64),
-        "image_id": ("image", np.asarray(source.ids, dtype=object)),
-    }
     attrs = {"workbench_features": FORMAT, "job": json.dumps(job), "plan": json.dumps(plan), **provenance}
-    ds = xr.Dataset(variables, coords=coords, attrs=attrs)
-    ds.to_zarr(path, mode="w", compute=False, consolidated=False, encoding=encoding)
-    _set_attr(path, prepared=True)
+    root = zarr.open_group(str(path), mode="w", attributes=attrs)
+    per_image = {"coordinates": "image_id"}  # xarray's record of the non-index coordinate on each image variable
+
+    def array(name, dims, data=None, *, chunks, attributes=(), **empty):
+        """``data`` is written with the array's creation (one zarr call); without it, ``empty``
+        gives shape, dtype and fill value and no chunk is stored."""
+        common = dict(chunks=chunks, attributes=dict(attributes), dimension_names=dims)
+        if data is not None and data.dtype == object:
+            # Strings: zarr's variable-length UTF-8 as xarray writes them (zarr infers fixed-width
+            # UTF-32 from the data itself, and takes no dtype beside data).
+            root.create_array(name, shape=data.shape, dtype=str, **common)[...] = data
+        else:
+            root.create_array(name, data=data, **common, **empty)
+
+    nan = {"_FillValue": _NAN_FILL}
+    for site, spec in plan.items():  # NaN until written: no chunk is stored before its data is
+        array(site, ("image", "timestep", *spec["dims"]), shape=(n, n_t, *spec["shape"]),
+              chunks=(batch_size, n_t, *spec["shape"]), dtype=dtype, fill_value=np.nan,
+              attributes={"site": site, "layout": spec["layout"], **per_image, **nan})
+    array("valid", ("image",), shape=(n,), chunks=(batch_size,), dtype=bool, fill_value=False,
+          attributes={"description": "False where the image could not be read (or is not computed yet)", **per_image})
+    for name, label in source.labels.items():
+        array(name, ("image",), label.codes.astype(np.int16), chunks=(batch_size,),
+              attributes={"classes": list(label.classes), **per_image})
+    if source.captions is not None:
+        array("caption", ("image",), np.asarray(source.captions, dtype=object), chunks=(batch_size,),
+              attributes=per_image)
+    n_chunks = -(-n // batch_size)
+    array("done", ("chunk",), shape=(n_chunks,), chunks=(1,), dtype=bool, fill_value=False,
+          attributes={"description": f"chunk i holds images [i*{batch_size}, (i+1)*{batch_size}), written after them"})
+    array("image", ("image",), np.arange(n), chunks=(max(n, 1),))
+    array("timestep", ("timestep",), np.asarray(timesteps, dtype=np.int64), chunks=(max(n_t, 1),))
+    array("image_id", ("image",), np.asarray(source.ids, dtype=object), chunks=(max(n, 1),))
+    root.attrs.update({"prepared": True})  # last: a store holding this attribute is whole
     consolidate(path)  # the job changes no metadata from here on, so this stays true
 
 
-def _set_attr(path: Path, **values) -> None:
-    import zarr
-
-    zarr.open_group(str(path), mode="r+").attrs.update(values)
+# xarray's encoding of a NaN fill value for zarr v3 (``FillValueCoder``: the float64, base64).
+_NAN_FILL = base64.standard_b64encode(struct.pack("<d", float("nan"))).decode()
 
 
 def done_chunks(path) -> np.ndarray:
@@ -186,42 +198,63 @@ def done_chunks(path) -> np.ndarray:
         return out
 
 
-def is_done(path, chunk: int) -> bool:
+class ChunkArrays:
+    """The arrays a job writes chunk by chunk (each site, ``valid``, ``done``), opened once.
+
+    Opening them for every chunk (the group, then each array) costs a zarr round trip per array,
+    and each round trip hands the work to zarr's I/O thread and back: several ms of wall time per
+    array on a loaded machine. The handles hold only metadata, which a job never changes once the
+    store is created; every read and write still goes to disk, so done marks are read fresh."""
+
+    def __init__(self, path, plan: dict):
+        import zarr
+
+        root = zarr.open_group(str(path), mode="r+")  # one read of the consolidated metadata
+        self.path = Path(path)
+        self.arrays = {name: root[name] for name in [*plan, "valid", "done"]}
+
+    def __getitem__(self, name: str):
+        return self.arrays[name]
+
+
+def is_done(path, chunk: int, arrays: ChunkArrays | None = None) -> bool:
     """Whether chunk ``chunk`` is finished (reads its one mark, not the whole array)."""
     import zarr
 
     try:
-        return bool(zarr.open_array(str(Path(path) / "done"), mode="r")[int(chunk)])
+        marks = arrays["done"] if arrays is not None else zarr.open_array(str(Path(path) / "done"), mode="r")
+        return bool(marks[int(chunk)])
     except Exception:  # a mark whose write failed half-way
         return False
 
 
-def write_chunk(path, plan: dict, chunk: int, start: int, features: dict[str, np.ndarray], valid: np.ndarray) -> None:
+def write_chunk(path, plan: dict, chunk: int, start: int, features: dict[str, np.ndarray], valid: np.ndarray,
+                arrays: ChunkArrays | None = None) -> None:
     """Write one chunk's features (site -> ``(images, timesteps, *feature dims)``) and ``valid``
-    flags into its region, record what was written, then mark it done."""
-    import zarr
-
+    flags into its region, record what was written, then mark it done. ``arrays``: the store's
+    arrays opened once for the whole job (else they are opened here)."""
     stop = start + len(valid)
-    # Straight into each variable's zarr array, as set_done does: an xarray region write reopens
-    # the whole store lazily through dask to check the region (about 70 ms a chunk, 10% of a
-    # 32-image chunk's compute on toy-unet; benchmarks/extraction.py --profile).
-    root = zarr.open_group(str(path), mode="r+")
+    # Straight into each variable's zarr array: an xarray region write reopens the whole store
+    # lazily through dask to check the region (about 70 ms a chunk, 10% of a 32-image chunk's
+    # compute on toy-unet; benchmarks/extraction.py --profile).
+    arrays = arrays if arrays is not None else ChunkArrays(path, plan)
     for site, values in features.items():
-        array = root[site]
+        array = arrays[site]
         if array.shape[1:] != values.shape[1:]:
             raise ValueError(f"chunk {chunk}: {site} has shape {values.shape[1:]}, the store holds {array.shape[1:]}")
         array[start:stop] = values.astype(array.dtype, copy=False)
-    root["valid"][start:stop] = np.asarray(valid, dtype=bool).astype(root["valid"].dtype)
+    arrays["valid"][start:stop] = np.asarray(valid, dtype=bool).astype(arrays["valid"].dtype)
     ChunkRecords(path).write(chunk, [*plan, "valid"])
-    set_done(path, chunk, True)
+    set_done(path, chunk, True, arrays)
 
 
-def set_done(path, chunk: int, done: bool) -> None:
+def set_done(path, chunk: int, done: bool, arrays: ChunkArrays | None = None) -> None:
     import zarr
 
     # The mark goes straight to its own one-element zarr chunk: a region write through xarray
     # would cost as much again as the data's (it reopens and checks the whole store).
-    zarr.open_array(str(Path(path) / "done"), mode="r+")[chunk] = done
+    marks = arrays["done"] if arrays is not None else zarr.open_array(str(Path(path) / "done"), mode="r+")
+    marks[chunk] = done
 
 
 def damaged_chunks(path, full: bool = False) -> dict[int, str]:

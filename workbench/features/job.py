@@ -141,8 +141,10 @@ def extract(config: ExtractConfig | dict | None = None, *, model=None, cluster=N
     def describe(chunk: int) -> str:
         return f"chunk {chunk} (images {chunk * batch}..{min(n_images, (chunk + 1) * batch) - 1})"
 
+    arrays = feature_store.ChunkArrays(out, plan)  # opened once for every chunk this process writes
+
     def is_done(chunk: int) -> bool:
-        return feature_store.is_done(out, chunk)
+        return feature_store.is_done(out, chunk, arrays)
 
     results: list[ChunkResult] = []
     compute_begin, compute_cpu_begin = time.perf_counter(), time.process_time()
@@ -155,7 +157,7 @@ def extract(config: ExtractConfig | dict | None = None, *, model=None, cluster=N
                 if cluster is not None:
                     results += _on_dask(job, config, plan, todo, is_done, cluster, workers, bar)
                 # Here: every chunk not done and not held by another job; then wait for those held.
-                results += job.run(todo, lambda c: run_chunk(extractor, plan, c, job.may_write), is_done,
+                results += job.run(todo, lambda c: run_chunk(extractor, plan, c, job.may_write, arrays), is_done,
                                    on_result=lambda r: bar.update(r.images))
             finally:
                 bar.close()
