@@ -241,6 +241,7 @@ class Model:
         start_step: int = 0,
         stop_step: int | None = None,
         output: str = "images",
+        negative_prompts: str | Sequence[str] | None = None,
         grad: bool = False,
         **pipeline_kwargs,
     ) -> np.ndarray | torch.Tensor:
@@ -254,11 +255,16 @@ class Model:
         computes the steps its variants share once, and an edited latent continues from exactly
         that state.
 
+        ``negative_prompts`` (one string, or one per prompt) replace the empty prompt of the
+        unconditional branch of classifier-free guidance (a pipeline gets them as ``negative_prompt``);
+        they need a guidance scale > 1.
+
         ``grad=True`` (with ``output="latents"``, models run by :func:`denoise` only) keeps autograd on
         through the whole loop, so the returned latents carry the graph back to whatever an
         intervention made require grad (attribution patching); the denoiser's own parameters stay
         frozen. Default: no graph, as before."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        negatives = _negatives(prompts, negative_prompts)
         if grad and output != "latents":
             raise ValueError("grad=True returns latents with their graph: pass output='latents'")
         if steps < 1:
@@ -267,7 +273,7 @@ class Model:
             raise ValueError(f"output must be 'images' or 'latents', got {output!r}")
         if self.pipeline is None:
             return self._generate_bare(prompts, steps, seed, guidance_scale, latents, start_step, stop_step, output,
-                                       grad)
+                                       grad, negatives=negatives)
         if start_step or stop_step is not None or output != "images":
             raise ValueError(f"{self.name or 'this model'} runs through {type(self.pipeline).__name__}, which cannot "
                              "start or stop mid-schedule; run its denoiser with workbench.denoise(start_step=...)")
@@ -276,6 +282,10 @@ class Model:
             raise ValueError(f"{type(self.pipeline).__name__} is unconditional and takes no prompts: "
                              "load its denoiser alone and run workbench.denoise()")
         kwargs = dict(self.generate_defaults)
+        if negatives is not None:
+            if "negative_prompt" not in inspect.signature(self.pipeline.__call__).parameters:
+                raise ValueError(f"{type(self.pipeline).__name__} takes no negative prompt")
+            kwargs["negative_prompt"] = negatives
         if guidance_scale is None:
             guidance_scale = self.guidance_scale
         if guidance_scale is None:  # say the pipeline's own default out loud: branches depend on it
@@ -283,6 +293,9 @@ class Model:
             guidance_scale = None if default is None else default.default
         if guidance_scale is not None:
             kwargs["guidance_scale"] = guidance_scale
+        if negatives is not None and (guidance_scale is None or guidance_scale <= 1.0):
+            raise ValueError(f"negative prompts act through classifier-free guidance: guidance_scale={guidance_scale} "
+                             "has no unconditional branch to put them in (use a scale > 1)")
         kwargs.update(pipeline_kwargs)
         if height is not None:
             kwargs["height"] = height
@@ -303,7 +316,7 @@ class Model:
 
     def _generate_bare(self, prompts: list[str], steps: int, seed: int, guidance_scale: float | None,
                        latents: torch.Tensor | None, start_step: int, stop_step: int | None, output: str,
-                       grad: bool = False):
+                       grad: bool = False, negatives: list[str] | None = None):
         if self.prompt_encoder is None or self.decoder is None or self.latent_shape is None:
             raise ValueError(f"{self.name or 'this model'} has no pipeline and no prompt encoder/decoder; "
                              "run it with workbench.denoise(...)")
@@ -315,7 +328,10 @@ class Model:
             latents = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents have shape {tuple(latents.shape)}; {len(prompts)} prompts need {shape}")
-        negative = self.encode([""] * len(prompts)) if scale > 1.0 else None
+        if negatives is not None and scale <= 1.0:
+            raise ValueError(f"negative prompts act through classifier-free guidance: guidance_scale={scale} "
+                             "has no unconditional branch to put them in (use a scale > 1)")
+        negative = self.encode(negatives or [""] * len(prompts)) if scale > 1.0 else None
         with torch.set_grad_enabled(grad):
             latents = denoise(self, latents, steps=steps, conditioning=self.encode(prompts), negative=negative,
                               guidance_scale=scale, prompts=prompts, start_step=start_step, stop_step=stop_step,
@@ -323,6 +339,17 @@ class Model:
             if output == "latents":
                 return latents
             return np.clip(np.asarray(self.decoder(latents), dtype=np.float32), 0.0, 1.0)
+
+
+def _negatives(prompts: list[str], negative_prompts) -> list[str] | None:
+    """``negative_prompts`` as one string per prompt (a single string is every prompt's)."""
+    if negative_prompts is None:
+        return None
+    negatives = [negative_prompts] * len(prompts) if isinstance(negative_prompts, str) else list(negative_prompts)
+    if len(negatives) != len(prompts) or not all(isinstance(n, str) for n in negatives):
+        raise ValueError(f"negative_prompts must be one string or one string per prompt ({len(prompts)}), "
+                         f"got {negative_prompts!r}")
+    return negatives
 
 
 def denoise(
