@@ -59,16 +59,19 @@ class SweepResult:
     variants: list[Variant]
     cost: Cost = field(default_factory=Cost)
     swaps: np.ndarray | None = None  # (pair, swap start, y, x, rgb): the source prompt from step k on
+    latents: np.ndarray | None = None  # (pair, variant, *latent): final latents, model dtype (keep_latents=True)
 
 
 def noise_for(model, seeds: Sequence[int]) -> torch.Tensor:
-    """One initial noise per sample from its own seed, so a sample's run never depends on its batch."""
+    """One initial noise per sample from its own seed, so a sample's run never depends on its batch
+    (drawn in float32, then in the denoiser's dtype: a float64 model gets the same noise)."""
     if model.latent_shape is None:
         raise ValueError(f"{model.name or 'this model'} runs through a pipeline, which cannot start from given "
                          "latents or resume mid-schedule: sweep it with naive_sweep, or patch single pairs "
                          "with patched_generate")
+    dtype = next(model.denoiser.parameters()).dtype
     return torch.cat([torch.randn((1, *model.latent_shape), generator=torch.Generator("cpu").manual_seed(int(s)))
-                      for s in seeds])
+                      for s in seeds]).to(dtype)
 
 
 class _Counter:
@@ -123,12 +126,14 @@ def _check_variants(variants: Sequence[Variant], steps: int) -> None:
 
 def sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Sequence[int], variants: Sequence[Variant],
           *, steps: int, guidance_scale: float | None = None, token_maps: np.ndarray | None = None,
-          batch: int = 64, swap_starts: Sequence[int] = (), progress=None) -> SweepResult:
+          batch: int = 64, swap_starts: Sequence[int] = (), progress=None, keep_latents: bool = False) -> SweepResult:
     """Every variant on every (target, source, seed) pair, sharing prefixes and batching variants.
 
     ``batch`` caps the rows of one denoiser call (x2 with guidance). ``progress``: a tqdm-like
     object to ``update(n)`` per finished variant group. ``swap_starts``: also run the baseline
-    "prompt swap from step k" (the target's own latents entering k, then the source prompt)."""
+    "prompt swap from step k" (the target's own latents entering k, then the source prompt).
+    ``keep_latents``: also return every variant's final latents in the model's dtype (images are
+    float32; a float64 equality check compares these)."""
     variants = list(variants)
     _check_variants(variants, steps)
     cost = Cost()
@@ -147,6 +152,7 @@ def sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Sequence
         target_latents = _run(model, targets, latents, steps, at, steps, guidance_scale)
         target_images = model.decode_latents(target_latents)
         images = np.zeros((n, len(variants), *target_images.shape[1:]), dtype=np.float32)
+        kept = np.zeros((n, len(variants), *target_latents.shape[1:]), dtype=_np_dtype(target_latents)) if keep_latents else None
         for s in starts:
             group = [i for i, v in enumerate(variants) if v.start == s]
             if not group:
@@ -161,18 +167,22 @@ def sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Sequence
                     out = _run(model, prompts, start_latents, steps, s, steps, guidance_scale)
                 decoded = np.clip(model.decode_latents(out), 0.0, 1.0).reshape(len(chunk), n, *target_images.shape[1:])
                 images[:, chunk] = decoded.transpose(1, 0, *range(2, decoded.ndim))
+                if kept is not None:
+                    final = out.numpy().reshape(len(chunk), n, *out.shape[1:])
+                    kept[:, chunk] = final.transpose(1, 0, *range(2, final.ndim))
                 if progress is not None:
                     progress.update(len(chunk))
         swaps = None
         if swap_starts:
             swaps = np.stack([np.clip(model.decode_latents(_run(model, sources, entering[k], steps, k, steps,
                                                                   guidance_scale)), 0.0, 1.0) for k in swap_starts], 1)
-    return SweepResult(images, np.clip(target_images, 0, 1), np.clip(source_images, 0, 1), variants, cost, swaps)
+    return SweepResult(images, np.clip(target_images, 0, 1), np.clip(source_images, 0, 1), variants, cost, swaps, kept)
 
 
 def naive_sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Sequence[int],
                 variants: Sequence[Variant], *, steps: int, guidance_scale: float | None = None,
-                token_maps: np.ndarray | None = None, pairs_per_run: int | None = None) -> SweepResult:
+                token_maps: np.ndarray | None = None, pairs_per_run: int | None = None,
+                keep_latents: bool = False) -> SweepResult:
     """One full generation per variant, nothing shared: the reference the engine must reproduce.
 
     ``pairs_per_run=1`` is the anchor's way (one generation per prompt and variant); None batches
@@ -188,6 +198,7 @@ def naive_sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Se
                                           guidance_scale=guidance_scale, latents=noise)
         target_images = model.decode_latents(_run(model, targets, noise, steps, 0, steps, guidance_scale))
         images = np.zeros((n, len(variants), *target_images.shape[1:]), dtype=np.float32)
+        kept = np.zeros((n, len(variants), *noise.shape[1:]), dtype=_np_dtype(noise)) if keep_latents else None
         for v, variant in enumerate(variants):
             for a in range(0, n, per_run):
                 pairs = list(range(a, min(a + per_run, n)))
@@ -195,8 +206,14 @@ def naive_sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Se
                 with intervene(model, text_patches(model, cache, plan, steps)):
                     out = _run(model, [targets[i] for i in pairs], noise[pairs], steps, 0, steps, guidance_scale)
                 images[pairs, v] = model.decode_latents(out)
+                if kept is not None:
+                    kept[pairs, v] = out.numpy()
     return SweepResult(np.clip(images, 0.0, 1.0), np.clip(target_images, 0, 1), np.clip(source_images, 0, 1),
-                       variants, cost)
+                       variants, cost, latents=kept)
+
+
+def _np_dtype(tensor: torch.Tensor):
+    return torch.empty((), dtype=tensor.dtype).numpy().dtype
 
 
 def _run(model, prompts, latents, steps, start, stop, guidance_scale):

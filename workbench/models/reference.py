@@ -302,14 +302,18 @@ def load_components(folder: str | Path, name: str | None = None) -> Components:
     return Components(spec, tokenizer, text_encoder, denoiser, scheduler)
 
 
-def load_reference(name: str, folder: str | Path | None = None):
+def load_reference(name: str, folder: str | Path | None = None, dtype: torch.dtype = torch.float32):
     """The shipped reference model ``name`` as a :class:`workbench.model.Model`, with its prompt
     encoder, pixel-space decoder, tokenizer, default guidance scale and training record
-    (``provenance``: steps, time, loss)."""
+    (``provenance``: steps, time, loss). ``dtype=torch.float64`` casts the text encoder and the
+    denoiser (numerical checks: what float32 rounding hides)."""
     from workbench.model import Model
 
     folder = Path(folder) if folder is not None else reference_dir(name)
     c = load_components(folder, name)
+    if dtype != torch.float32:
+        for module in (c.text_encoder, c.denoiser):
+            module.to(dtype)
     record = json.loads((folder / "reference.json").read_text())
 
     @torch.no_grad()
