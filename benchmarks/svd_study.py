@@ -78,7 +78,8 @@ def attribute_pairs(attribute: str, n: int, split: str) -> list[dict]:
         truth = lambda o: {"colour": o.colour, "name": o.name, "size": o.size}  # noqa: E731
         pairs.append({"source": a.caption, "target": b.caption, "attribute": attribute, "position": obj.position,
                       "truth_source": truth(obj), "truth_target": truth(b.objects[0]),
-                      "image_source": a.image, "image_target": b.image, "mask": a.masks.any(0) | b.masks.any(0)})
+                      "image_source": a.image, "image_target": b.image, "mask": a.masks.any(0) | b.masks.any(0),
+                      "spans_source": dict(a.spans[0]), "spans_target": dict(b.spans[0])})
     return pairs
 
 
@@ -178,7 +179,32 @@ def images_of(model, latents) -> np.ndarray:
 
 
 # -- the study ------------------------------------------------------------------------------------
+STAGES = ("properties", "editing", "real")
+# which settings each stage's numbers depend on: a previous result is reused only where they agree
+DEPENDS = {"properties": ("steps", "prop_pairs", "swap_pairs", "swap_steps"),
+           "selection": ("steps", "prop_pairs", "val_pairs"), "editing": ("steps", "test_pairs"),
+           "real": ("steps", "real_pairs")}
+
+
+def _setting(settings: dict, key: str):
+    if key == "swap_pairs" and "swap_pairs" not in settings:  # before --swap-pairs: P2 used every property pair
+        return settings.get("prop_pairs")
+    return settings.get(key)
+
+
+def previous_result(name: str, args) -> dict:
+    """The model's saved JSON in ``--out`` (empty with ``--fresh`` or when there is none)."""
+    path = Path(args.out) / f"svd_{name}.json"
+    if args.fresh or not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
 def run(name: str, args) -> dict:
+    """The study, resumable twice over: chunks cached under ``--work`` are not recomputed, and
+    whatever the saved JSON in ``--out`` already holds (a stage, or one method's selection and test
+    rows) is kept as it is when the settings it depends on agree (``DEPENDS``), so adding a method
+    computes that method only. ``--stages`` / ``--methods`` restrict what is computed."""
     torch.set_num_threads(args.threads)
     started = time.time()
     model, judge = wb.load(name), load_judge()
@@ -186,42 +212,81 @@ def run(name: str, args) -> dict:
     steps = args.steps
     threshold, size_accuracy = calibrate_size()
     read = Reader(judge, threshold)
+    prev = previous_result(name, args)
+    settings = {k: v for k, v in vars(args).items() if k not in ("fresh",)}
+
+    def agrees(stage: str) -> bool:
+        return bool(prev) and all(_setting(prev["settings"], k) == _setting(settings, k) for k in DEPENDS[stage])
+
     result = {"model": name, "steps": steps, "guidance_scale": model.guidance_scale,
               "size_reader": {"threshold_pixels": threshold, "accuracy_on_rendered": size_accuracy},
-              "settings": vars(args)}
+              "settings": settings}
+    computed: list[str] = []
+    reused: list[str] = []
 
-    # 1. property pairs and their trajectories
+    # 1. property pairs and their trajectories (computed only when something needs them)
     val = {a: attribute_pairs(a, args.prop_pairs, "validation") for a in ATTRIBUTES}
-    traj = {}
-    for i, a in enumerate(tqdm(ATTRIBUTES, desc=f"{name} trajectories")):
-        def compute(a=a, i=i):
-            za = svd.trajectory(model, [p["source"] for p in val[a]], steps, seed=100 + i).values
-            zb = svd.trajectory(model, [p["target"] for p in val[a]], steps, seed=100 + i).values
-            return {"a": za, "b": zb}
-        traj[a] = cache.get(f"val_traj_{a}", compute)
-    val_read = {}
-    for a in ATTRIBUTES:
-        positions = [p["position"] for p in val[a]]
-        val_read[a] = (read(images_of(model, traj[a]["a"][:, -1]), positions),
-                       read(images_of(model, traj[a]["b"][:, -1]), positions))
-    result["render_rate"] = {a: _render_rate(val[a], *val_read[a]) for a in ATTRIBUTES}
+    memo = {}
 
-    result["P1"] = property_stability(traj, args)
-    result["P2"] = property_swaps(model, cache, val, traj, val_read, read, steps, args)
-    result["P3"] = property_ranks(traj, steps)
+    def validation():
+        if not memo:
+            traj = {}
+            for i, a in enumerate(tqdm(ATTRIBUTES, desc=f"{name} trajectories")):
+                def compute(a=a, i=i):
+                    za = svd.trajectory(model, [p["source"] for p in val[a]], steps, seed=100 + i).values
+                    zb = svd.trajectory(model, [p["target"] for p in val[a]], steps, seed=100 + i).values
+                    return {"a": za, "b": zb}
+                traj[a] = cache.get(f"val_traj_{a}", compute)
+            val_read = {}
+            for a in ATTRIBUTES:
+                positions = [p["position"] for p in val[a]]
+                val_read[a] = (read(images_of(model, traj[a]["a"][:, -1]), positions),
+                               read(images_of(model, traj[a]["b"][:, -1]), positions))
+            memo.update(traj=traj, val_read=val_read)
+        return memo["traj"], memo["val_read"]
+
+    if agrees("properties") and all(k in prev for k in ("render_rate", "P1", "P2", "P3")):
+        result.update({k: prev[k] for k in ("render_rate", "P1", "P2", "P3")})
+        reused.append("properties")
+    elif "properties" in args.stages:
+        traj, val_read = validation()
+        result["render_rate"] = {a: _render_rate(val[a], *val_read[a]) for a in ATTRIBUTES}
+        result["P1"] = property_stability(traj, args)
+        result["P2"] = property_swaps(model, cache, val, traj, val_read, read, steps, args)
+        result["P3"] = property_ranks(traj, steps)
+        computed.append("properties")
     _save(result, name, args)
 
-    # 2. editing: selection on validation pairs
-    result["selection"] = select_edits(model, cache, val, traj, val_read, read, steps, args)
-    _save(result, name, args)
+    if "editing" in args.stages:
+        # 2. editing: selection on validation pairs (per method: kept from the saved JSON or computed)
+        done = prev.get("selection", {}) if agrees("selection") else {}
+        result["selection"], new = select_edits(model, cache, val, validation, read, steps, args, done)
+        computed += [f"selection {m}" for m in new]
+        reused += [f"selection {m}" for m in result["selection"] if m not in new]
+        _save(result, name, args)
 
-    # 3. editing on test pairs
-    result["editing"], result["examples"] = test_edits(model, cache, read, steps, result["selection"], args)
-    _save(result, name, args)
+        # 3. editing on test pairs
+        done = ((prev.get("editing", {}), prev.get("examples", {})) if agrees("editing") and agrees("selection")
+                else ({}, {}))
+        result["editing"], result["examples"], new = test_edits(model, cache, read, steps, result["selection"], args, *done)
+        computed += [f"test {m}" for m in new]
+        reused += [f"test {m}" for m in result["selection"] if m not in new]
+        _save(result, name, args)
 
     # 4. real images
-    result["real"] = real_edits(model, cache, read, steps, result["selection"], args)
-    result["minutes"] = (time.time() - started) / 60
+    chosen = result.get("selection", {}).get("svd-edit", {}).get("chosen")
+    old_real = prev.get("real", {}).get("reconstruction_psnr", {})
+    if agrees("real") and chosen and (old_real.get("edit_step"), old_real.get("rank")) == (chosen["step"], chosen["rank"]):
+        result["real"] = prev["real"]
+        reused.append("real")
+    elif "real" in args.stages and chosen:
+        result["real"] = real_edits(model, cache, read, steps, result["selection"], args)
+        computed.append("real")
+    minutes = (time.time() - started) / 60
+    runs = (prev.get("runs") or ([{"minutes": prev["minutes"], "computed": ["all"]}] if "minutes" in prev else [])
+            if reused else [])
+    result["runs"] = runs + [{"minutes": minutes, "computed": computed}]
+    result["minutes"] = sum(r["minutes"] for r in result["runs"])
     _save(result, name, args)
     return result
 
@@ -335,81 +400,177 @@ def method_images(model, method: str, setting: dict, pairs, za, zb, steps, guida
 
 GRID = {"svd-edit": [{"step": k, "rank": r} for k in (1, 2, 3, 5) for r in (1, 4, 8)],
         "slerp": [{"step": k} for k in (1, 2, 3, 5)],
-        "sdedit": [{"step": k} for k in (1, 2, 3, 5, 7)]}
+        "sdedit": [{"step": k} for k in (1, 2, 3, 5, 7)],
+        "kv-patch": [{"step": k} for k in (0, 1, 2, 3, 5, 7)]}  # step: the first patched step
+LATENT_METHODS = ("svd-edit", "slerp", "sdedit")  # method_images: edits of the recorded trajectories
+KV = "kv-patch"  # text K/V of the attribute prompt at every text layer (analysis.svd.text_kv_edits)
+METHODS = ("prompt-swap", "svd-edit", "slerp", "sdedit", "attention-reuse", KV)
 
 
-def select_edits(model, cache, val, traj, val_read, read, steps, args) -> dict:
+def kv_runs(model, cache, key: str, pairs, noise, starts, steps, read) -> dict:
+    """The K/V patching baseline on ``pairs`` from ``noise``: per start step the images and their
+    readings, and the unpatched source run's; ``{"not_applicable": reason}`` where the library
+    refuses the pairs (a token alignment that cannot be made, a model without a text stream)."""
+    positions = [p["position"] for p in pairs]
+
+    def compute():
+        out = svd.text_kv_edits(model, [p["source"] for p in pairs], [p["target"] for p in pairs], starts, steps, noise,
+                                source_spans=[p["spans_source"] for p in pairs],
+                                attribute_spans=[p["spans_target"] for p in pairs])
+        flat = {}
+        for k, images in out.items():
+            name = "source" if k == "source" else f"s{k}"
+            r = read(images, positions)
+            flat.update({f"{name}_images": images, **{f"{name}_{f}": r[f] for f in READ_FIELDS}})
+        return flat
+    try:
+        flat = cache.get(key, compute)
+    except ValueError as error:  # the library's refusal, kept as the reason
+        return {"not_applicable": str(error).splitlines()[0][:200]}
+    unpack = lambda name: {"images": flat[f"{name}_images"], **{f: flat[f"{name}_{f}"] for f in READ_FIELDS}}  # noqa: E731
+    return {"source": unpack("source"), **{int(k): unpack(f"s{k}") for k in starts}}
+
+
+def select_edits(model, cache, val, validation, read, steps, args, done=None) -> tuple[dict, list[str]]:
     """Per method, the setting with the highest mean (success and preserved) over attributes,
-    on the first ``val_pairs`` validation pairs of each attribute."""
+    on the first ``val_pairs`` validation pairs of each attribute. ``done``: methods already
+    selected (a saved result), kept as they are. Returns the table and the methods computed."""
     n = args.val_pairs
-    table = {}
+    done = done or {}
+    table, computed = {}, []
     for method, settings in GRID.items():
+        if method in done:
+            table[method] = done[method]
+            continue
+        if method not in args.methods:
+            continue
         settings = [s for s in settings if s["step"] < steps]
         rows = []
-        for setting in tqdm(settings, desc=f"select {method}"):
-            per_attr = {}
-            for a in ATTRIBUTES:
-                pairs = val[a][:n]
-                key = f"val_{method}_{a}_" + "_".join(f"{k}{v}" for k, v in setting.items())
+        if method == KV:
+            runs = {a: kv_runs(model, cache, f"val_{KV}_{a}", val[a][:n],
+                               svd.initial_noise(model, args.prop_pairs, 100 + i)[:n],  # the trajectories' noise
+                               [s["step"] for s in settings], steps, read)
+                    for i, a in enumerate(tqdm(ATTRIBUTES, desc=f"select {KV}"))}
+            missing = {a: r["not_applicable"] for a, r in runs.items() if "not_applicable" in r}
+            for setting in settings:
+                per_attr = {a: summarise(edit_scores(r[setting["step"]], r["source"], val[a][:n],
+                                                     r[setting["step"]]["images"], r["source"]["images"]))
+                            for a, r in runs.items() if a not in missing}
+                if not per_attr:
+                    break
+                score = float(np.mean([v["success_and_preserved"] for v in per_attr.values()]))
+                rows.append({"setting": setting, "score": score, "per_attribute": per_attr,
+                             **({"not_applicable": missing} if missing else {})})
+            if not rows:
+                table[method] = {"not_applicable": missing}
+                computed.append(method)
+                continue
+        else:
+            traj, val_read = validation()
+            for setting in tqdm(settings, desc=f"select {method}"):
+                per_attr = {}
+                for a in ATTRIBUTES:
+                    pairs = val[a][:n]
+                    key = f"val_{method}_{a}_" + "_".join(f"{k}{v}" for k, v in setting.items())
 
-                def compute(a=a, pairs=pairs, setting=setting, method=method):
-                    images = method_images(model, method, setting, pairs, traj[a]["a"][:n], traj[a]["b"][:n], steps)
-                    r = read(images, [p["position"] for p in pairs])
-                    return {"images": images, **{f: r[f] for f in READ_FIELDS}}
-                r = cache.get(key, compute)
-                source_images = images_of(model, traj[a]["a"][:n, -1])
-                src = {f: val_read[a][0][f][:n] for f in READ_FIELDS}
-                per_attr[a] = summarise(edit_scores(r, src, pairs, r["images"], source_images))
-            score = float(np.mean([per_attr[a]["success_and_preserved"] for a in ATTRIBUTES]))
-            rows.append({"setting": setting, "score": score, "per_attribute": per_attr})
+                    def compute(a=a, pairs=pairs, setting=setting, method=method):
+                        images = method_images(model, method, setting, pairs, traj[a]["a"][:n], traj[a]["b"][:n], steps)
+                        r = read(images, [p["position"] for p in pairs])
+                        return {"images": images, **{f: r[f] for f in READ_FIELDS}}
+                    r = cache.get(key, compute)
+                    source_images = images_of(model, traj[a]["a"][:n, -1])
+                    src = {f: val_read[a][0][f][:n] for f in READ_FIELDS}
+                    per_attr[a] = summarise(edit_scores(r, src, pairs, r["images"], source_images))
+                score = float(np.mean([per_attr[a]["success_and_preserved"] for a in ATTRIBUTES]))
+                rows.append({"setting": setting, "score": score, "per_attribute": per_attr})
         best = max(rows, key=lambda row: row["score"])
-        table[method] = {"chosen": best["setting"], "score": best["score"], "grid": rows}
-    return table
+        table[method] = {"chosen": best["setting"], "score": best["score"], "grid": rows,
+                         **({"not_applicable": best["not_applicable"]} if "not_applicable" in best else {})}
+        computed.append(method)
+    return table, computed
 
 
-def test_edits(model, cache, read, steps, selection, args) -> tuple[dict, dict]:
+def test_edits(model, cache, read, steps, selection, args, done=None, done_examples=None) -> tuple[dict, dict, list[str]]:
+    """Every selected method on the test pairs. ``done`` / ``done_examples``: a saved result's rows,
+    kept where the method's setting is the one selected now. Returns rows, examples, methods computed."""
     test = {a: attribute_pairs(a, args.test_pairs, "test") for a in ATTRIBUTES}
-    table, examples = {}, {}
+    done, done_examples = done or {}, done_examples or {}
+    table, examples, computed = {}, {}, set()
+
+    def kept(a, method, setting):
+        row = done.get(a, {}).get(method)
+        return row is not None and ("not_applicable" in row or row.get("setting") == setting)
+
     for i, a in enumerate(ATTRIBUTES):
         pairs = test[a]
         positions = [p["position"] for p in pairs]
-
-        def compute(a=a, i=i, pairs=pairs):
-            za = svd.trajectory(model, [p["source"] for p in pairs], steps, seed=200 + i).values
-            zb = svd.trajectory(model, [p["target"] for p in pairs], steps, seed=200 + i).values
-            return {"a": za, "b": zb}
-        tr = cache.get(f"test_traj_{a}", compute)
-        source_images = images_of(model, tr["a"][:, -1])
-        src = read(source_images, positions)
-        table[a] = {"source_read_correct": float(np.mean(src[FIELD[a]] == np.array([p["truth_source"][FIELD[a]] for p in pairs])))}
-        shown = {"source": source_images[:6]}
-        methods = {"prompt-swap": {}, **{m: selection[m]["chosen"] for m in GRID}}
-        for method, setting in tqdm(methods.items(), desc=f"test {a}"):
-            def compute_method(method=method, setting=setting):
-                images = method_images(model, method, setting, pairs, tr["a"], tr["b"], steps, seed=7)
-                r = read(images, positions)
-                return {"images": images, **{f: r[f] for f in READ_FIELDS}}
-            r = cache.get(f"test_{method}_{a}", compute_method)
-            table[a][method] = {**summarise(edit_scores(r, src, pairs, r["images"], source_images)), "setting": setting}
-            shown[method] = r["images"][:6]
-        try:  # attention reuse needs the image->image attention sites (MM-DiT joint attention)
-            def compute_reuse():
-                srcs, edits = run_edits(model, [{"source": p["source"], "target": p["target"]} for p in pairs],
-                                        "image->image", steps=steps, reuse_steps=steps // 2, seed=300 + i)
-                r = read(edits, positions)
-                s = read(srcs, positions)
-                return {"images": edits, "sources": srcs, **{f: r[f] for f in READ_FIELDS},
-                        **{f"src_{f}": s[f] for f in READ_FIELDS}}
-            r = cache.get(f"test_attention-reuse_{a}", compute_reuse)
-            src_r = {f: r[f"src_{f}"] for f in READ_FIELDS}
-            table[a]["attention-reuse"] = {**summarise(edit_scores(r, src_r, pairs, r["images"], r["sources"])),
-                                           "setting": {"reuse_steps": steps // 2, "sites": "image->image"}}
-            shown["attention-reuse"] = r["images"][:6]
-        except (KeyError, ValueError) as error:
-            table[a]["attention-reuse"] = {"not_applicable": str(error).splitlines()[0][:200]}
-        examples[a] = {"captions": [[p["source"], p["target"]] for p in pairs[:6]],
-                       "images": {m: [png_data_uri(img) for img in imgs] for m, imgs in shown.items()}}
-    return table, examples
+        table[a] = {k: v for k, v in done.get(a, {}).items() if k == "source_read_correct"}
+        shown = dict(done_examples.get(a, {}).get("images", {}))
+        latent = {"prompt-swap": {}, **{m: selection[m]["chosen"] for m in LATENT_METHODS if m in selection}}
+        todo = {m: st for m, st in latent.items() if not kept(a, m, st) and m in args.methods}
+        reuse_setting = {"reuse_steps": steps // 2, "sites": "image->image"}
+        for m, st in {**latent, "attention-reuse": reuse_setting}.items():
+            if kept(a, m, st):
+                table[a][m] = done[a][m]
+        needs_sources = "source_read_correct" not in table[a] and bool({"prompt-swap", *LATENT_METHODS} & set(args.methods))
+        if todo or needs_sources:
+            def compute(a=a, i=i, pairs=pairs):
+                za = svd.trajectory(model, [p["source"] for p in pairs], steps, seed=200 + i).values
+                zb = svd.trajectory(model, [p["target"] for p in pairs], steps, seed=200 + i).values
+                return {"a": za, "b": zb}
+            tr = cache.get(f"test_traj_{a}", compute)
+            source_images = images_of(model, tr["a"][:, -1])
+            src = read(source_images, positions)
+            table[a]["source_read_correct"] = float(np.mean(src[FIELD[a]] == np.array([p["truth_source"][FIELD[a]]
+                                                                                       for p in pairs])))
+            shown["source"] = [png_data_uri(img) for img in source_images[:6]]
+            for method, setting in tqdm(todo.items(), desc=f"test {a}"):
+                def compute_method(method=method, setting=setting):
+                    images = method_images(model, method, setting, pairs, tr["a"], tr["b"], steps, seed=7)
+                    r = read(images, positions)
+                    return {"images": images, **{f: r[f] for f in READ_FIELDS}}
+                r = cache.get(f"test_{method}_{a}", compute_method)
+                table[a][method] = {**summarise(edit_scores(r, src, pairs, r["images"], source_images)), "setting": setting}
+                shown[method] = [png_data_uri(img) for img in r["images"][:6]]
+                computed.add(method)
+        if "attention-reuse" not in table[a] and "attention-reuse" in args.methods:
+            try:  # attention reuse needs the image->image attention sites (MM-DiT joint attention)
+                def compute_reuse():
+                    srcs, edits = run_edits(model, [{"source": p["source"], "target": p["target"]} for p in pairs],
+                                            "image->image", steps=steps, reuse_steps=steps // 2, seed=300 + i)
+                    r = read(edits, positions)
+                    s = read(srcs, positions)
+                    return {"images": edits, "sources": srcs, **{f: r[f] for f in READ_FIELDS},
+                            **{f"src_{f}": s[f] for f in READ_FIELDS}}
+                r = cache.get(f"test_attention-reuse_{a}", compute_reuse)
+                src_r = {f: r[f"src_{f}"] for f in READ_FIELDS}
+                table[a]["attention-reuse"] = {**summarise(edit_scores(r, src_r, pairs, r["images"], r["sources"])),
+                                               "setting": reuse_setting}
+                shown["attention-reuse"] = [png_data_uri(img) for img in r["images"][:6]]
+            except (KeyError, ValueError) as error:
+                table[a]["attention-reuse"] = {"not_applicable": str(error).splitlines()[0][:200]}
+            computed.add("attention-reuse")
+        if KV in selection and not kept(a, KV, selection[KV].get("chosen")) and KV in args.methods:
+            entry = selection[KV]
+            if "chosen" not in entry or a in entry.get("not_applicable", {}):
+                reason = entry.get("not_applicable", {}).get(a, "not applicable on the validation pairs")
+                table[a][KV] = {"not_applicable": reason}
+            else:
+                start = entry["chosen"]["step"]
+                r = kv_runs(model, cache, f"test_{KV}_{a}_step{start}", pairs, svd.initial_noise(model, args.test_pairs, 200 + i),
+                            [start], steps, read)
+                if "not_applicable" in r:
+                    table[a][KV] = r
+                else:
+                    table[a][KV] = {**summarise(edit_scores(r[start], r["source"], pairs, r[start]["images"],
+                                                            r["source"]["images"])), "setting": entry["chosen"]}
+                    shown[KV] = [png_data_uri(img) for img in r[start]["images"][:6]]
+            computed.add(KV)
+        elif KV in selection and kept(a, KV, selection[KV].get("chosen")):
+            table[a][KV] = done[a][KV]
+        table[a] = {k: table[a][k] for k in ("source_read_correct", *METHODS) if k in table[a]}
+        examples[a] = {"captions": [[p["source"], p["target"]] for p in pairs[:6]], "images": shown}
+    return table, examples, sorted(computed)
 
 
 def real_edits(model, cache, read, steps, selection, args) -> dict:
@@ -527,7 +688,7 @@ def figures(results: dict, img_dir: Path, html_path: Path) -> list[Path]:
         if "examples" not in r:
             continue
         rows = []
-        methods = ["source", "prompt-swap", "svd-edit", "slerp", "sdedit", "attention-reuse"]
+        methods = ["source", *METHODS]
         for a in ATTRIBUTES:
             shown = r["examples"][a]["images"]
             for method in [m for m in methods if m in shown]:
@@ -578,6 +739,14 @@ def main(argv=None) -> int:
     parser.add_argument("--real-pairs", type=int, default=25)
     parser.add_argument("--swap-pairs", type=int, default=50, help="property pairs per attribute in P2's swaps")
     parser.add_argument("--swap-steps", type=int, nargs="+", default=[1, 2, 3, 5, 7])
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                        help="stages to compute (others are only kept from the saved JSON)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="editing methods to compute (others are only kept from the saved JSON)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="ignore the saved JSON in --out (cached chunks under --work are still used)")
+    parser.add_argument("--doc", help="with 'report': rewrite the generated blocks of this markdown file "
+                        "(between <!-- svd_study: NAME --> and <!-- /svd_study: NAME -->)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", default="bench-out/svd")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "results"))
@@ -586,6 +755,9 @@ def main(argv=None) -> int:
         found = {m: json.loads((Path(args.out) / f"svd_{m}.json").read_text()) for m in ("toy-mmdit", "toy-unet")
                  if (Path(args.out) / f"svd_{m}.json").exists()}
         print(report(found))
+        if args.doc:
+            update_doc(Path(args.doc), doc_blocks(found))
+            print(f"updated {args.doc}", file=sys.stderr)
         root = Path(__file__).resolve().parents[1]
         for path in figures(found, root / "docs" / "img", Path(args.out) / "svd_figures.html"):
             print(f"wrote {path}", file=sys.stderr)
@@ -595,6 +767,101 @@ def main(argv=None) -> int:
 
 
 # -- markdown tables for docs/svd.md --------------------------------------------------------------
+LABELS = {"prompt-swap": "prompt swap", "svd-edit": "**SVD edit (ours)**", "slerp": "slerp", "sdedit": "SDEdit",
+          "attention-reuse": "attention reuse", KV: "text K/V patching (all text layers)"}
+
+
+def _cell(score: dict) -> str:
+    if "success" not in score:
+        return "n/a"
+    return f"{score['success']:.2f} / {score['preserved']:.2f} / {score['background_psnr']:.1f}"
+
+
+def _chosen(entry: dict) -> str:
+    if "chosen" not in entry:
+        return "n/a"
+    return ", ".join(f"{k} {v}" for k, v in entry["chosen"].items()) + f" (score {entry['score']:.2f})"
+
+
+def sizes_line(results: dict) -> str:
+    """Each model's study sizes, from its JSON."""
+    out = []
+    for name, r in results.items():
+        st = r["settings"]
+        p2 = r.get("P2", {})
+        out.append(f"* {name}: properties on {st['prop_pairs']} pairs per attribute ({r['P1']['samples']} prompts); "
+                   f"P2 on {p2.get('pairs_per_attribute', _setting(st, 'swap_pairs'))} pairs per attribute at swap "
+                   f"steps {{{', '.join(map(str, p2.get('steps', st['swap_steps'])))}}}; editing selection on "
+                   f"{st['val_pairs']} validation pairs per attribute; editing test on {st['test_pairs']} pairs per "
+                   f"attribute; real images on {st['real_pairs']} pairs per attribute; "
+                   + " + ".join(f"{run['minutes']:.0f} min ({', '.join(run['computed']) or 'nothing new'})"
+                                for run in r.get("runs", [{"minutes": r.get("minutes", float('nan')), "computed": ["all"]}])))
+    return "\n".join(out)
+
+
+def editing_side_by_side(results: dict) -> str:
+    """The editing table, both models side by side, and the settings chosen on validation."""
+    names = list(results)
+    lines = ["Settings chosen on validation pairs (the mean over attributes of the share of pairs with the attribute "
+             "right and the others preserved):", "",
+             "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for method in GRID:
+        lines.append(f"| {LABELS[method]} | " + " | ".join(_chosen(results[n]["selection"].get(method, {})) for n in names) + " |")
+    lines += ["", "Success / other attributes preserved / background PSNR against the source (dB), test pairs:", "",
+              "| attribute | method | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    reasons = {}
+    for a in ATTRIBUTES:
+        for method in METHODS:
+            cells = []
+            for n in names:
+                score = results[n]["editing"][a].get(method, {})
+                cells.append(_cell(score))
+                if "not_applicable" in score:
+                    reasons.setdefault((n, method), score["not_applicable"])
+            lines.append(f"| {a} | {LABELS[method]} | " + " | ".join(cells) + " |")
+    if reasons:
+        lines.append("")
+        lines += [f"n/a: {LABELS[m]} on {n}: {reason}" + ("  " if i < len(reasons) - 1 else "")
+                  for i, ((n, m), reason) in enumerate(reasons.items())]
+    return "\n".join(lines)
+
+
+def real_side_by_side(results: dict) -> str:
+    names = list(results)
+    lines = ["| | " + " | ".join(f"{n} ({results[n]['real']['reconstruction_psnr']['images']} scenes)" for n in names) + " |",
+             "|---|" + "---|" * len(names),
+             "| reconstruction PSNR, plain inversion (velocity at x_{i+1}) | "
+             + " | ".join(f"{results[n]['real']['reconstruction_psnr']['refine0']:.1f} dB" for n in names) + " |",
+             "| reconstruction PSNR, 2 fixed-point refinements per step | "
+             + " | ".join(f"**{results[n]['real']['reconstruction_psnr']['refine2']:.1f} dB**" for n in names) + " |",
+             "", "Edits of the inverted pair (success / preserved / background PSNR against the real source image):", "",
+             "| attribute | " + " | ".join(f"{n}: {what}" for n in names for what in ("SVD edit", "prompt swap from inverted noise"))
+             + " |", "|---|" + "---|" * (2 * len(names))]
+    for a in ATTRIBUTES:
+        lines.append(f"| {a} | " + " | ".join(_cell(results[n]["real"][a][m]) for n in names
+                                              for m in ("svd-edit", "prompt-swap")) + " |")
+    return "\n".join(lines)
+
+
+def doc_blocks(results: dict) -> dict[str, str]:
+    complete = {n: r for n, r in results.items() if all(k in r for k in ("P1", "selection", "editing", "real"))}
+    return {"sizes": sizes_line(complete), "editing": editing_side_by_side(complete), "real": real_side_by_side(complete),
+            "numbers": report(complete)}
+
+
+def update_doc(path: Path, blocks: dict[str, str]) -> None:
+    """Replace each block between ``<!-- svd_study: NAME -->`` and ``<!-- /svd_study: NAME -->``."""
+    import re
+
+    text = path.read_text()
+    for name, body in blocks.items():
+        pattern = re.compile(rf"(<!-- svd_study: {name} -->\n).*?(\n<!-- /svd_study: {name} -->)", re.S)
+        if not pattern.search(text):
+            raise ValueError(f"{path} has no block <!-- svd_study: {name} --> ... <!-- /svd_study: {name} -->")
+        text = pattern.sub(lambda m: m.group(1) + body.strip("\n") + m.group(2), text)
+    path.write_text(text)
+
+
 def report(results: dict) -> str:
     """Markdown tables of both models' results, side by side where they share rows."""
     lines = []
@@ -639,10 +906,18 @@ def report(results: dict) -> str:
                                  f"{t4[0]:.2f} / {t4[len(t4) // 2]:.2f} / {t4[-1]:.2f} |")
         if "selection" in r:
             lines.append("\nChosen on validation (mean of success-and-preserved over attributes): " + ", ".join(
-                f"{m} {v['chosen']} ({v['score']:.2f})" for m, v in r["selection"].items()))
+                f"{m} {v['chosen']} ({v['score']:.2f})" if "chosen" in v else f"{m} n/a" for m, v in r["selection"].items()))
+        kv = r.get("selection", {}).get(KV, {})
+        if "grid" in kv:
+            lines.append(f"\n{KV} on validation ({r['settings']['val_pairs']} pairs per attribute), by first patched step: "
+                         "score (mean success-and-preserved) and per attribute success / preserved / background PSNR:")
+            lines.append("| start step | score | " + " | ".join(ATTRIBUTES) + " |\n|---|---|" + "---|" * len(ATTRIBUTES))
+            for row in kv["grid"]:
+                lines.append(f"| {row['setting']['step']} | {row['score']:.2f} | " + " | ".join(
+                    _cell(row["per_attribute"].get(a, {})) for a in ATTRIBUTES) + " |")
         if "editing" in r:
             lines.append("\nEditing, test pairs: success / preserved / background PSNR (dB):")
-            methods = ["prompt-swap", "svd-edit", "slerp", "sdedit", "attention-reuse"]
+            methods = list(METHODS)
             lines.append("| attribute | " + " | ".join(methods) + " |\n|---|" + "---|" * len(methods))
             for a, e in r["editing"].items():
                 cells = []

@@ -145,6 +145,52 @@ def test_a_no_op_edit_continues_the_run_bit_for_bit(model):
         svd.continue_from(model, PROMPTS, svd.at_step(run, 2).isel(sample=[0]), 2, steps)
 
 
+@pytest.mark.parametrize("name", ["mmdit", "unet"])
+def test_text_kv_baseline_is_the_localization_patch_at_every_text_layer(name, request):
+    """The editing table's K/V baseline: the attribute prompt's text K/V at all text layers from a
+    start step, continued from the source's recorded trajectory, is bit for bit the library's full
+    patched run (``patched_generate``), and its source run is the unpatched generation."""
+    from workbench.analysis.localization import patched_generate
+    from workbench.data import make_scene
+
+    model = request.getfixturevalue(name)
+    a = make_scene([dict(kind="glyph", glyph="K", colour="red", position="left", template=0)], seed=1)
+    b = make_scene([dict(kind="glyph", glyph="7", colour="red", position="left", template=0)], seed=1)
+    steps = 4
+    out = svd.text_kv_edits(model, [a.caption], [b.caption], [1, 3], steps, svd.initial_noise(model, 1, 5),
+                            source_spans=[a.spans[0]], attribute_spans=[b.spans[0]])
+    assert set(out) == {"source", 1, 3} and out["source"].shape == (1, 32, 32, 3)
+    for start in (1, 3):
+        ref = patched_generate(model, a.caption, b.caption, start_step=start, steps=steps, seed=5,
+                               target_spans=a.spans[0], source_spans=b.spans[0])
+        np.testing.assert_array_equal(out[start][0], ref["patched"])
+    np.testing.assert_array_equal(out["source"][0], ref["target"])
+    assert not np.array_equal(out[1], out["source"])  # the patch acts
+    # the noise of sample i does not depend on the batch, and is what Model.generate(seed=) draws
+    np.testing.assert_array_equal(svd.initial_noise(model, 3, 5)[:1], svd.initial_noise(model, 1, 5))
+    np.testing.assert_array_equal(model.generate([a.caption], steps=steps, latents=svd.initial_noise(model, 1, 5)),
+                                  model.generate([a.caption], steps=steps, seed=5))
+
+
+def test_text_kv_baseline_bad_input_gets_a_clear_error(model):
+    from workbench.data import make_scene
+
+    a = make_scene([dict(kind="shape", shape="circle", colour="red", position="left", size="small", template=1)], seed=1)
+    b = make_scene([dict(kind="shape", shape="circle", colour="red", position="left", size="large", template=1)], seed=1)
+    noise = svd.initial_noise(model, 1, 0)
+    with pytest.raises(ValueError, match=r"start step\(s\) \[4\] are out of range"):
+        svd.text_kv_edits(model, [a.caption], [b.caption], [0, 4], 4, noise)
+    with pytest.raises(ValueError, match="1 source prompts but 2 attribute prompts"):
+        svd.text_kv_edits(model, [a.caption], [b.caption, b.caption], [0], 4, noise)
+    with pytest.raises(ValueError, match=r"latents have shape \(2, 3, 32, 32\)"):
+        svd.text_kv_edits(model, [a.caption], [b.caption], [0], 4, svd.initial_noise(model, 2, 0))
+    # captions whose roles cannot be matched: the library's alignment refuses them
+    no_size = {k: v for k, v in b.spans[0].items() if k != "size"}
+    with pytest.raises(ValueError, match="different roles"):
+        svd.text_kv_edits(model, [a.caption], [b.caption], [0], 4, noise, source_spans=[a.spans[0]],
+                          attribute_spans=[no_size])
+
+
 def test_flow_inversion_reconstructs_and_refuses_other_schedulers(model):
     from diffusers import DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler
 
