@@ -244,7 +244,7 @@ def write_chunk(path, plan: dict, chunk: int, start: int, features: dict[str, np
             raise ValueError(f"chunk {chunk}: {site} has shape {values.shape[1:]}, the store holds {array.shape[1:]}")
         array[start:stop] = values.astype(array.dtype, copy=False)
     arrays["valid"][start:stop] = np.asarray(valid, dtype=bool).astype(arrays["valid"].dtype)
-    ChunkRecords(path).write(chunk, [*plan, "valid"])
+    ChunkRecords(path).write(chunk, [*plan, "valid"], arrays)
     set_done(path, chunk, True, arrays)
 
 

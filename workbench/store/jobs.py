@@ -111,15 +111,20 @@ class ChunkRecords:
         self.store = Path(store)
         self.dir = job_dir(store) / "chunks" / part if part else job_dir(store) / "chunks"
 
-    def write(self, chunk: int, variables: Sequence[str]) -> None:
-        """Record chunk ``chunk`` of ``variables`` (chunked along their first dim) as it is on disk."""
+    def write(self, chunk: int, variables: Sequence[str], arrays=None) -> None:
+        """Record chunk ``chunk`` of ``variables`` (chunked along their first dim) as it is on disk.
+        ``arrays``: the store's open zarr arrays by name (a job that writes many chunks opens them
+        once); else they are opened here, once for both the file list and the digest."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        variables = list(variables)
+        opened = _arrays(self.store, variables) if arrays is None else [arrays[name] for name in variables]
         files = {}
-        for relative in chunk_files(self.store, variables, chunk):
-            path = self.store / relative
-            if path.exists():  # zarr writes no file for a chunk of fill values (e.g. all-NaN)
-                files[relative] = path.stat().st_size
-        record = {"files": files, "digest": chunk_digest(self.store, variables, chunk), "variables": list(variables)}
+        for relative in _chunk_files(variables, opened, chunk):
+            try:
+                files[relative] = (self.store / relative).stat().st_size
+            except FileNotFoundError:  # zarr writes no file for a chunk of fill values (e.g. all-NaN)
+                pass
+        record = {"files": files, "digest": _chunk_digest(variables, opened, chunk), "variables": variables}
         write_json_atomically(self.dir / f"{chunk}.json", record)
 
     def read(self, chunk: int) -> dict | None:
@@ -177,15 +182,24 @@ def _arrays(store, variables: Iterable[str]) -> list:
 def chunk_files(store, variables: Iterable[str], chunk: int) -> list[str]:
     """The files (relative to the store) of chunk ``chunk`` along the first dim of each variable."""
     variables = list(variables)
+    return _chunk_files(variables, _arrays(store, variables), chunk)
+
+
+def _chunk_files(variables: list[str], arrays: list, chunk: int) -> list[str]:
     return [f"{name}/{array.metadata.encode_chunk_key((chunk,) + (0,) * (array.ndim - 1))}"
-            for name, array in zip(variables, _arrays(store, variables))]
+            for name, array in zip(variables, arrays)]
 
 
 def chunk_digest(store, variables: Iterable[str], chunk: int) -> str:
     """sha1 of chunk ``chunk`` (along the first dim) of each variable, as read from disk."""
     variables = list(variables)
+    return _chunk_digest(variables, _arrays(store, variables), chunk)
+
+
+def _chunk_digest(variables: list[str], arrays: list, chunk: int) -> str:
+    """:func:`chunk_digest` through arrays already open (every block is still read from disk)."""
     digest = hashlib.sha1()
-    for name, array in zip(variables, _arrays(store, variables)):
+    for name, array in zip(variables, arrays):
         block = np.ascontiguousarray(array.get_block_selection((chunk,) + (0,) * (array.ndim - 1)))
         digest.update(name.encode())
         digest.update(block.tobytes())
