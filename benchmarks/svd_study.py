@@ -160,14 +160,17 @@ class Cache:
 
     def __init__(self, folder: Path):
         self.folder = folder
+        self.loaded = self.computed = 0  # chunks found finished / computed by this run
         folder.mkdir(parents=True, exist_ok=True)
 
     def get(self, key: str, compute):
         path = self.folder / f"{key}.npz"
         if path.exists():
+            self.loaded += 1
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
         result = compute()
+        self.computed += 1
         tmp = self.folder / f".{key}.tmp.npz"
         np.savez(tmp, **result)
         os.replace(tmp, path)
@@ -285,7 +288,8 @@ def run(name: str, args) -> dict:
     minutes = (time.time() - started) / 60
     runs = (prev.get("runs") or ([{"minutes": prev["minutes"], "computed": ["all"]}] if "minutes" in prev else [])
             if reused else [])
-    result["runs"] = runs + [{"minutes": minutes, "computed": computed}]
+    result["runs"] = runs + [{"minutes": minutes, "computed": computed, "chunks_computed": cache.computed,
+                              "chunks_loaded": cache.loaded}]
     result["minutes"] = sum(r["minutes"] for r in result["runs"])
     _save(result, name, args)
     return result
@@ -483,7 +487,7 @@ def select_edits(model, cache, val, validation, read, steps, args, done=None) ->
                     per_attr[a] = summarise(edit_scores(r, src, pairs, r["images"], source_images))
                 score = float(np.mean([per_attr[a]["success_and_preserved"] for a in ATTRIBUTES]))
                 rows.append({"setting": setting, "score": score, "per_attribute": per_attr})
-        best = max(rows, key=lambda row: row["score"])
+        best = max(rows, key=lambda row: row["score"])  # ties: the first setting in GRID order
         table[method] = {"chosen": best["setting"], "score": best["score"], "grid": rows,
                          **({"not_applicable": best["not_applicable"]} if "not_applicable" in best else {})}
         computed.append(method)
@@ -794,9 +798,17 @@ def sizes_line(results: dict) -> str:
                    f"steps {{{', '.join(map(str, p2.get('steps', st['swap_steps'])))}}}; editing selection on "
                    f"{st['val_pairs']} validation pairs per attribute; editing test on {st['test_pairs']} pairs per "
                    f"attribute; real images on {st['real_pairs']} pairs per attribute; "
-                   + " + ".join(f"{run['minutes']:.0f} min ({', '.join(run['computed']) or 'nothing new'})"
-                                for run in r.get("runs", [{"minutes": r.get("minutes", float('nan')), "computed": ["all"]}])))
+                   + "; ".join(_run_line(run) for run in r.get("runs", [{"minutes": r.get("minutes", float("nan")),
+                                                                                "computed": ["all"]}])))
     return "\n".join(out)
+
+
+def _run_line(run: dict) -> str:
+    what = ", ".join(run["computed"]) or "nothing new"
+    if run.get("chunks_computed") == 0 and run.get("chunks_loaded"):
+        return (f"assembled in {run['minutes']:.1f} min from {run['chunks_loaded']} chunks cached by earlier runs "
+                "(interrupted or in parallel; their time is not recorded)")
+    return f"{run['minutes']:.0f} min ({what})"
 
 
 def editing_side_by_side(results: dict) -> str:
@@ -817,7 +829,7 @@ def editing_side_by_side(results: dict) -> str:
                 score = results[n]["editing"][a].get(method, {})
                 cells.append(_cell(score))
                 if "not_applicable" in score:
-                    reasons.setdefault((n, method), score["not_applicable"])
+                    reasons.setdefault((n, method), score["not_applicable"].split(";")[0].strip("\"'"))
             lines.append(f"| {a} | {LABELS[method]} | " + " | ".join(cells) + " |")
     if reasons:
         lines.append("")
@@ -855,10 +867,10 @@ def update_doc(path: Path, blocks: dict[str, str]) -> None:
 
     text = path.read_text()
     for name, body in blocks.items():
-        pattern = re.compile(rf"(<!-- svd_study: {name} -->\n).*?(\n<!-- /svd_study: {name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- svd_study: {name} -->\n).*?(<!-- /svd_study: {name} -->)", re.S)
         if not pattern.search(text):
             raise ValueError(f"{path} has no block <!-- svd_study: {name} --> ... <!-- /svd_study: {name} -->")
-        text = pattern.sub(lambda m: m.group(1) + body.strip("\n") + m.group(2), text)
+        text = pattern.sub(lambda m: m.group(1) + body.strip("\n") + "\n" + m.group(2), text)
     path.write_text(text)
 
 
