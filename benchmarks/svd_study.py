@@ -2,6 +2,8 @@
 
     python benchmarks/svd_study.py toy-mmdit [--steps 10] [--prop-pairs 50] [--val-pairs 25]
                                    [--test-pairs 100] [--real-pairs 25] [--work DIR] [--out docs/results]
+                                   [--stages properties editing real] [--methods ...] [--fresh]
+    python benchmarks/svd_study.py report [--doc docs/svd.md]   # tables (and the doc's generated blocks), figures
 
 Everything is scored by the shipped judge on shapes-world attribute pairs: prompt B differs from
 prompt A in one attribute only (colour, shape, size or glyph), same position, template and noise
@@ -13,14 +15,16 @@ interrupted run loses at most the chunk in flight):
    against other samples at the same step; P2 judge flip rate when A's singular values / vectors
    at step k are replaced by B's, continued with A's prompt; P3 which of A's components carries
    the difference B - A at each step;
-2. editing, selection on the validation pairs: the step (and rank) of our SVD edit, slerp and
-   SDEdit re-noising;
+2. editing, selection on the validation pairs: the step (and rank) of our SVD edit, slerp,
+   SDEdit re-noising and the first patched step of text K/V patching (all text layers);
 3. editing, test pairs (a separate seed stream): every method at its selected setting, scored by
    attribute success, other attributes preserved and background PSNR;
 4. real images: shapes-world test scenes (rendered, not generated) inverted through the flow
    scheduler, reconstruction PSNR, and the SVD edit between the inverted pair.
 
-Writes ``svd_<model>.json`` (every number the docs and notebook 06 show) into ``--out``.
+Writes ``svd_<model>.json`` (every number the docs and notebook 06 show) into ``--out``. What that
+JSON already holds (a stage, one method's selection and test rows) is kept when the settings it
+depends on agree, so adding a method computes only that method (``--fresh`` ignores the JSON).
 """
 
 from __future__ import annotations
