@@ -49,6 +49,9 @@ from workbench.data.recipe import default_recipe
 from workbench.models.judge import CROP, load_judge
 from workbench.widgets.pictures import png_data_uri
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _npz_cache import Cache  # noqa: E402  (the study scripts' shared resume cache)
+
 ATTRIBUTES = ("colour", "shape", "size", "glyph")
 FIELD = {"colour": "colour", "shape": "name", "glyph": "name", "size": "size"}
 READ_FIELDS = ("colour", "name", "size")
@@ -157,28 +160,7 @@ def summarise(scores: dict) -> dict:
 
 
 # -- caching --------------------------------------------------------------------------------------
-class Cache:
-    """One .npz per finished chunk, written atomically (temp file, then rename): a re-run skips
-    finished chunks and an interruption loses only the chunk in flight. (A minimal resumable
-    writer; the faults helper's store jobs are the general one.)"""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.loaded = self.computed = 0  # chunks found finished / computed by this run
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def get(self, key: str, compute):
-        path = self.folder / f"{key}.npz"
-        if path.exists():
-            self.loaded += 1
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        result = compute()
-        self.computed += 1
-        tmp = self.folder / f".{key}.tmp.npz"
-        np.savez(tmp, **result)
-        os.replace(tmp, path)
-        return result
+# (Cache: benchmarks/_npz_cache.py, shared with the other study scripts)
 
 
 def images_of(model, latents) -> np.ndarray:

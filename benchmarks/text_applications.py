@@ -35,6 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import workbench as wb  # noqa: E402
 from workbench.analysis import glyph_pairs as gp  # noqa: E402
 from workbench.analysis import text_editing as te  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _npz_cache import Cache as Work  # noqa: E402  (the study scripts' shared resume cache)
 from workbench.analysis.localization_report import split, swap_table, variant_table  # noqa: E402
 from workbench.analysis.sweeps import noise_for  # noqa: E402
 from workbench.cli.localize import open_sweep  # noqa: E402
@@ -44,25 +47,6 @@ STEPS = 8
 REUSE_STEPS = (2, 4, 6)
 LETTERS = ("A", "B", "E", "H", "K", "M", "R", "S", "T", "X")
 DIGITS = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
-
-
-class Work:
-    """Results kept on disk, one npz per step, so a killed run resumes."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def get(self, key: str, compute):
-        path = self.folder / f"{key}.npz"
-        if path.exists():
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        value = compute()
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **value)
-        tmp.replace(path)
-        return value
 
 
 def _scenes(glyphs, colours, positions, seeds):
