@@ -30,3 +30,14 @@ class Cache:
         np.savez(tmp, **result)
         os.replace(tmp, path)
         return result
+
+
+def jsonable(value):
+    """``json.dumps(..., default=jsonable)``: numpy scalars and arrays as plain numbers and lists."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(type(value))

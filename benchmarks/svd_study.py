@@ -50,7 +50,7 @@ from workbench.models.judge import CROP, load_judge
 from workbench.widgets.pictures import png_data_uri
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _npz_cache import Cache  # noqa: E402  (the study scripts' shared resume cache)
+from _npz_cache import Cache, jsonable as _jsonable  # noqa: E402  (the study scripts' shared resume cache)
 
 ATTRIBUTES = ("colour", "shape", "size", "glyph")
 FIELD = {"colour": "colour", "shape": "name", "glyph": "name", "size": "size"}
@@ -617,15 +617,6 @@ def _save(result: dict, name: str, args) -> None:
     tmp.write_text(json.dumps(result, indent=1, default=_jsonable))
     os.replace(tmp, out / f"svd_{name}.json")
 
-
-def _jsonable(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(type(value))
 
 
 # -- figures for docs/svd.md ----------------------------------------------------------------------

@@ -37,7 +37,7 @@ from workbench.analysis import glyph_pairs as gp  # noqa: E402
 from workbench.analysis import text_editing as te  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _npz_cache import Cache as Work  # noqa: E402  (the study scripts' shared resume cache)
+from _npz_cache import Cache as Work, jsonable as _json  # noqa: E402  (the study scripts' shared resume cache)
 from workbench.analysis.localization_report import split, swap_table, variant_table  # noqa: E402
 from workbench.analysis.sweeps import noise_for  # noqa: E402
 from workbench.cli.localize import open_sweep  # noqa: E402
@@ -252,15 +252,6 @@ def main(argv=None) -> int:
     print(f"wrote {out}")
     return 0
 
-
-def _json(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(type(value))
 
 
 if __name__ == "__main__":
