@@ -71,10 +71,17 @@ def test_batches_are_deterministic():
     assert a.shape == (4, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
 
 
+def _phrase(name: str, colour: str, pos: str) -> str:
+    where = "in the" if pos == "centre" else "on the" if pos in ("left", "right") else "at the"
+    if len(name) > 1:
+        return f"a {colour} {name} {where} {pos}"
+    kind = "digit" if name.isdigit() else "letter"
+    return f'the {kind} "{name}" in {colour} {where} {pos}'
+
+
 def _judge_single(model, judge):
     """(shape and colour right, colour right) counts over the 8 SINGLE prompts, 10 steps."""
-    prompts = [f"a {colour} {shape} {'in the' if pos == 'centre' else 'on the' if pos in ('left', 'right') else 'at the'} {pos}"
-               for shape, colour, pos in SINGLE]
+    prompts = [_phrase(shape, colour, pos) for shape, colour, pos in SINGLE]
     images = model.generate(prompts, steps=10, seed=0)
     assert images.shape == (8, 32, 32, 3) and images.min() >= 0 and images.max() <= 1
     verdict = judge.judge(images)
@@ -208,14 +215,6 @@ TWO = [(("circle", "red", "left"), ("square", "blue", "right")), (("K", "yellow"
        (("7", "magenta", "left"), ("A", "cyan", "right")), (("diamond", "white", "centre"), ("cross", "orange", "top")),
        (("square", "green", "left"), ("E", "red", "right")), (("circle", "blue", "top"), ("5", "yellow", "bottom")),
        (("triangle", "cyan", "left"), ("diamond", "magenta", "right")), (("X", "orange", "centre"), ("circle", "white", "bottom"))]
-
-
-def _phrase(name: str, colour: str, pos: str) -> str:
-    where = "in the" if pos == "centre" else "on the" if pos in ("left", "right") else "at the"
-    if len(name) > 1:
-        return f"a {colour} {name} {where} {pos}"
-    kind = "digit" if name.isdigit() else "letter"
-    return f'the {kind} "{name}" in {colour} {where} {pos}'
 
 
 @pytest.mark.parametrize("name", reference.NAMES)
