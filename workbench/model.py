@@ -293,9 +293,7 @@ class Model:
             guidance_scale = None if default is None else default.default
         if guidance_scale is not None:
             kwargs["guidance_scale"] = guidance_scale
-        if negatives is not None and (guidance_scale is None or guidance_scale <= 1.0):
-            raise ValueError(f"negative prompts act through classifier-free guidance: guidance_scale={guidance_scale} "
-                             "has no unconditional branch to put them in (use a scale > 1)")
+        _require_guidance(negatives, guidance_scale)
         kwargs.update(pipeline_kwargs)
         if height is not None:
             kwargs["height"] = height
@@ -328,9 +326,7 @@ class Model:
             latents = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents have shape {tuple(latents.shape)}; {len(prompts)} prompts need {shape}")
-        if negatives is not None and scale <= 1.0:
-            raise ValueError(f"negative prompts act through classifier-free guidance: guidance_scale={scale} "
-                             "has no unconditional branch to put them in (use a scale > 1)")
+        _require_guidance(negatives, scale)
         negative = self.encode(negatives or [""] * len(prompts)) if scale > 1.0 else None
         with torch.set_grad_enabled(grad):
             latents = denoise(self, latents, steps=steps, conditioning=self.encode(prompts), negative=negative,
@@ -339,6 +335,13 @@ class Model:
             if output == "latents":
                 return latents
             return np.clip(np.asarray(self.decoder(latents), dtype=np.float32), 0.0, 1.0)
+
+
+def _require_guidance(negatives: list[str] | None, guidance_scale: float | None) -> None:
+    """Negative prompts live in the unconditional branch, which exists only with guidance > 1."""
+    if negatives is not None and (guidance_scale is None or guidance_scale <= 1.0):
+        raise ValueError(f"negative prompts act through classifier-free guidance: guidance_scale={guidance_scale} "
+                         "has no unconditional branch to put them in (use a scale > 1)")
 
 
 def _negatives(prompts: list[str], negative_prompts) -> list[str] | None:
