@@ -69,3 +69,39 @@ def test_printing_a_recording_summarises_sites_dims_and_steps(model):
     assert "latent.x0: (sample: 1, branch: 1, step: 3, channel: 16, y: 16, x: 16) float32" in text
     assert "tensor(" not in text and len(text.splitlines()) == 3
     assert str(rec) == text
+
+
+def test_transform_keeps_only_its_result_and_never_the_live_tensor(model):
+    site = "transformer_blocks.0.out.image"
+    with wb.record(model, [site]) as full:
+        model.generate("a red circle", steps=1)
+    seen = []
+
+    def token_mean(s, x, geometry):
+        seen.append((s.name, tuple(x.shape), geometry.text_len))
+        return x.mean(dim=1)
+
+    with wb.record(model, [site], transform=token_mean) as rec:
+        model.generate("a red circle", steps=1)
+    captured = full.raw(site, 0)
+    torch.testing.assert_close(rec.kept(site, 0), captured.mean(dim=1), rtol=0, atol=0)
+    assert seen and seen[0][0] == site and seen[0][1] == tuple(captured.shape) and seen[0][2] > 0
+    # An identity transform hands back the live tensor: it is copied, not kept as it is.
+    live = []
+
+    def identity(s, x, geometry):
+        live.append(x)
+        return x
+
+    with wb.record(model, [site], transform=identity) as same:
+        model.generate("a red circle", steps=1)
+    kept = same.kept(site, 0)
+    assert kept.untyped_storage().data_ptr() != live[0].untyped_storage().data_ptr()
+    torch.testing.assert_close(kept, captured, rtol=0, atol=0)
+    # The kept tensors have no site dims: labelled reads and patching refuse them, by name.
+    with pytest.raises(ValueError, match="transform=token_mean"):
+        rec[site]
+    with pytest.raises(ValueError, match="transform=token_mean"):
+        rec.raw(site, 0)
+    with pytest.raises(ValueError, match="cannot be combined with reduce"):
+        wb.record(model, [site], transform=token_mean, reduce=("head",))

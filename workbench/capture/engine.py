@@ -46,7 +46,7 @@ class Recorder:
     def __init__(self, target, sites=(), *, steps=None, timesteps=None, reduce=(), dtype: torch.dtype | None = None,
                  interventions: list[Intervention] = (), max_bytes: int | None = None, store=None,
                  branches: tuple[str, ...] | None = None, branch_calls: tuple[str, ...] | None = None,
-                 expected_steps: int | None = None, prompts: list[str] | None = None):
+                 expected_steps: int | None = None, prompts: list[str] | None = None, transform=None):
         self.model = as_model(target)
         self.denoiser, self.pipeline, self.scheduler = self.model.denoiser, self.model.pipeline, self.model.scheduler
         self.site_map = self.model.site_map
@@ -55,6 +55,10 @@ class Recorder:
                                branch_calls=branch_calls, expected_steps=expected_steps,
                                model=self.model, scheduler=self.scheduler)
         self.reduce = (reduce,) if isinstance(reduce, str) else tuple(reduce)
+        if transform is not None and (self.reduce or store is not None):
+            raise ValueError("transform= replaces what a site keeps, so it cannot be combined with reduce= or "
+                             "store= (both need the site's own dims); pool inside the transform instead")
+        self.transform = transform
         self.dtype = dtype
         self.max_bytes = default_max_bytes() if max_bytes is None else max_bytes
         self.store = store
@@ -76,6 +80,7 @@ class Recorder:
             dtype=None if dtype is None else str(dtype).replace("torch.", ""),
             prompts=prompts,
             interventions=[repr(i) for i in interventions],
+            transform="" if transform is None else getattr(transform, "__name__", repr(transform)),
         )
         self.geometry = None
         self.firing = FiringLog()
@@ -245,6 +250,14 @@ class Recorder:
         """The copy a recording keeps: reduced, on the CPU, in the requested dtype, never aliasing
         a tensor the model may still change in place."""
         x = x.detach()
+        if self.transform is not None:
+            # What the transform returns (a pooled map, say) is all that is kept: the full-size
+            # activation is never copied. A result that shares the live tensor's memory (a view,
+            # or x itself) is copied, since the model may still change that tensor in place.
+            kept = self.transform(site, x, self.geometry)
+            if kept.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+                kept = kept.clone()
+            return kept.to("cpu", dtype=self.dtype or kept.dtype)
         if self.reduce:
             dims = ("batch",) + site.dims
             axes = [dims.index(d) for d in self.reduce if d in dims]
@@ -348,7 +361,7 @@ def record(target, sites: str | list[str] | tuple[str, ...] = (), *, steps=None,
            reduce: str | tuple[str, ...] = (), dtype: torch.dtype | None = None,
            interventions: list[Intervention] = (), max_bytes: int | None = None, store=None,
            branches: tuple[str, ...] | None = None, branch_calls: tuple[str, ...] | None = None,
-           expected_steps: int | None = None, prompts: list[str] | None = None) -> Recorder:
+           expected_steps: int | None = None, prompts: list[str] | None = None, transform=None) -> Recorder:
     """Record ``sites`` (names or globs) of ``target`` during the runs inside the ``with`` block.
 
     >>> with record(pipe, ["transformer_blocks.*.attn.probs.image->text", "latent.*"]) as rec:
@@ -370,13 +383,18 @@ def record(target, sites: str | list[str] | tuple[str, ...] = (), *, steps=None,
         branch_calls: guidance run as separate denoiser calls per step, in this order.
         expected_steps: the run's length, when the recorder cannot learn it (to check ``steps``).
         prompts: the prompts of the run, when no Model passes them (labels ``sample`` and tokens).
+        transform: ``fn(site, tensor, geometry) -> tensor`` applied at capture time; only its
+            result is kept (no copy of the full activation), read with ``rec.kept(site, step)``.
+            For jobs that pool every capture at once (``workbench extract``); the result has no
+            labelled dims, so ``rec[site]`` refuses it.
 
     Every requested site must fire at every selected step; otherwise the run stops with
     ``SitesNotFired`` naming the sites, the step and the likely cause.
     """
     return Recorder(target, sites, steps=steps, timesteps=timesteps, reduce=reduce, dtype=dtype,
                     interventions=interventions, max_bytes=max_bytes, store=store, branches=branches,
-                    branch_calls=branch_calls, expected_steps=expected_steps, prompts=prompts)
+                    branch_calls=branch_calls, expected_steps=expected_steps, prompts=prompts,
+                    transform=transform)
 
 
 def intervene(target, interventions: list[Intervention], *, branches: tuple[str, ...] | None = None,

@@ -41,6 +41,7 @@ class Recording(Mapping):
     text_tokens: list[list[str]] | None = None
     geometry: Geometry | None = None
     interventions: list[str] = field(default_factory=list)
+    transform: str = ""  # the name of record(transform=...): captures are its results, not the site's dims
     _raw: dict[str, dict[tuple[int, int], torch.Tensor]] = field(default_factory=lambda: defaultdict(dict))
     _calls: dict[tuple[int, int], CallInfo] = field(default_factory=dict)
     _rows: dict[tuple[str, int, int], list[str]] = field(default_factory=dict)  # per-site row labels if not the call's
@@ -72,13 +73,18 @@ class Recording(Mapping):
 
     def raw(self, site: str, step: int, call: int = 0) -> torch.Tensor:
         """The tensor captured at ``site`` for one denoiser call, in its canonical layout."""
+        if self.reduce or self.dtype or self.transform:
+            raise ValueError(
+                f"{site} was recorded with reduce={self.reduce} dtype={self.dtype} transform={self.transform or None}; "
+                "record it without them to patch from it"
+            )
+        return self.kept(site, step, call)
+
+    def kept(self, site: str, step: int, call: int = 0) -> torch.Tensor:
+        """What the recording kept at ``site`` for one denoiser call: the capture after any
+        ``reduce``, ``dtype`` or ``transform`` (:meth:`raw` is the same, checked to be the full capture)."""
         if site not in self._raw:
             raise KeyError(f"{site!r} was not recorded; recorded sites: {', '.join(sorted(self._raw)) or 'none'}")
-        if self.reduce or self.dtype:
-            raise ValueError(
-                f"{site} was recorded with reduce={self.reduce} dtype={self.dtype}; record it without "
-                "reductions to patch from it"
-            )
         per_call = self._raw[site]
         if (step, call) not in per_call:
             have = sorted(per_call)
@@ -119,6 +125,8 @@ class Recording(Mapping):
         rows = sum((self._rows.get((name, first_step, c), self._calls[(first_step, c)].row_branches) for c in calls), [])
         n_branches = len(set(rows))
         tensor = per_call[(first_step, calls[0])]
+        if self.transform:
+            return f"{tuple(tensor.shape)} per call after {self.transform}"
         dims = [d for d in self.sites[name].dims if d not in self.reduce]
         sizes = {"sample": len(rows) // max(n_branches, 1), "branch": n_branches,
                  "step": len({s for s, _ in per_call}), **dict(zip(dims, tensor.shape[1:]))}
@@ -179,6 +187,9 @@ class Recording(Mapping):
 
     def _to_xarray(self, name: str, only_step: int | None = None) -> xr.DataArray:
         site = self.sites[name]
+        if self.transform:
+            raise ValueError(f"{name} was recorded with transform={self.transform}: its captures are the transform's "
+                             f"results, not the site's dims {site.dims}; read them with rec.kept(site, step)")
         per_call = self._raw[name]
         steps = sorted({s for s, _ in per_call if only_step is None or s == only_step})
         per_step, branches = [], None

@@ -143,18 +143,22 @@ class Extractor:
         clean = x0.repeat(draws, *([1] * (x0.dim() - 1)))
         noisy = self.model.add_noise(clean, t, torch.zeros_like(clean) if noise is None else noise)
         conditioning = {k: v.repeat(draws, *([1] * (v.dim() - 1))) for k, v in conditioning.items()}
+        cfg, pooled_dims = self.config, {}
+
+        def pool(site, raw: torch.Tensor, geometry) -> torch.Tensor:
+            tokens, grid = _token_layout(site, raw, geometry)
+            pooled, pooled_dims[site.name] = pool_tensor(raw, site.dims, cfg.pooling, cfg.pool_size, tokens, grid,
+                                                         site.name)
+            return pooled
+
+        # Pooled inside the hook (transform=): the recording keeps only the pooled features, so the
+        # full-size activations are neither copied nor labelled. Copying them cost about 8% of a
+        # call's CPU time in fresh-page faults (benchmarks/extraction.py, docs/features.md).
         # expected_steps: this recording is one denoiser call, not a run over the scheduler's steps
         # (else the recorder projects its memory over every step the scheduler holds).
-        with record(self.model, self.sites, expected_steps=1) as rec:
+        with record(self.model, self.sites, expected_steps=1, transform=pool) as rec:
             self.model.predict(noisy, t, conditioning)
-        # Pool the raw captures (one call: step 0, call 0) rather than labelled arrays: building
-        # coordinates for every site and call costs as much as pooling itself.
-        cfg, pooled = self.config, {}
-        for name in self.sites:
-            site, raw = rec.sites[name], rec.raw(name, 0)
-            tokens, grid = _token_layout(site, raw, rec.geometry)
-            pooled[name] = pool_tensor(raw, site.dims, cfg.pooling, cfg.pool_size, tokens, grid, name)
-        return pooled
+        return {name: (rec.kept(name, 0), pooled_dims[name]) for name in self.sites}
 
     # -- the job's identity -----------------------------------------------------------------------
     def job(self) -> dict:
