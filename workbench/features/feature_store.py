@@ -238,13 +238,16 @@ def write_chunk(path, plan: dict, chunk: int, start: int, features: dict[str, np
     # lazily through dask to check the region (about 70 ms a chunk, 10% of a 32-image chunk's
     # compute on toy-unet; benchmarks/extraction.py --profile).
     arrays = arrays if arrays is not None else ChunkArrays(path, plan)
+    written = {}
     for site, values in features.items():
         array = arrays[site]
         if array.shape[1:] != values.shape[1:]:
             raise ValueError(f"chunk {chunk}: {site} has shape {values.shape[1:]}, the store holds {array.shape[1:]}")
-        array[start:stop] = values.astype(array.dtype, copy=False)
-    arrays["valid"][start:stop] = np.asarray(valid, dtype=bool).astype(arrays["valid"].dtype)
-    ChunkRecords(path).write(chunk, [*plan, "valid"], arrays)
+        written[site] = values.astype(array.dtype, copy=False)
+        array[start:stop] = written[site]
+    written["valid"] = np.asarray(valid, dtype=bool).astype(arrays["valid"].dtype)
+    arrays["valid"][start:stop] = written["valid"]
+    ChunkRecords(path).write(chunk, [*plan, "valid"], arrays, written=written)
     set_done(path, chunk, True, arrays)
 
 

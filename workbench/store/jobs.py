@@ -16,8 +16,8 @@ its own. The rules (``docs/design.md``, "Jobs that write stores") and where each
    creating the claim's next generation, again exclusively, so two processes never both take it.
    After claiming, the chunk's done mark is read again: a chunk finished meanwhile is left alone.
 3. **Data, then its record, then the done mark**: a chunk is marked done only after its data is
-   written and read back into a record (:class:`ChunkRecords`: its files, their sizes, a digest of
-   its values). A job killed or failing at any moment leaves at worst an unmarked chunk, which the
+   written and recorded (:class:`ChunkRecords`: its files, their sizes, a digest of its values,
+   read back from disk or taken from the blocks just written). A job killed or failing at any moment leaves at worst an unmarked chunk, which the
    next run recomputes.
 4. **Stop cleanly** (:class:`StoreJob`): Ctrl-C ends the job after the current chunk (a second
    Ctrl-C at once); a failed write (a full disk) ends it with the store, what failed and the
@@ -111,10 +111,14 @@ class ChunkRecords:
         self.store = Path(store)
         self.dir = job_dir(store) / "chunks" / part if part else job_dir(store) / "chunks"
 
-    def write(self, chunk: int, variables: Sequence[str], arrays=None) -> None:
+    def write(self, chunk: int, variables: Sequence[str], arrays=None, written: dict | None = None) -> None:
         """Record chunk ``chunk`` of ``variables`` (chunked along their first dim) as it is on disk.
         ``arrays``: the store's open zarr arrays by name (a job that writes many chunks opens them
-        once); else they are opened here, once for both the file list and the digest."""
+        once); else they are opened here, once for both the file list and the digest.
+        ``written``: name -> the block just written, in the array's dtype: the digest is taken from
+        it instead of reading every block back (a zarr round trip per variable and chunk; the
+        feature store's job writes one per site). A later check (``damage(full=True)``) reads the
+        disk and compares, so a write that stored other values is still found."""
         self.dir.mkdir(parents=True, exist_ok=True)
         variables = list(variables)
         opened = _arrays(self.store, variables) if arrays is None else [arrays[name] for name in variables]
@@ -124,7 +128,8 @@ class ChunkRecords:
                 files[relative] = (self.store / relative).stat().st_size
             except FileNotFoundError:  # zarr writes no file for a chunk of fill values (e.g. all-NaN)
                 pass
-        record = {"files": files, "digest": _chunk_digest(variables, opened, chunk), "variables": variables}
+        digest = _chunk_digest(variables, opened, chunk) if written is None else _digest_of(variables, written)
+        record = {"files": files, "digest": digest, "variables": variables}
         write_json_atomically(self.dir / f"{chunk}.json", record)
 
     def read(self, chunk: int) -> dict | None:
@@ -198,11 +203,16 @@ def chunk_digest(store, variables: Iterable[str], chunk: int) -> str:
 
 def _chunk_digest(variables: list[str], arrays: list, chunk: int) -> str:
     """:func:`chunk_digest` through arrays already open (every block is still read from disk)."""
+    return _digest_of(variables, {name: array.get_block_selection((chunk,) + (0,) * (array.ndim - 1))
+                                  for name, array in zip(variables, arrays)})
+
+
+def _digest_of(variables: list[str], blocks: dict) -> str:
+    """sha1 over each variable's name and block bytes, in ``variables`` order."""
     digest = hashlib.sha1()
-    for name, array in zip(variables, arrays):
-        block = np.ascontiguousarray(array.get_block_selection((chunk,) + (0,) * (array.ndim - 1)))
+    for name in variables:
         digest.update(name.encode())
-        digest.update(block.tobytes())
+        digest.update(np.ascontiguousarray(blocks[name]).tobytes())
     return digest.hexdigest()
 
 
