@@ -244,11 +244,32 @@ def write_chunk(path, plan: dict, chunk: int, start: int, features: dict[str, np
         if array.shape[1:] != values.shape[1:]:
             raise ValueError(f"chunk {chunk}: {site} has shape {values.shape[1:]}, the store holds {array.shape[1:]}")
         written[site] = values.astype(array.dtype, copy=False)
-        array[start:stop] = written[site]
     written["valid"] = np.asarray(valid, dtype=bool).astype(arrays["valid"].dtype)
-    arrays["valid"][start:stop] = written["valid"]
+    _write_blocks([(arrays[name], slice(start, stop), values) for name, values in written.items()])
     ChunkRecords(path).write(chunk, [*plan, "valid"], arrays, written=written)
     set_done(path, chunk, True, arrays)
+
+
+def _write_blocks(writes) -> None:
+    """Write ``(array, selection, values)`` triples, all in one hand-over to zarr's I/O loop.
+
+    Each synchronous zarr write hands its work to zarr's event-loop thread and waits for it: two
+    context switches and, on a loaded machine, a wait for the scheduler, per array. Gathering the
+    chunk's writes (one per site, plus ``valid``) into one coroutine pays that once per chunk:
+    measured on the 2-core machine, 12 instead of 20 ms CPU and a third of the context switches
+    for 8 arrays (benchmarks/extraction.py, docs/features.md)."""
+    import asyncio
+
+    if not all(hasattr(array, "async_array") for array, _, _ in writes):  # older zarr 3 releases: no public async_array
+        for array, selection, values in writes:
+            array[selection] = values
+        return
+    from zarr.core.sync import sync
+
+    async def write_all() -> None:
+        await asyncio.gather(*(array.async_array.setitem(selection, values) for array, selection, values in writes))
+
+    sync(write_all())
 
 
 def set_done(path, chunk: int, done: bool, arrays: ChunkArrays | None = None) -> None:
