@@ -296,6 +296,13 @@ def throughput_table(result: dict, target: float = 0.9) -> str:
         out.append(f"| {label} | {m['workbench'][key]:.2f} | {m['handwritten'][key]:.2f} | "
                    f"{result['images'] / m['workbench'][key]:.1f} | {result['images'] / m['handwritten'][key]:.1f} | "
                    f"{r[key]:.2f}x | {verdict} |")
+    runs = result["seconds"]
+    spread = []
+    for label, key in rows:
+        paired = [h[key] / w[key] for w, h in zip(runs["workbench"], runs["handwritten"])]
+        spread.append(f"{label} {min(paired):.2f}-{max(paired):.2f}x")
+    out.append(f"\nRatio of each alternating pair of runs (hand-written run i / workbench run i), lowest-highest: "
+               + "; ".join(spread) + ".")
     out.append(f"\nsame features: {result['same_features']}")
     return "\n".join(out)
 
