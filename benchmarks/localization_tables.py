@@ -1,0 +1,403 @@
+"""The tables of docs/localization.md, from the shipped results (no model runs):
+
+* the study section, from ``workbench localize`` (``localization_<model>.zarr`` and ``.json``,
+  written by ``workbench.analysis.localization_report.export``);
+* attribution patching and its head pairs, from ``benchmarks/attribution_study.py``
+  (``attribution_<model>.json``);
+* the applications (editing against attention reuse, prevention of banned glyphs), from
+  ``benchmarks/text_applications.py`` (``text_applications_<model>.json``).
+
+Nothing in those tables is typed in. The results folder is ``docs/results`` or
+``$WORKBENCH_RESULTS``; a model whose files are missing is left out of a table.
+
+    python benchmarks/localization_tables.py               # print the tables
+    python benchmarks/localization_tables.py --update-doc  # write them into docs/localization.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pandas as pd
+
+from workbench.analysis.localization_report import open_results, results_dir, swap_table, variant_table
+
+MODELS = ("toy-unet", "toy-mmdit")
+UNIT = {"toy-unet": "layer", "toy-mmdit": "block"}  # what a text layer is called in each model
+NEGATIVE_FORMS = {"glyph": '`"K"`', "object": '`the letter "K"`', "prompt": "the whole prompt"}
+
+
+def _load(kind: str) -> dict:
+    """``<kind>_<model>.json`` of every model that has one."""
+    found = {}
+    for name in MODELS:
+        path = results_dir() / f"{kind}_{name}.json"
+        if path.exists():
+            found[name] = json.loads(path.read_text())
+    return found
+
+
+def _num(x, digits: int = 2) -> str:
+    """A correlation or ratio; undefined (a constant side) as n/a; no "-0.00"."""
+    if x is None:
+        return "n/a"
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def _table(header: list[str], rows: list[tuple[str, list[str]]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, cells in rows:
+        line = f"| {label} | " + " | ".join(cells) + " |"
+        while "|  |" in line:  # an empty cell is written "| |"
+            line = line.replace("|  |", "| |")
+        out.append(line)
+    return "\n".join(out)
+
+
+def _share(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def summary_table(results: dict) -> str:
+    """The study's answers side by side, one column per model."""
+    rows = {
+        "pairs (qualifying val / test)": lambda s, g: (f"{s['pairs']} ({s['qualifying_pairs']['validation']} / "
+                                                       f"{s['qualifying_pairs']['test']})"),
+        "text layers": lambda s, g: str(len(g["layer_module"])),
+        "best layer (validation)": lambda s, g: f"{s['best_layer']}: `{s['best_layer_module']}`",
+        "best start step": lambda s, g: str(s["best_start"]),
+        "best layer edit success (val / test)": lambda s, g: (f"{s['best_validation_success']:.3f} / "
+                                                              f"{s['best_test_success']:.3f}"),
+        "best layer parameter share": lambda s, g: _share(s["best_layer_parameter_share"]),
+        "single heads, edit success (test)": lambda s, g: ", ".join(
+            f"h{h}: {v:.3f}" for h, v in s["head_success_test"].items()),
+        "greedy head set keeping >= 90% of the layer": lambda s, g: (
+            f"{s['head_set']} (test {s['head_set_test_success']:.3f}, share {_share(s['head_set_parameter_share'])})"),
+        "full prompt swap edit success (test)": lambda s, g: f"{s['full_prompt_swap_test_success']:.3f}",
+        "smallest layer set >= 90% of it": lambda s, g: (
+            "none of the measured sets" if s["layer_set"] is None else
+            f"{s['layer_set']['layers']} (val {s['layer_set']['validation_success']:.3f}, test "
+            f"{s['layer_set']['test_success']:.3f}, share {_share(s['layer_set']['parameter_share'])})"),
+        "all text layers' share": lambda s, g: _share(s["all_layers_parameter_share"]),
+    }
+    names = [m for m in MODELS if m in results]
+    out = ["|  | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, cell in rows.items():
+        out.append(f"| {label} | " + " | ".join(cell(results[m][2], results[m][0]) for m in names) + " |")
+    return "\n".join(out)
+
+
+def heatmap_table(name: str, summary: dict) -> str:
+    heat = summary["heatmap_test"]
+    starts = sorted({int(s) for row in heat.values() for s in row})
+    out = [f"### {name}: edit success per layer x start step (test, {summary['qualifying_pairs']['test']} pairs)\n",
+           f"| {name} | " + " | ".join(f"from step {s}" for s in starts) + " |", "|---|" + "---|" * len(starts)]
+    for layer, row in sorted(heat.items(), key=lambda kv: int(kv[0])):
+        out.append(f"| layer {layer} | " + " | ".join(f"{row[str(s)] if str(s) in row else row[s]:.3f}"
+                                                      for s in starts) + " |")
+    return "\n".join(out)
+
+
+def baselines_table(name: str, grid, focus, summary: dict) -> str:
+    """The best layer and all layers from every start, contiguous layer ranges from step 0, and
+    the prompt swap from each start, on test pairs."""
+    frame = pd.concat([variant_table(grid), variant_table(focus)])
+    frame = frame[frame["heads"] == ""]
+    every = "+".join(str(i) for i in range(len(grid["layer_module"])))
+    best = str(summary["best_layer"])
+    chosen = frame[(frame["layers"] == best) | (frame["layers"] == every)
+                   | ((frame["layers"].str.contains(r"\+")) & (frame["start"] == 0))]
+    chosen = chosen[~chosen.index.duplicated()]
+    chosen = chosen.assign(_all=chosen["layers"] == every, _single=chosen["layers"] == best)
+    chosen = chosen.sort_values(["_single", "_all", "layers", "start"], ascending=[False, False, True, True])
+    metrics = ["success", "colour_kept", "rest_kept", "psnr", "ssim"]
+    out = [f"### {name}: editing against baselines (test)\n",
+           "K/V patch `L<layers>@<start>`; PSNR is the median, dB, outside the glyphs.\n",
+           f"| {name} | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for _, row in chosen.iterrows():
+        out.append(f"| K/V patch L{row['layers']}@{row['start']} | " + " | ".join(f"{row[m]:.3f}" for m in metrics)
+                   + " |")
+    for label, row in swap_table(grid).iterrows():
+        out.append(f"| {label} | " + " | ".join(f"{row[m]:.3f}" for m in metrics) + " |")
+    return "\n".join(out)
+
+
+# --- attribution patching (attribution_<model>.json) -------------------------------------------
+
+
+def _top1(name: str, comparison: dict) -> str:
+    unit = UNIT.get(name, "layer")
+    a, b = comparison["top3_attribution"][0], comparison["top3_activation"][0]
+    return f"top-1 agrees ({unit} {a})" if a == b else f"top-1 differs ({unit} {a} vs {b})"
+
+
+def _argmax(values: list) -> int:
+    return max(range(len(values)), key=lambda i: values[i])
+
+
+def _attribution_rows(name: str, report: dict, summary: dict | None) -> dict[str, str]:
+    """One model's column of the attribution table: row label -> cell. A figure the report
+    does not hold drops its row (KeyError), it is never filled in."""
+    test, val = report["agreement"]["test"], report["agreement"]["validation"]
+    unit = UNIT.get(name, "layer")
+    first, later = report["starts"][0], report["starts"][1:]
+    cells = {}
+
+    def row(label, cell):
+        try:
+            cells[label] = cell()
+        except (KeyError, IndexError, TypeError):
+            pass
+
+    def layers(part, start):
+        return part[f"layers_from_{start}"]
+
+    row(f"Spearman, layers from step {first}: vs same metric / vs edit success", lambda: (
+        f"**{_num(layers(test, first)['vs_gap']['spearman'])}** / {_num(layers(test, first)['vs_success']['spearman'])}"
+        f" (validation {_num(layers(val, first)['vs_gap']['spearman'])} / "
+        f"{_num(layers(val, first)['vs_success']['spearman'])})"))
+    row(f"top-3 overlap, layers from step {first} (chance)", lambda: (
+        f"{layers(test, first)['vs_gap']['top3_overlap']} of {len(layers(test, first)['vs_gap']['top3_attribution'])}"
+        f" ({layers(test, first)['vs_gap']['top3_chance']:.2f}); {_top1(name, layers(test, first)['vs_gap'])}"))
+    row("Spearman, layers from step " + " / ".join(str(s) for s in later),
+        lambda: " / ".join(_num(layers(test, s)["vs_gap"]["spearman"]) for s in later))
+    row("Spearman, all layer x start cells", lambda: (
+        f"{_num(test['layer_x_start']['vs_gap']['spearman'])} ({test['layer_x_start']['vs_gap']['items']} cells; "
+        f"validation {_num(val['layer_x_start']['vs_gap']['spearman'])})"))
+
+    def heads_cell():
+        heads, heads_val = test["best_layer_heads"], val["best_layer_heads"]
+        a, b = _argmax(heads["attribution"]), _argmax(heads["activation_gap"])
+        top = f"top-1 agrees (head {a})" if a == b else f"top-1 differs (head {a} vs {b})"
+        return (f"{_num(heads['vs_gap']['spearman'])} ({heads['vs_gap']['items']} heads; validation "
+                f"{_num(heads_val['vs_gap']['spearman'])}); {top}")
+
+    row("Spearman, heads of the best layer", heads_cell)
+    row("Spearman, all heads; top-3 overlap (chance)", lambda: (
+        f"{_num(test['all_heads']['vs_gap']['spearman'])} ({test['all_heads']['vs_gap']['items']} heads); "
+        f"{test['all_heads']['vs_gap']['top3_overlap']} ({test['all_heads']['vs_gap']['top3_chance']:.2f})"))
+    row("per pair and layer: Pearson / Spearman, estimate vs actual; signs agree", lambda: (
+        f"{_num(test['per_pair_layers']['pearson'])} / {_num(test['per_pair_layers']['spearman'])}; "
+        f"{test['per_pair_layers']['sign_agrees']:.0%}"))
+
+    def selection_cell():
+        sel = report["selection"]
+        a, b = sel["attribution_best_layer_validation"], sel["activation_best_layer_validation"]
+        text = (f"{unit} {a}: {sel['attribution_pick_test_success']:.3f} / "
+                f"{unit} {b}: {sel['activation_pick_test_success']:.3f}")
+        if (summary is not None and b == summary["best_layer"]
+                and f"{summary['best_test_success']:.3f}" != f"{sel['activation_pick_test_success']:.3f}"):
+            text += f" (recomputed; the store reads {summary['best_test_success']:.3f})"
+        return text
+
+    row("best layer chosen on validation by attribution / by activation: its test success", selection_cell)
+    cost = report["cost"]
+    attr, act = cost["attribution"], cost["activation"]
+    row("cost: attribution (calls + backward passes, CPU s)",
+        lambda: f"{attr['calls']} + {attr['backward_passes']}, {attr['cpu_s']:.1f} s")
+    row(f"activation, layers x {len(report['starts'])} starts (calls, CPU s)", lambda: (
+        f"{act['layers']['calls']}, {act['layers']['cpu_s']:.1f} s (**{cost['cpu_ratio_layers']:.1f}x**)"))
+    row(f"activation, + every head from step {first}", lambda: (
+        f"{act['layers']['calls'] + act['heads']['calls']}, {act['layers']['cpu_s'] + act['heads']['cpu_s']:.1f} s "
+        f"(**{cost['cpu_ratio_layers_and_heads']:.1f}x**; calls {cost['calls_ratio_layers_and_heads']:.1f}x, "
+        f"rows {cost['rows_ratio_layers_and_heads']:.1f}x)"))
+    return cells
+
+
+def attribution_table(reports: dict, summaries: dict) -> str:
+    names = list(reports)
+    columns = {name: _attribution_rows(name, reports[name], summaries.get(name)) for name in names}
+    labels = [label for label in dict.fromkeys(k for c in columns.values() for k in c)
+              if all(label in columns[name] for name in names)]
+    header = ["test pairs"]
+    for name in names:
+        report = reports[name]
+        heads = sorted(set(report["heads"].values()))
+        header.append(f"{name} ({report['pairs']['test']}; {len(report['layer_modules'])} {UNIT.get(name, 'layer')}s"
+                      f" x {'/'.join(str(h) for h in heads)} heads)")
+    return _table(header, [(label, [columns[name][label] for name in names]) for label in labels])
+
+
+def head_pairs_table(reports: dict, stores: dict) -> str:
+    """Every head pair of the best layer (test), and the whole layer: its store success and PSNR,
+    its recomputed logit-gap change."""
+    names = [n for n in reports if "head_pairs" in reports[n]]
+    found = {}
+    for name in names:
+        pairs = reports[name]["head_pairs"]
+        for variant in pairs["variants"].values():
+            found.setdefault(tuple(variant["heads"]), {})[name] = variant
+    header = ["heads"]
+    for name in names:
+        pairs = reports[name]["head_pairs"]
+        header += [f"{name} {UNIT.get(name, 'layer')} {pairs['layer']}: success", "logit-gap change", "PSNR"]
+    rows = []
+    for heads in sorted(found):
+        cells = []
+        for name in names:
+            v = found[heads].get(name)
+            cells += ([f"{v['success_test']:.3f}", f"{v['gap_test']:.2f}", f"{v['psnr_median_test']:.1f}"]
+                      if v else ["", "", ""])
+        rows.append(("+".join(str(h) for h in heads), cells))
+    whole = []
+    for name in names:
+        pairs = reports[name]["head_pairs"]
+        layer, start = pairs["layer"], pairs["start"]
+        gap = reports[name]["agreement"]["test"][f"layers_from_{start}"]["activation_gap"][layer]
+        psnr = ""
+        if name in stores:
+            frame = variant_table(stores[name][0])
+            match = frame[(frame["layers"] == str(layer)) & (frame["start"] == start) & (frame["heads"] == "")]
+            psnr = f"{match['psnr'].iloc[0]:.1f}" if len(match) else ""
+        whole += [f"{pairs['full_layer_success']['test']:.3f}", f"{gap:.2f}", psnr]
+    rows.append(("whole layer", whole))
+    return _table(header, rows)
+
+
+# --- applications (text_applications_<model>.json) -----------------------------------------------
+
+
+def _layers(layers) -> str:
+    return "+".join(str(i) for i in layers)
+
+
+def editing_table(apps: dict, summaries: dict) -> str:
+    """Test pairs: the prompt swap, K/V patches of the study (the best single layer, the layer set
+    prevention chose, all layers) and every attention-reuse method at its validation-chosen r."""
+    names = list(apps)
+    rows_of = {name: apps[name]["editing"]["study_rows_test"] for name in names}
+
+    def study(row: dict) -> list[str]:
+        return [f"{row['success']:.3f}", f"{row['colour_kept']:.2f} / {row['rest_kept']:.2f}",
+                f"{row['psnr']:.1f} / {row['ssim']:.3f}"]
+
+    rows = []
+    for label in ("prompt swap from step 0", "prompt swap from step 2"):
+        if all(label in rows_of[n] for n in names):
+            rows.append((label, sum((study(rows_of[n][label]) for n in names), [])))
+    if all(n in summaries for n in names):
+        starts = {summaries[n]["best_start"] for n in names}
+        same = len(starts) == 1
+        cells = []
+        for n in names:
+            best, start = summaries[n]["best_layer"], summaries[n]["best_start"]
+            c = study(rows_of[n][f"K/V patch L{best}@{start}"])
+            c[0] += f" (L{best})" if same else f" (L{best}@{start})"
+            cells += c
+        rows.append(("K/V patch, best single layer" + (f" @{starts.pop()}" if same else ""), cells))
+    chosen = {n: _layers(apps[n]["prevention"]["layer_set"]) for n in names}
+    every = {n: _layers(apps[n]["prevention"]["all_layers"]) for n in names}
+    if all(f"K/V patch L{chosen[n]}@0" in rows_of[n] for n in names):
+        rows.append(("K/V patch " + " / ".join(f"L{chosen[n]}@0" for n in names),
+                     sum((study(rows_of[n][f"K/V patch L{chosen[n]}@0"]) for n in names), [])))
+    if all(f"K/V patch L{every[n]}@0" in rows_of[n] for n in names):
+        rows.append(("K/V patch all text layers @0",
+                     sum((study(rows_of[n][f"K/V patch L{every[n]}@0"]) for n in names), [])))
+    methods = list(dict.fromkeys(m for n in names for m in apps[n]["editing"]["methods"]))
+    for i, method in enumerate(methods):
+        cells, steps = [], []
+        for n in names:
+            entry = apps[n]["editing"]["methods"].get(method)
+            if entry is None:
+                cells += ["n/a", "", ""]
+                continue
+            r = entry["chosen_reuse_steps"]
+            steps.append(str(r))
+            t = entry["settings"][str(r)]["test"]
+            cells += [f"{t['success']:.3f} [{t['success_ci'][0]:.2f}, {t['success_ci'][1]:.2f}]",
+                      f"{t['colour_kept']:.2f} / {t['rest_kept']:.2f}", f"{t['psnr']:.1f} / {t['ssim']:.3f}"]
+        rows.append((f"reuse {method} (r {'chosen:' if i == 0 else '='} {' / '.join(steps)})", cells))
+    header = ["test pairs"]
+    for n in names:
+        header += [f"{n} success [95% CI]", "colour / rest kept", "PSNR / SSIM"]
+    return _table(header, rows)
+
+
+def prevention_table(apps: dict) -> str:
+    """Test prompts: banned rate, PSNR median (both with their 95% intervals), colour / rest kept."""
+    names = list(apps)
+    prevention = {n: apps[n]["prevention"] for n in names}
+
+    def method(n: str, kind: str) -> str:
+        methods = prevention[n]["methods"]
+        if kind == "chosen":
+            return next(k for k in methods if k.endswith("(validation-chosen)"))
+        if kind == "all":
+            return next(k for k in methods if k.startswith("K/V patch all text layers"))
+        if kind == "negative":
+            return prevention[n]["negative_prompt_method"]
+        return "none (unpatched)"
+
+    def cells(n: str, kind: str, bold: bool = False) -> list[str]:
+        t = prevention[n]["methods"][method(n, kind)]["test"]
+        rate = f"**{t['banned']:.3f}**" if bold else f"{t['banned']:.3f}"
+        if kind == "none":
+            return [rate, "-", "-"]
+        return [f"{rate} [{t['banned_ci'][0]:.2f}, {t['banned_ci'][1]:.2f}]",
+                f"{t['psnr_median']:.1f} [{t['psnr_median_ci'][0]:.1f}, {t['psnr_median_ci'][1]:.1f}]",
+                f"{t['colour_kept']:.2f} / {t['rest_kept']:.2f}"]
+
+    forms = [prevention[n]["negative_form_chosen"] for n in names]
+    negative = (NEGATIVE_FORMS.get(forms[0], forms[0]) if len(set(forms)) == 1
+                else " / ".join(f"{NEGATIVE_FORMS.get(f, f)}" for f in forms))
+    rows = [("unpatched", sum((cells(n, "none") for n in names), [])),
+            ("K/V patch, validation-chosen (" + " / ".join(f"L{_layers(prevention[n]['layer_set'])}" for n in names)
+             + ")", sum((cells(n, "chosen", bold=True) for n in names), [])),
+            ("K/V patch, all text layers", sum((cells(n, "all") for n in names), [])),
+            (f"negative prompt ({negative})", sum((cells(n, "negative") for n in names), []))]
+    header = ["test prompts"]
+    for n in names:
+        header += [f"{n} banned rate [95% CI]", "PSNR median [CI]", "colour / rest kept"]
+    return _table(header, rows)
+
+
+# --- all blocks ----------------------------------------------------------------------------------
+
+
+def blocks() -> dict[str, str]:
+    """Block key of docs/localization.md -> its text."""
+    stores = {}
+    for name in MODELS:
+        try:
+            stores[name] = open_results(name)
+        except FileNotFoundError:
+            continue
+    parts = ["### Localization (selected on validation, reported on test)\n", summary_table(stores)]
+    for name, (grid, focus, summary) in stores.items():
+        parts += ["", heatmap_table(name, summary)]
+    for name, (grid, focus, summary) in stores.items():
+        parts += ["", baselines_table(name, grid, focus, summary)]
+    out = {"localization-study": "\n".join(parts)}
+    summaries = _load("localization")
+    reports = _load("attribution")
+    if reports:
+        out["localization-attribution"] = attribution_table(reports, summaries)
+        out["localization-head-pairs"] = head_pairs_table(reports, stores)
+    apps = _load("text_applications")
+    if apps:
+        out["localization-editing"] = editing_table(apps, summaries)
+        out["localization-prevention"] = prevention_table(apps)
+    return out
+
+
+def tables() -> str:
+    return "\n\n".join(f"<!-- {key} -->\n{text}" for key, text in blocks().items())
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--update-doc", action="store_true", help="write the tables into docs/localization.md")
+    args = parser.parse_args(argv)
+    if args.update_doc:
+        from _doc import write_block
+
+        for key, text in blocks().items():
+            write_block("localization.md", key, text)
+    else:
+        print(tables())
+
+
+if __name__ == "__main__":
+    main()
