@@ -76,7 +76,7 @@ class Recording(Mapping):
         if self.reduce or self.dtype or self.transform:
             raise ValueError(
                 f"{site} was recorded with reduce={self.reduce} dtype={self.dtype} transform={self.transform or None}; "
-                "record it without them to patch from it"
+                "record it without reductions (reduce, dtype, transform) to patch from it"
             )
         return self.kept(site, step, call)
 
