@@ -152,8 +152,9 @@ class Extractor:
             return pooled
 
         # Pooled inside the hook (transform=): the recording keeps only the pooled features, so the
-        # full-size activations are neither copied nor labelled. Copying them cost about 8% of a
-        # call's CPU time in fresh-page faults (benchmarks/extraction.py, docs/features.md).
+        # full-size activations are neither copied nor labelled. Measured on one call alone, the
+        # copies cost about 8% of its CPU time in fresh-page faults; over a whole job the time did
+        # not move measurably (docs/features.md, "Performance").
         # expected_steps: this recording is one denoiser call, not a run over the scheduler's steps
         # (else the recorder projects its memory over every step the scheduler holds).
         with record(self.model, self.sites, expected_steps=1, transform=pool) as rec:

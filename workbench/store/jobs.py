@@ -17,8 +17,8 @@ its own. The rules (``docs/design.md``, "Jobs that write stores") and where each
    After claiming, the chunk's done mark is read again: a chunk finished meanwhile is left alone.
 3. **Data, then its record, then the done mark**: a chunk is marked done only after its data is
    written and recorded (:class:`ChunkRecords`: its files, their sizes, a digest of its values,
-   read back from disk or taken from the blocks just written). A job killed or failing at any moment leaves at worst an unmarked chunk, which the
-   next run recomputes.
+   read back from disk or taken from the blocks just written). A job killed or failing at any
+   moment leaves at worst an unmarked chunk, which the next run recomputes.
 4. **Stop cleanly** (:class:`StoreJob`): Ctrl-C ends the job after the current chunk (a second
    Ctrl-C at once); a failed write (a full disk) ends it with the store, what failed and the
    command that resumes. Claims are released either way and finished chunks stay done.
