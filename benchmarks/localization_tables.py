@@ -83,21 +83,17 @@ def summary_table(results: dict) -> str:
         "all text layers' share": lambda s, g: _share(s["all_layers_parameter_share"]),
     }
     names = [m for m in MODELS if m in results]
-    out = ["|  | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for label, cell in rows.items():
-        out.append(f"| {label} | " + " | ".join(cell(results[m][2], results[m][0]) for m in names) + " |")
-    return "\n".join(out)
+    return _table(["", *names], [(label, [cell(results[m][2], results[m][0]) for m in names])
+                                 for label, cell in rows.items()])
 
 
 def heatmap_table(name: str, summary: dict) -> str:
     heat = summary["heatmap_test"]
     starts = sorted({int(s) for row in heat.values() for s in row})
-    out = [f"### {name}: edit success per layer x start step (test, {summary['qualifying_pairs']['test']} pairs)\n",
-           f"| {name} | " + " | ".join(f"from step {s}" for s in starts) + " |", "|---|" + "---|" * len(starts)]
-    for layer, row in sorted(heat.items(), key=lambda kv: int(kv[0])):
-        out.append(f"| layer {layer} | " + " | ".join(f"{row[str(s)] if str(s) in row else row[s]:.3f}"
-                                                      for s in starts) + " |")
-    return "\n".join(out)
+    rows = [(f"layer {layer}", [f"{row[str(s)]:.3f}" for s in starts])  # JSON keys are strings
+            for layer, row in sorted(heat.items(), key=lambda kv: int(kv[0]))]
+    return (f"### {name}: edit success per layer x start step (test, {summary['qualifying_pairs']['test']} pairs)\n\n"
+            + _table([name, *(f"from step {s}" for s in starts)], rows))
 
 
 def baselines_table(name: str, grid, focus, summary: dict) -> str:
@@ -113,15 +109,12 @@ def baselines_table(name: str, grid, focus, summary: dict) -> str:
     chosen = chosen.assign(_all=chosen["layers"] == every, _single=chosen["layers"] == best)
     chosen = chosen.sort_values(["_single", "_all", "layers", "start"], ascending=[False, False, True, True])
     metrics = ["success", "colour_kept", "rest_kept", "psnr", "ssim"]
-    out = [f"### {name}: editing against baselines (test)\n",
-           "K/V patch `L<layers>@<start>`; PSNR is the median, dB, outside the glyphs.\n",
-           f"| {name} | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-    for _, row in chosen.iterrows():
-        out.append(f"| K/V patch L{row['layers']}@{row['start']} | " + " | ".join(f"{row[m]:.3f}" for m in metrics)
-                   + " |")
-    for label, row in swap_table(grid).iterrows():
-        out.append(f"| {label} | " + " | ".join(f"{row[m]:.3f}" for m in metrics) + " |")
-    return "\n".join(out)
+    rows = [(f"K/V patch L{row['layers']}@{row['start']}", [f"{row[m]:.3f}" for m in metrics])
+            for _, row in chosen.iterrows()]
+    rows += [(label, [f"{row[m]:.3f}" for m in metrics]) for label, row in swap_table(grid).iterrows()]
+    return (f"### {name}: editing against baselines (test)\n\n"
+            "K/V patch `L<layers>@<start>`; PSNR is the median, dB, outside the glyphs.\n\n"
+            + _table([name, *metrics], rows))
 
 
 # --- attribution patching (attribution_<model>.json) -------------------------------------------
@@ -370,7 +363,7 @@ def blocks() -> dict[str, str]:
     for name, (grid, focus, summary) in stores.items():
         parts += ["", baselines_table(name, grid, focus, summary)]
     out = {"localization-study": "\n".join(parts)}
-    summaries = _load("localization")
+    summaries = {name: summary for name, (_, _, summary) in stores.items()}  # the JSON open_results read
     reports = _load("attribution")
     if reports:
         out["localization-attribution"] = attribution_table(reports, summaries)
