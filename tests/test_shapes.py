@@ -49,6 +49,21 @@ def test_a_sample_regenerates_alone_and_in_pieces(train):
     xr.testing.assert_identical(piece.drop_attrs(), train.isel(sample=slice(10, 15)).drop_attrs())
 
 
+def test_labels_without_pixels_are_the_rendered_splits_labels(train, train48):
+    """generate(pixels=False) draws the same scenes unpainted: every label, caption, span and
+    background tone equals the rendered split's, at any image size and for constrained scenes."""
+    for rendered, size in ((train, None), (train48, 48)):
+        labels = wd.generate(len(rendered.sample), split="train", seed=0, size=size, pixels=False)
+        xr.testing.assert_identical(labels, rendered.drop_vars(["image", "mask", "y", "x", "rgb"]))
+    piece = wd.generate(7, split="test", seed=3, start=40, pixels=False)
+    xr.testing.assert_identical(piece, wd.generate(7, split="test", seed=3, start=40).drop_vars(
+        ["image", "mask", "y", "x", "rgb"]))
+    spec = [dict(glyph="K", colour="red", position="top"), dict(shape="circle")]
+    layout, scene = wd.scene_layout(spec, seed=9), wd.make_scene(spec, seed=9)
+    assert (layout.objects, layout.caption, layout.spans, layout.background) == (
+        scene.objects, scene.caption, scene.spans, scene.background)
+
+
 def test_splits_share_no_image():
     digests = {
         split: {hashlib.sha1(img.tobytes()).hexdigest() for img in wd.generate(50, split=split).image.values}
@@ -263,6 +278,9 @@ def test_torch_dataset_items(train, tmp_path, from_path):
         (lambda: wd.generate(0), "n must be a positive integer"),
         (lambda: wd.generate(-3), "n must be a positive integer"),
         (lambda: wd.generate(2, split="holdout"), "valid splits: train, val, test"),
+        (lambda: wd.generate(2, split="holdout", pixels=False), "valid splits: train, val, test"),
+        (lambda: wd.scene_layout([dict(colour="pink")]), "valid colours: red, orange"),
+        (lambda: wd.scene_layout(size=8), "image size must be an integer >= 16"),
         (lambda: wd.write_shapes("/tmp/never-written.zarr", split="dev"), "valid splits: train, val, test"),
     ],
 )

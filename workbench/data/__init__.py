@@ -15,7 +15,7 @@ Example:
 
 from workbench.data.captions import ROLES, describe, token_alignment
 from workbench.data.recipe import Recipe, default_recipe, load_recipe
-from workbench.data.scene import ObjectSpec, Scene, make_scene
+from workbench.data.scene import Layout, ObjectSpec, Scene, make_scene, scene_layout
 from workbench.data.shapes import (
     LABELS,
     SPLITS,
@@ -29,6 +29,7 @@ from workbench.data.shapes import (
 
 __all__ = [
     "LABELS",
+    "Layout",
     "ROLES",
     "SPLITS",
     "ObjectSpec",
@@ -42,6 +43,7 @@ __all__ = [
     "make_scene",
     "open_shapes",
     "sample_scene",
+    "scene_layout",
     "scenes_to_dataset",
     "token_alignment",
     "write_shapes",

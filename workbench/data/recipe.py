@@ -68,9 +68,10 @@ class Recipe:
     separator: str
     last_separator: str
 
-    def vocabulary(self, field: str) -> tuple[str, ...]:
-        """The valid names of a label field, in code order (the int label is the index)."""
-        vocabularies = {
+    @functools.cached_property
+    def _vocabularies(self) -> dict[str, tuple[str, ...]]:
+        # Built once per recipe (it is immutable): labelling a split looks names up ~20 times a scene.
+        return {
             "kind": KINDS,
             "shape": self.shapes,
             "glyph": self.glyphs,
@@ -79,6 +80,10 @@ class Recipe:
             "size": tuple(self.sizes),
             "background": tuple(self.backgrounds),
         }
+
+    def vocabulary(self, field: str) -> tuple[str, ...]:
+        """The valid names of a label field, in code order (the int label is the index)."""
+        vocabularies = self._vocabularies
         if field not in vocabularies:
             raise ValueError(f"unknown label field {field!r}; valid fields: {', '.join(vocabularies)}")
         return vocabularies[field]

@@ -1,5 +1,8 @@
 """One shapes-world scene: draw a layout (random or constrained), paint it, caption it.
 
+``scene_layout`` gives the same scene's ground truth without painting it (objects, caption,
+spans, background tone): labelling a large split that way costs a small fraction of rendering it.
+
 Determinism: a scene depends only on its seed, its constraints, its image size and the recipe.
 The seed feeds a numpy ``SeedSequence`` split into two streams, one for the layout (what, where)
 and one for the paint (background, noise, colour jitter). Every draw is a fixed-size block of
@@ -36,6 +39,16 @@ _KIND, _NAME, _COLOUR, _SIZE, _TEMPLATE = range(5)
 
 
 @dataclass(frozen=True, eq=False)
+class Layout:
+    """What a scene shows, without its pixels: ``make_scene`` with the same arguments paints it."""
+
+    objects: tuple[ObjectSpec, ...]  # in drawing order: later objects lie on top
+    caption: str
+    spans: tuple[dict[str, Span], ...]  # per object: role -> (start, end) in caption
+    background: str  # name of the background tone
+
+
+@dataclass(frozen=True, eq=False)
 class Scene:
     """A rendered scene with its ground truth."""
 
@@ -68,23 +81,50 @@ def make_scene(
         >>> bool((pair[0].masks == pair[1].masks).all())
         True
     """
+    recipe, size, layout_rng, paint_rng = _streams(seed, size, recipe)
+    specs = _draw_requested(objects, layout_rng, size, recipe)
+    image, masks, background_name = _paint(specs, paint_rng, size, recipe)
+    caption, spans = describe(specs, recipe)
+    return Scene(image, masks, specs, caption, spans, background_name)
+
+
+def scene_layout(
+    objects: Sequence[Mapping] | None = None,
+    seed: int | Sequence[int] = 0,
+    size: int | None = None,
+    recipe: Recipe | None = None,
+) -> Layout:
+    """The ground truth of ``make_scene(objects, seed, size, recipe)`` without painting it.
+
+    Example:
+        >>> spec = [dict(glyph="K", colour="red", position="top", template=0)]
+        >>> scene_layout(spec, seed=5).caption == make_scene(spec, seed=5).caption
+        True
+    """
+    recipe, size, layout_rng, paint_rng = _streams(seed, size, recipe)
+    specs = _draw_requested(objects, layout_rng, size, recipe)
+    caption, spans = describe(specs, recipe)
+    return Layout(specs, caption, spans, _background_tone(paint_rng, recipe))
+
+
+def _streams(seed, size, recipe) -> tuple[Recipe, int, np.random.Generator, np.random.Generator]:
+    """The recipe, the checked image size, and the layout and paint random streams of ``seed``."""
     recipe = recipe or default_recipe()
     size = recipe.image_size if size is None else size
     if not isinstance(size, (int, np.integer)) or size < MIN_IMAGE_SIZE:
         raise ValueError(f"image size must be an integer >= {MIN_IMAGE_SIZE}, got {size!r}")
-    size = int(size)
     layout_seed, paint_seed = np.random.SeedSequence(_entropy(seed)).spawn(2)
-    layout_rng, paint_rng = np.random.default_rng(layout_seed), np.random.default_rng(paint_seed)
+    return recipe, int(size), np.random.default_rng(layout_seed), np.random.default_rng(paint_seed)
 
-    count_draw = layout_rng.random()  # drawn even when unused, so both paths consume alike
+
+def _draw_requested(objects, rng: np.random.Generator, size: int, recipe: Recipe) -> tuple[ObjectSpec, ...]:
+    """The objects: the requested ones (checked) or a random count of random ones."""
+    count_draw = rng.random()  # drawn even when unused, so both paths consume alike
     if objects is None:
         requests = [{}] * (1 + int(count_draw * recipe.max_objects))
     else:
         requests = _check_requests(objects, recipe)
-    specs = _draw_layout(requests, layout_rng, size, recipe)
-    image, masks, background_name = _paint(specs, paint_rng, size, recipe)
-    caption, spans = describe(specs, recipe)
-    return Scene(image, masks, specs, caption, spans, background_name)
+    return _draw_layout(requests, rng, size, recipe)
 
 
 def _entropy(seed: int | Sequence[int]) -> list[int]:
@@ -179,14 +219,18 @@ def _footprints_apart(specs: Sequence[ObjectSpec], size: int, recipe: Recipe) ->
     return True
 
 
+def _background_tone(rng: np.random.Generator, recipe: Recipe) -> str:
+    """The background tone: the paint stream's first draw (so ``scene_layout`` knows it unpainted)."""
+    return _pick(tuple(recipe.backgrounds), rng.random())
+
+
 def _paint(
     specs: Sequence[ObjectSpec], rng: np.random.Generator, size: int, recipe: Recipe
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Paint objects over a noisy background in order; returns image, per-object masks, tone name."""
-    tone_draw = rng.random()
+    background_name = _background_tone(rng, recipe)
     noise_draws = rng.random((size, size, 3))
     jitter_draws = rng.random((len(specs), 3))
-    background_name = _pick(tuple(recipe.backgrounds), tone_draw)
     image = background(recipe.backgrounds[background_name], recipe.background_noise, noise_draws)
 
     jitter = recipe.colour_jitter

@@ -45,7 +45,7 @@ import xarray as xr
 
 from workbench.data.captions import ROLES
 from workbench.data.recipe import Recipe, default_recipe
-from workbench.data.scene import Scene, make_scene
+from workbench.data.scene import Layout, Scene, make_scene, scene_layout
 
 SPLITS = ("train", "val", "test")
 LABELS = ("kind", "shape", "glyph", "colour", "position", "size")
@@ -61,11 +61,15 @@ def sample_scene(
         >>> sample_scene(7, "test").caption == generate(1, "test", start=7).caption.item()
         True
     """
+    return make_scene(seed=_sample_seed(index, split, seed), size=size, recipe=recipe)
+
+
+def _sample_seed(index: int, split: str, seed: int) -> tuple[int, int, int]:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     if not isinstance(index, (int, np.integer)) or index < 0:
         raise ValueError(f"sample index must be a non-negative integer, got {index!r}")
-    return make_scene(seed=(seed, SPLITS.index(split), int(index)), size=size, recipe=recipe)
+    return seed, SPLITS.index(split), int(index)
 
 
 def generate(
@@ -75,18 +79,30 @@ def generate(
     size: int | None = None,
     recipe: Recipe | None = None,
     start: int = 0,
+    pixels: bool = True,
 ) -> xr.Dataset:
     """Samples ``start .. start + n - 1`` of a split as an in-memory Dataset.
+
+    ``pixels=False``: the same Dataset without ``image`` and ``mask`` (and their ``y``, ``x``,
+    ``rgb`` coordinates), drawn without painting a pixel: labels and captions of a split at a
+    fraction of the cost, for code that renders images batch by batch later (``sample_scene``).
 
     Example:
         >>> generate(2, seed=3).caption.values.tolist() == generate(2, seed=3).caption.values.tolist()
         True
+        >>> sorted(set(generate(2)) - set(generate(2, pixels=False)))
+        ['image', 'mask']
     """
     if not isinstance(n, (int, np.integer)) or n <= 0:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     recipe = recipe or default_recipe()
-    scenes = [sample_scene(start + i, split, seed, size, recipe) for i in range(n)]
-    ds = scenes_to_dataset(scenes, recipe, sample=np.arange(start, start + n))
+    sample = np.arange(start, start + n)
+    if pixels:
+        ds = scenes_to_dataset([sample_scene(int(i), split, seed, size, recipe) for i in sample], recipe, sample)
+    else:
+        size = recipe.image_size if size is None else size
+        layouts = [scene_layout(seed=_sample_seed(int(i), split, seed), size=size, recipe=recipe) for i in sample]
+        ds = _label_dataset(layouts, recipe, sample, size)
     ds.attrs.update(split=split, seed=seed)
     return ds
 
@@ -104,16 +120,41 @@ def scenes_to_dataset(
     recipe = recipe or default_recipe()
     if not scenes:
         raise ValueError("need at least one scene")
-    n, size = len(scenes), scenes[0].image.shape[0]
+    size = scenes[0].image.shape[0]
     if any(s.image.shape[0] != size for s in scenes):
         raise ValueError("all scenes must have the same image size")
-    n_obj = max(recipe.max_objects, max(len(s.objects) for s in scenes))
-
-    masks = np.zeros((n, n_obj, size, size), dtype=bool)
-    labels = {field: np.full((n, n_obj), -1, dtype=np.int8) for field in (*LABELS, "template")}
-    spans = np.full((n, n_obj, len(ROLES), 2), -1, dtype=np.int16)
+    ds = _label_dataset(scenes, recipe, sample, size)
+    masks = np.zeros((len(scenes), ds.sizes["obj"], size, size), dtype=bool)
     for i, scene in enumerate(scenes):
         masks[i, : len(scene.objects)] = scene.masks
+    variables = {
+        "image": (("sample", "y", "x", "rgb"), np.stack([s.image for s in scenes])),
+        "mask": (("sample", "obj", "y", "x"), masks, {"description": "pixels each object shows; top-most wins"}),
+        **{name: (var.dims, var.values, var.attrs) for name, var in ds.data_vars.items()},
+    }
+    coords = {
+        "sample": ds["sample"].values,
+        "obj": ds["obj"].values,
+        "y": np.arange(size),
+        "x": np.arange(size),
+        # Object (variable-length) strings: zarr v3 has a specified string type for them,
+        # while fixed-width numpy strings are stored with an unstable, warned-about encoding.
+        "rgb": np.array(["r", "g", "b"], dtype=object),
+        "role": ds["role"].values,
+        "bound": ds["bound"].values,
+    }
+    return xr.Dataset(variables, coords=coords, attrs=ds.attrs)
+
+
+def _label_dataset(
+    layouts: Sequence[Layout | Scene], recipe: Recipe, sample: Sequence[int] | None, size: int
+) -> xr.Dataset:
+    """Everything but the pixels: labels, captions and spans of each scene (or scene layout)."""
+    n = len(layouts)
+    n_obj = max(recipe.max_objects, max(len(s.objects) for s in layouts))
+    labels = {field: np.full((n, n_obj), -1, dtype=np.int8) for field in (*LABELS, "template")}
+    spans = np.full((n, n_obj, len(ROLES), 2), -1, dtype=np.int16)
+    for i, scene in enumerate(layouts):
         for j, (obj, obj_spans) in enumerate(zip(scene.objects, scene.spans, strict=True)):
             labels["kind"][i, j] = recipe.code("kind", obj.kind)
             labels[obj.kind][i, j] = recipe.code(obj.kind, obj.name)
@@ -131,27 +172,20 @@ def scenes_to_dataset(
     label_attrs["position"]["phrase"] = [p.phrase for p in recipe.positions.values()]
     label_attrs["size"]["radius"] = [r * scale for r in recipe.sizes.values()]
     variables = {
-        "image": (("sample", "y", "x", "rgb"), np.stack([s.image for s in scenes])),
-        "mask": (("sample", "obj", "y", "x"), masks, {"description": "pixels each object shows; top-most wins"}),
-        "n_objects": ("sample", np.array([len(s.objects) for s in scenes], dtype=np.int8)),
+        "n_objects": ("sample", np.array([len(s.objects) for s in layouts], dtype=np.int8)),
         **{field: (("sample", "obj"), labels[field], label_attrs[field]) for field in LABELS},
         "template": (("sample", "obj"), labels["template"], {"description": "caption template index per kind"}),
         "background": (
             "sample",
-            np.array([recipe.code("background", s.background) for s in scenes], dtype=np.int8),
+            np.array([recipe.code("background", s.background) for s in layouts], dtype=np.int8),
             {"classes": list(recipe.backgrounds), "rgb": [list(rgb) for rgb in recipe.backgrounds.values()]},
         ),
-        "caption": ("sample", np.array([s.caption for s in scenes], dtype=object)),
+        "caption": ("sample", np.array([s.caption for s in layouts], dtype=object)),
         "span": (("sample", "obj", "role", "bound"), spans, {"description": "character span in caption; -1 if unsaid"}),
     }
     coords = {
         "sample": np.arange(n) if sample is None else np.asarray(sample),
         "obj": np.arange(n_obj),
-        "y": np.arange(size),
-        "x": np.arange(size),
-        # Object (variable-length) strings: zarr v3 has a specified string type for them,
-        # while fixed-width numpy strings are stored with an unstable, warned-about encoding.
-        "rgb": np.array(["r", "g", "b"], dtype=object),
         "role": np.array(ROLES, dtype=object),
         "bound": np.array(["start", "end"], dtype=object),
     }

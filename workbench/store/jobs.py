@@ -90,14 +90,14 @@ def _remove_abandoned_builds(path: Path) -> None:
 
 
 def consolidate(path) -> None:
-    """Write the store's consolidated metadata, so that ``xarray.open_zarr`` reads it in one go and
+    """Write the store's (a folder, or any zarr store) consolidated metadata, so that ``xarray.open_zarr`` reads it in one go and
     does not warn. (zarr warns that consolidated metadata is not in the zarr v3 spec yet; xarray and
     zarr-python read it, which is what these stores are for.)"""
     import zarr
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        zarr.consolidate_metadata(str(path))
+        zarr.consolidate_metadata(str(path) if isinstance(path, (str, os.PathLike)) else path)
 
 
 # -- 3. chunk records -----------------------------------------------------------------------------
