@@ -102,7 +102,8 @@ def generate(
     else:
         size = recipe.image_size if size is None else size
         layouts = [scene_layout(seed=_sample_seed(int(i), split, seed), size=size, recipe=recipe) for i in sample]
-        ds = _label_dataset(layouts, recipe, sample, size)
+        variables, coords, attrs = _label_parts(layouts, recipe, sample, size)
+        ds = xr.Dataset(variables, coords=coords, attrs=attrs)
     ds.attrs.update(split=split, seed=seed)
     return ds
 
@@ -123,33 +124,30 @@ def scenes_to_dataset(
     size = scenes[0].image.shape[0]
     if any(s.image.shape[0] != size for s in scenes):
         raise ValueError("all scenes must have the same image size")
-    ds = _label_dataset(scenes, recipe, sample, size)
-    masks = np.zeros((len(scenes), ds.sizes["obj"], size, size), dtype=bool)
+    variables, coords, attrs = _label_parts(scenes, recipe, sample, size)
+    masks = np.zeros((len(scenes), len(coords["obj"]), size, size), dtype=bool)
     for i, scene in enumerate(scenes):
         masks[i, : len(scene.objects)] = scene.masks
-    variables = {
+    pixels = {
         "image": (("sample", "y", "x", "rgb"), np.stack([s.image for s in scenes])),
         "mask": (("sample", "obj", "y", "x"), masks, {"description": "pixels each object shows; top-most wins"}),
-        **{name: (var.dims, var.values, var.attrs) for name, var in ds.data_vars.items()},
     }
-    coords = {
-        "sample": ds["sample"].values,
-        "obj": ds["obj"].values,
+    pixel_coords = {
         "y": np.arange(size),
         "x": np.arange(size),
         # Object (variable-length) strings: zarr v3 has a specified string type for them,
         # while fixed-width numpy strings are stored with an unstable, warned-about encoding.
         "rgb": np.array(["r", "g", "b"], dtype=object),
-        "role": ds["role"].values,
-        "bound": ds["bound"].values,
     }
-    return xr.Dataset(variables, coords=coords, attrs=ds.attrs)
+    coords = {"sample": coords.pop("sample"), "obj": coords.pop("obj"), **pixel_coords, **coords}  # stored order
+    return xr.Dataset({**pixels, **variables}, coords=coords, attrs=attrs)
 
 
-def _label_dataset(
+def _label_parts(
     layouts: Sequence[Layout | Scene], recipe: Recipe, sample: Sequence[int] | None, size: int
-) -> xr.Dataset:
-    """Everything but the pixels: labels, captions and spans of each scene (or scene layout)."""
+) -> tuple[dict, dict, dict]:
+    """Everything but the pixels: the variables (labels, captions, spans), coordinates and
+    attributes of a Dataset of these scenes (or scene layouts)."""
     n = len(layouts)
     n_obj = max(recipe.max_objects, max(len(s.objects) for s in layouts))
     labels = {field: np.full((n, n_obj), -1, dtype=np.int8) for field in (*LABELS, "template")}
@@ -190,7 +188,7 @@ def _label_dataset(
         "bound": np.array(["start", "end"], dtype=object),
     }
     attrs = {"world": _ATTR_WORLD, "recipe": recipe.name, "image_size": size}
-    return xr.Dataset(variables, coords=coords, attrs=attrs)
+    return variables, coords, attrs
 
 
 def write_shapes(

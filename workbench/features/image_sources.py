@@ -104,8 +104,9 @@ class ShapesSource(ImageSource):
             recipe = dataclasses.replace(recipe, max_objects=int(spec.max_objects))
         self.recipe = recipe
         n = spec.limit or recipe.splits[self.split]
-        # Labels and captions up front, without painting (pixels=False: half the time of
-        # rendering and dropping the images); the pixels are rendered batch by batch in load().
+        # Labels and captions up front, a block at a time so that memory stays flat, and without
+        # painting (pixels=False: half the time of rendering the images and dropping them); the
+        # pixels are rendered batch by batch in load().
         blocks = [
             generate(min(1024, n - start), self.split, self.seed, recipe=recipe, start=start, pixels=False)
             for start in range(0, n, 1024)

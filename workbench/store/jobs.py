@@ -90,9 +90,10 @@ def _remove_abandoned_builds(path: Path) -> None:
 
 
 def consolidate(path) -> None:
-    """Write the store's (a folder, or any zarr store) consolidated metadata, so that ``xarray.open_zarr`` reads it in one go and
-    does not warn. (zarr warns that consolidated metadata is not in the zarr v3 spec yet; xarray and
-    zarr-python read it, which is what these stores are for.)"""
+    """Write the consolidated metadata of a store (a folder, or any zarr store), so that
+    ``xarray.open_zarr`` reads it in one go and does not warn. (zarr warns that consolidated
+    metadata is not in the zarr v3 spec yet; xarray and zarr-python read it, which is what these
+    stores are for.)"""
     import zarr
 
     with warnings.catch_warnings():
