@@ -75,7 +75,9 @@ def spectra(model_name: str, prompts: list[str], steps: int) -> xr.Dataset:
                     stage=[stage_index], kind=[kind], resnet=[int(j)]))
     ds = xr.combine_by_coords(rows)
     ds.attrs.update(model=model_name, prompts=len(prompts), steps=steps,
-                    stage_modules=json.dumps([m for m, _ in stages]))
+                    stage_modules=json.dumps([m for m, _ in stages]),
+                    # each stage's feature-map side, as recorded (the tables print it; not derived by formula)
+                    stage_map_size=json.dumps([int(rec[skips[0]].sizes["y"]) for _, skips in stages]))
     return ds
 
 

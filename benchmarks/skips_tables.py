@@ -30,9 +30,10 @@ def spectra_table() -> str:
         ds = xr.Dataset.from_dict(stored)
         share = ds["low_of_ac"].mean(["step", "resnet"])  # over steps and the two resnets of a stage
         label = name + (" (random weights)" if name.startswith("tiny") else "")
+        sides = json.loads(ds.attrs["stage_map_size"])  # recorded by skips_study.py spectra
         for stage in ds.stage.values:
             backbone, skip = (float(share.sel(stage=stage, kind=k)) for k in ("backbone", "skip"))
-            size = "" if name.startswith("tiny") else f" ({8 * 2 ** int(stage)} x {8 * 2 ** int(stage)})"
+            size = "" if name.startswith("tiny") else f" ({sides[int(stage)]} x {sides[int(stage)]})"
             out.append(f"| {label} | {stage}{size} | {backbone:.3f} | {skip:.3f} | {backbone - skip:+.3f} |")
     return "\n".join(out)
 
