@@ -15,7 +15,7 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    # tiny.py
+    # tiny/ (one module per family, collected in tiny/__init__.py)
     "FAMILIES": "tiny",
     "PIPELINE_FAMILIES": "tiny",
     "TINY_CONFIGS": "tiny",
