@@ -111,16 +111,30 @@ def words_of(tokens: Iterable[str]) -> list[tuple[str, list[int]]]:
     return [(w, p) for w, p in words if w.strip()]
 
 
-def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=None, size: tuple[int, int] | None = None,
-              branch: str = "cond") -> xr.DataArray:
-    """Per-word attention maps over the image: dims (word, y, x), each map summing to one.
+METHODS = ("mean", "daam")
 
-    Uses every recorded image->text probability site (joint blocks ``*.probs.image->text``, whole
-    joint matrices ``*.probs``, or U-Net/PixArt cross-attention ``attn2.probs``), averaged over
-    heads, the chosen ``steps`` (indices; all by default) and layers, each layer's map resized to
-    ``size`` (the finest grid by default) as DAAM does. A word split into several tokens, or
-    present in two text encoders' tokens (SD3), sums its tokens' columns.
+
+def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=None, size: tuple[int, int] | None = None,
+              branch: str = "cond", method: str = "mean") -> xr.DataArray:
+    """Per-word attention maps over the image: dims (word, y, x).
+
+    ``method="mean"`` (the default, any architecture) uses every recorded image->text probability
+    site (joint blocks ``*.probs.image->text``, whole joint matrices ``*.probs``, or U-Net/PixArt
+    cross-attention ``attn2.probs``), the mid block included and maps of every size: each layer's
+    map is *averaged* over heads and over the chosen ``steps`` (indices; all by default), then
+    resized *bilinearly* to ``size`` (the finest recorded grid by default) without clamping, and
+    the layers are averaged. A word split into several tokens, or present in two text encoders'
+    tokens (SD3), *sums* its tokens' columns; each word's map is normalised to sum to one, and a
+    word that occurs twice gets the mean of its occurrences' normalised maps.
+
+    ``method="daam"`` reproduces DAAM's heat maps (Tang et al. 2023, ``daam`` 0.2.0) from the same
+    run; see :func:`daam_word_maps` for the recipe. Its maps are DAAM's raw values (not normalised)
+    on the latent grid.
     """
+    if method == "daam":
+        return daam_word_maps(recording, sample, sites=sites, steps=steps, branch=branch, size=size)
+    if method != "mean":
+        raise ValueError(f"unknown word-map method {method!r}; valid: {', '.join(METHODS)}")
     from fnmatch import fnmatchcase
 
     per_layer = []
@@ -132,21 +146,14 @@ def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=Non
         probs = recording[name]
         if "key_kind" not in probs.coords or "text" not in set(probs.key_kind.values) or "image" not in set(probs.query_kind.values):
             continue
-        probs = probs.isel(sample=sample)
-        probs = probs.sel(branch=branch) if branch in probs.branch.values else probs.isel(branch=-1)
-        if steps is not None:
-            probs = probs.sel(step=list(steps))
-        probs = probs.isel(query=(probs.query_kind == "image").values, key=(probs.key_kind == "text").values)
+        probs = _image_to_text(probs, sample, branch, steps)
         if "head" in probs.dims:
             probs = probs.mean("head")
         per_layer.append(to_grid(probs.mean("step"), "query"))
     if not per_layer:
         raise ValueError("no image->text attention in this recording: record e.g. '**.probs.image->text' or '**.attn2.probs'")
     size = size or max((p.sizes["y"], p.sizes["x"]) for p in per_layer)
-    first = per_layer[0]
-    if "key_token" not in first.coords:
-        raise ValueError("text tokens are unlabelled: record through a Model or pipeline call with prompts")
-    tokens = [str(t) for t in first.key_token.values]
+    tokens = _tokens(per_layer[0])
     stacked = np.mean([resize(p.transpose("key", "y", "x").values, size) for p in per_layer], axis=0)
     words, maps = [], []
     for word, positions in words_of(tokens):
@@ -161,5 +168,107 @@ def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=Non
         np.stack([np.mean(v, axis=0) for v in merged.values()]),
         dims=("word", "y", "x"),
         coords={"word": list(merged), "y": np.arange(size[0]), "x": np.arange(size[1])},
-        attrs={"layers": len(per_layer), "sample": sample},
+        attrs={"layers": len(per_layer), "sample": sample, "method": "mean"},
     )
+
+
+def _image_to_text(probs: xr.DataArray, sample: int, branch: str, steps) -> xr.DataArray:
+    """One sample's image-query, text-key probabilities on one guidance branch (the last branch
+    when ``branch`` was not run, e.g. guidance off)."""
+    probs = probs.isel(sample=sample)
+    probs = probs.sel(branch=branch) if branch in probs.branch.values else probs.isel(branch=-1)
+    if steps is not None:
+        probs = probs.sel(step=list(steps))
+    return probs.isel(query=(probs.query_kind == "image").values, key=(probs.key_kind == "text").values)
+
+
+def _tokens(layer: xr.DataArray) -> list[str]:
+    if "key_token" not in layer.coords:
+        raise ValueError("text tokens are unlabelled: record through a Model or pipeline call with prompts")
+    return [str(t) for t in layer.key_token.values]
+
+
+# DAAM never hooks the maps whose side is 1/8 of the latent's (8 x 8 on SD's 64 x 64 latent).
+_DAAM_DROPPED_FACTOR = 8
+
+
+def daam_word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=None, branch: str = "cond",
+                   size: tuple[int, int] | None = None) -> xr.DataArray:
+    """DAAM's per-word heat maps (``word_maps(..., method="daam")``), dims (word, y, x).
+
+    DAAM's recipe, step by step, applied to a recording of ``**.attn2.probs`` on a U-Net:
+
+    1. layers: the cross-attention of the down and up blocks only; the mid block is left out.
+    2. factor: ``int(sqrt(latent_h * latent_w // queries))``; maps with factor 8 (8 x 8 on SD's
+       64 x 64 latent) are dropped.
+    3. time: each (layer, head) map is *summed* over the steps (all of them by default; DAAM sums
+       every denoiser call inside its trace), on the conditional branch only.
+    4. each (layer, head) map is upsampled *bicubically* (``align_corners=False``) to the latent
+       grid and clamped at 0 (bicubic undershoots); the maps are then *averaged* over every
+       (layer, head) pair, all heads weighted alike.
+    5. tokens: a word's map is the *mean* of the columns of its tokens, over every occurrence of
+       the word's token sequence in the prompt (DAAM's ``compute_token_merge_indices``).
+
+    No normalisation (DAAM's ``normalize=False`` default). ``size`` other than the latent grid
+    resizes the latent-grid maps bicubically (DAAM's ``expand_as`` to the image), clamped at 0.
+    """
+    from fnmatch import fnmatchcase
+
+    if getattr(recording, "family", None) not in (None, "unet"):
+        raise ValueError(f"DAAM's recipe is defined for U-Net cross-attention; this recording is of a "
+                         f"{recording.family!r} model (use method='mean')")
+    geometry = getattr(recording, "geometry", None)
+    if geometry is None or geometry.grid is None:
+        raise ValueError("DAAM's maps live on the latent grid and this recording does not know it "
+                         "(record through wb.record on a Model)")
+    latent = tuple(int(v) for v in geometry.grid)
+    per_head, tokens, used = [], None, []
+    for name in recording:
+        if not name.endswith(".attn2.probs") or name.startswith("mid_block."):
+            continue
+        if sites is not None and not fnmatchcase(name, sites):
+            continue
+        probs = _image_to_text(recording[name], sample, branch, steps)
+        if int(np.sqrt(latent[0] * latent[1] // probs.sizes["query"])) == _DAAM_DROPPED_FACTOR:
+            continue
+        tokens = tokens or _tokens(probs)
+        grid = to_grid(probs.transpose("step", "head", "key", "query"), "query")
+        summed = torch.from_numpy(np.ascontiguousarray(grid.values, dtype=np.float32)).sum(0)  # (head, key, y, x)
+        for head in summed:
+            per_head.append(_bicubic_clamped(head, latent))
+        used.append(name)
+    if not per_head:
+        raise ValueError("no down/up-block cross-attention in this recording for DAAM's maps: record '**.attn2.probs' "
+                         "on a U-Net (DAAM leaves out the mid block and the maps at 1/8 of the latent's side)")
+    heat = torch.stack(per_head).mean(0)  # (key, latent_y, latent_x)
+    if size is not None and tuple(size) != latent:
+        heat = _bicubic_clamped(heat, tuple(size))
+    words, maps = [], []
+    for word, positions in _daam_word_positions(tokens):
+        words.append(word)
+        maps.append(heat[positions].mean(0))
+    out = torch.stack(maps).numpy()
+    return xr.DataArray(out, dims=("word", "y", "x"),
+                        coords={"word": words, "y": np.arange(out.shape[1]), "x": np.arange(out.shape[2])},
+                        attrs={"layers": len(used), "sample": sample, "method": "daam"})
+
+
+def _bicubic_clamped(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(n, h, w) -> (n, *size): bicubic resize, negatives (undershoot) clamped to 0."""
+    out = torch.nn.functional.interpolate(maps.unsqueeze(1), size=size, mode="bicubic", align_corners=False)
+    return out[:, 0].clamp(min=0)
+
+
+def _daam_word_positions(tokens: list[str]) -> list[tuple[str, list[int]]]:
+    """Each distinct word with the positions DAAM merges for it: every start of the word's token
+    sequence in the prompt, and the tokens that follow it (so a repeated word, or a word whose tokens
+    recur inside a longer word, takes all of them)."""
+    out: dict[str, list[int]] = {}
+    for word, positions in words_of(tokens):
+        if word in out:
+            continue
+        pattern = tokens[positions[0]:positions[-1] + 1]
+        found = [start + k for start in range(len(tokens) - len(pattern) + 1)
+                 if tokens[start:start + len(pattern)] == pattern for k in range(len(pattern))]
+        out[word] = found
+    return list(out.items())
