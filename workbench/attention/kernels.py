@@ -43,7 +43,8 @@ def full_probs(q, k, *, scale=None, attn_mask=None, is_causal=False) -> torch.Te
     bias = _mask_bias(_causal_or(attn_mask, is_causal, q, k), q.dtype)
     out = torch.empty(q.shape[:-1] + (k.shape[-2],), dtype=q.dtype, device=q.device)
     for h in range(q.shape[1]):
-        head_bias = None if bias is None else (bias if bias.dim() < 2 or bias.shape[1] == 1 else bias[:, h : h + 1])
+        # the mask broadcasts from the right like sdpa's: its head axis, if any, is the third from the end
+        head_bias = None if bias is None else (bias if bias.dim() < 3 or bias.shape[-3] == 1 else bias[..., h : h + 1, :, :])
         out[:, h : h + 1] = torch.softmax(_logits(q[:, h : h + 1], k[:, h : h + 1], scale, head_bias), dim=-1)
     return out
 
