@@ -187,7 +187,7 @@ def main(argv=None) -> None:
         print(markdown_tables())
         return
     if args.update_doc:
-        from _doc import write_block
+        from workbench.studies.docs import write_block
 
         write_block("attention.md", "segmentation", segmentation_tables())
         write_block("attention.md", "segmentation-grids", "\n".join(grid_tables(n) for n in MODELS))

@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     parser.add_argument("--child", choices=("throughput", "memory", "profile"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.update_doc:
-        from _doc import write_block
+        from workbench.studies.docs import write_block
 
         from workbench.results import results_dir
 

@@ -179,7 +179,7 @@ def main(argv=None) -> None:
         print(json.dumps(limits, indent=2))
         return
     if args.update_doc:
-        from _doc import write_block
+        from workbench.studies.docs import write_block
 
         write_block("judge.md", "judge-checks", tables(json.loads(path.read_text())))
         return

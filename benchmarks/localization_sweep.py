@@ -31,13 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import workbench as wb  # noqa: E402
-from workbench.analysis import glyph_pairs as gp  # noqa: E402
-from workbench.analysis.localization import prompt_token_maps  # noqa: E402
-from workbench.analysis.sweeps import layer_start_grid, naive_sweep, sweep  # noqa: E402
-from workbench.models.reference import load_reference  # noqa: E402
+import workbench as wb
+from workbench.studies.localization import protocol as gp
+from workbench.studies.localization.patching import prompt_token_maps
+from workbench.studies.localization.sweeps import layer_start_grid, naive_sweep, sweep
+from workbench.models.reference import load_reference
 
 
 def run(models, pairs, steps, starts, seed=0, dtype="float32") -> dict:

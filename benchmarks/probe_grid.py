@@ -74,7 +74,7 @@ def main(argv=None) -> None:
     parser.add_argument("--update-doc", action="store_true", help="write the tables into docs/features.md")
     args = parser.parse_args(argv)
     if args.update_doc:
-        from _doc import write_block
+        from workbench.studies.docs import write_block
 
         write_block("features.md", "probe-grid", tables())
         return

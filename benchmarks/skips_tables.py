@@ -113,7 +113,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     for key, table in BLOCKS.items():
         if args.update_doc:
-            from _doc import write_block
+            from workbench.studies.docs import write_block
 
             write_block("skips.md", key, table())
         else:

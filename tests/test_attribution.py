@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import workbench.data as wd
-from workbench.analysis import attribution as A
-from workbench.analysis import localization as L
-from workbench.analysis import sweeps as S
+from workbench.studies.localization import attribution as A
+from workbench.studies.localization import patching as L
+from workbench.studies.localization import sweeps as S
 from workbench.models.judge import load_judge
 
 from conftest import hook_count

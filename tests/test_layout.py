@@ -30,7 +30,7 @@ LAYERS = {
     "workbench.capture": 5,
     "workbench": 6,
     "workbench.analysis": 7, "workbench.features": 7, "workbench.widgets": 7, "workbench.results": 7,
-    "workbench.demo": 8,
+    "workbench.demo": 8, "workbench.studies": 8,
     "workbench.cli": 9,
 }
 

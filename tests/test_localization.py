@@ -14,8 +14,10 @@ import torch
 
 import workbench as wb
 import workbench.data as wd
-from workbench.analysis import localization as L
-from workbench.analysis import sweeps as S
+from workbench.analysis.metrics import psnr_outside, ssim_outside
+from workbench.studies.localization import patching as L
+from workbench.studies.localization import sweeps as S
+from workbench.studies.localization.protocol import greedy_head_set, smallest_layer_set
 
 
 def _scenes(glyphs, seed=3, colour="red", position="left"):
@@ -125,13 +127,13 @@ def test_sweep_rejects_starts_beyond_the_run_and_pipelines(mmdit):
 
 def test_greedy_head_set_and_smallest_layer_set():
     table = {(0,): 0.2, (1,): 0.5, (2,): 0.1, (0, 1): 0.85, (1, 2): 0.6, (0, 2): 0.3, (0, 1, 2): 0.9}
-    assert L.greedy_head_set(table, 3, 0.8) == ([0, 1], 0.85)
-    assert L.greedy_head_set(table, 3, 0.95) == ([0, 1, 2], 0.9)
+    assert greedy_head_set(table, 3, 0.8) == ([0, 1], 0.85)
+    assert greedy_head_set(table, 3, 0.95) == ([0, 1, 2], 0.9)
     # unmeasured pairs: the greedy jumps to the smallest measured superset
-    assert L.greedy_head_set({(0,): 0.2, (1,): 0.5, (0, 1, 2): 0.9}, 3, 0.8) == ([0, 1, 2], 0.9)
-    assert L.smallest_layer_set(table, 0.55) == ([0, 1], 0.85)  # size 2: the higher success
-    assert L.smallest_layer_set(table, 0.86) == ([0, 1, 2], 0.9)
-    assert L.smallest_layer_set(table, 0.99) is None
+    assert greedy_head_set({(0,): 0.2, (1,): 0.5, (0, 1, 2): 0.9}, 3, 0.8) == ([0, 1, 2], 0.9)
+    assert smallest_layer_set(table, 0.55) == ([0, 1], 0.85)  # size 2: the higher success
+    assert smallest_layer_set(table, 0.86) == ([0, 1, 2], 0.9)
+    assert smallest_layer_set(table, 0.99) is None
 
 
 def test_psnr_and_ssim_ignore_the_glyph():
@@ -141,10 +143,10 @@ def test_psnr_and_ssim_ignore_the_glyph():
     img[:, 4:8, 4:8] = 0  # changed only inside the mask
     mask = np.zeros((2, 16, 16), bool)
     mask[:, 4:8, 4:8] = True
-    assert np.isinf(L.psnr_outside(img, ref, mask)).all()
-    assert L.psnr_outside(img, ref, ~mask).max() < 20
-    assert L.ssim_outside(img, ref, np.zeros_like(mask)).max() < 0.99
-    assert np.allclose(L.ssim_outside(ref, ref, mask), 1.0)
+    assert np.isinf(psnr_outside(img, ref, mask)).all()
+    assert psnr_outside(img, ref, ~mask).max() < 20
+    assert ssim_outside(img, ref, np.zeros_like(mask)).max() < 0.99
+    assert np.allclose(ssim_outside(ref, ref, mask), 1.0)
 
 
 def test_localize_job_resumes_after_a_kill(tmp_path):
@@ -168,7 +170,7 @@ def test_localize_job_resumes_after_a_kill(tmp_path):
     done_before = sorted(p.name for p in job.glob("*.done"))
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    from workbench.cli.localize import open_sweep
+    from workbench.studies.localization.job import open_sweep
 
     grid = open_sweep(out, "grid")
     n = grid.sizes["pair"]

@@ -150,7 +150,7 @@ def test_text_kv_baseline_is_the_localization_patch_at_every_text_layer(name, re
     """The editing table's K/V baseline: the attribute prompt's text K/V at all text layers from a
     start step, continued from the source's recorded trajectory, is bit for bit the library's full
     patched run (``patched_generate``), and its source run is the unpatched generation."""
-    from workbench.analysis.localization import patched_generate
+    from workbench.studies.localization.patching import patched_generate
     from workbench.data import make_scene
 
     model = request.getfixturevalue(name)

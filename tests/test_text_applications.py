@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import workbench.data as wd
-from workbench.analysis import localization as L
-from workbench.analysis import sweeps as S
-from workbench.analysis import text_editing as te
+from workbench.analysis.stats import bootstrap
+from workbench.studies.localization import patching as L
+from workbench.studies.localization import sweeps as S
+from workbench.studies.localization import text_editing as te
 from workbench.analysis.editing import METHODS
 from workbench.capture import resolve
 
@@ -148,10 +149,10 @@ def test_selection_rules():
     assert te.choose_reuse_steps({2: 0.5, 4: 0.4}, {2: 30, 4: 35}, swap_success=1.0) == 2
     with pytest.raises(ValueError):
         te.choose_prevention_layers({}, {})
-    low, high = te.bootstrap(np.r_[np.zeros(50), np.ones(50)])
+    low, high = bootstrap(np.r_[np.zeros(50), np.ones(50)])
     assert low < 0.5 < high
     with pytest.raises(ValueError, match="no values"):
-        te.bootstrap(np.array([]))
+        bootstrap(np.array([]))
 
 
 # -- the sweep engine in float64 ----------------------------------------------------------------

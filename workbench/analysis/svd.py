@@ -476,7 +476,7 @@ def text_kv_edits(model, sources: Sequence[str], attributes: Sequence[str], star
     """The text K/V patching baseline of the editing comparison: each source prompt runs from its
     noise (``latents``, one per sample) and, from each of ``start_steps`` on, the keys and values
     that the *attribute* prompt's text produces (cached from its own run from the same noise) replace
-    the source's at **every** text layer, all heads (:mod:`workbench.analysis.localization`).
+    the source's at **every** text layer, all heads (:mod:`workbench.studies.localization.patching`).
 
     Tokens are aligned by the captions' role spans (``source_spans`` / ``attribute_spans``, one
     ``Scene.spans`` dict per sample; None: prompts of equal token count, position by position); a

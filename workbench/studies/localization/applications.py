@@ -1,12 +1,12 @@
 """Applications of text localization on the reference models: glyph editing against attention
 reuse, and prevention of banned glyphs against a negative prompt and the all-layer patch.
 
-    python benchmarks/text_applications.py --model toy-unet [--work /tmp/text_applications]
-                                           [--out docs/results/text_applications_<model>.json]
+    python -m workbench.studies.localization.applications --model toy-unet [--work /tmp/text_applications]
+                                                          [--out docs/results/text_applications_<model>.json]
 
 1. *Editing*: the localization study's screened, qualifying glyph pairs A -> B (read from
    ``docs/results/localization_<model>.zarr``), edited by attention reuse
-   (``workbench.analysis.text_editing.reuse_edit``: every method the model's site map allows,
+   (``workbench.studies.localization.text_editing.reuse_edit``: every method the model's site map allows,
    reusing the first 2, 4 or 6 of 8 steps), scored as the study scores its K/V patches
    (``glyph_pairs.score``). The reuse length is chosen per method on validation pairs
    (``choose_reuse_steps``), reported on test, beside the study's K/V patches and prompt swaps.
@@ -24,24 +24,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import workbench as wb  # noqa: E402
-from workbench.analysis import glyph_pairs as gp  # noqa: E402
-from workbench.analysis import text_editing as te  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _npz_cache import Cache as Work, jsonable as _json  # noqa: E402  (the study scripts' shared resume cache)
-from workbench.analysis.localization_report import split, swap_table, variant_table  # noqa: E402
-from workbench.analysis.sweeps import noise_for  # noqa: E402
-from workbench.cli.localize import open_sweep  # noqa: E402
-from workbench.data.recipe import default_recipe  # noqa: E402
+from ... import load
+from ...data.recipe import default_recipe
+from ...results import results_dir
+from ...analysis.stats import bootstrap
+from ..cache import Cache as Work, jsonable as _json
+from . import protocol as gp
+from . import text_editing as te
+from .job import open_sweep
+from .report import split, swap_table, variant_table
+from .sweeps import noise_for
 
 STEPS = 8
 REUSE_STEPS = (2, 4, 6)
@@ -95,7 +92,7 @@ def editing(model, judge, work: Work, store: Path) -> dict:
     table.update({label: row.to_dict() for label, row in swap_table(grid, "test").iterrows()})
     test = parts["test"]
     for label, values in (("prompt swap from step 0", test["swap_success"].sel(swap_start=0).values),):
-        table[label]["success_ci"] = te.bootstrap(values.astype(float))
+        table[label]["success_ci"] = bootstrap(values.astype(float))
     out["study_rows_test"] = {k: {m: (float(v) if not isinstance(v, (list, tuple, str)) else v) for m, v in row.items()}
                               for k, row in table.items()}
     return out
@@ -104,8 +101,8 @@ def editing(model, judge, work: Work, store: Path) -> dict:
 def _edit_row(scores: dict) -> dict:
     row = {m: float(np.mean(scores[m])) for m in ("success", "colour_kept", "rest_kept", "ssim")}
     row["psnr"] = float(np.median(scores["psnr"]))
-    row["success_ci"] = te.bootstrap(scores["success"])
-    row["psnr_ci"] = te.bootstrap(scores["psnr"], np.median)
+    row["success_ci"] = bootstrap(scores["success"])
+    row["psnr_ci"] = bootstrap(scores["psnr"], np.median)
     row["n"] = int(len(scores["success"]))
     return row
 
@@ -238,21 +235,20 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-editing", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from workbench.models.judge import load_judge
+    from ...models.judge import load_judge
 
-    model, judge = wb.load(args.model), load_judge()
-    store = Path(f"docs/results/localization_{args.model}.zarr")
+    model, judge = load(args.model), load_judge()
+    store = results_dir() / f"localization_{args.model}.zarr"
     work = Work(Path(args.work) / args.model)
     result = {"model": args.model, "steps": STEPS, "reuse_steps_tried": list(REUSE_STEPS)}
     result["prevention"] = prevention(model, judge, work, store, args.prompts, args.max_cells)
     if not args.skip_editing:
         result["editing"] = editing(model, judge, work, store)
-    out = Path(args.out or f"docs/results/text_applications_{args.model}.json")
+    out = Path(args.out) if args.out else results_dir() / f"text_applications_{args.model}.json"
     out.write_text(json.dumps(result, indent=1, default=_json) + "\n")
     print(f"wrote {out}")
     return 0
 
 
-
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

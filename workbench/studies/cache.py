@@ -1,4 +1,5 @@
-"""The study scripts' resumable result cache: one .npz per finished piece of work."""
+"""The study runners' resumable result cache: one .npz per finished piece of work (the SVD study
+and the localization applications use it; a study that writes a store uses ``StoreJob``)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ banned glyphs (Staniszewski et al., ICLR 2025, sections 5-6), as plain functions
   prompt with the glyph replaced by a benign one; other prompts run untouched. The baseline puts
   the banned glyph in the negative prompt (``Model.generate(negative_prompts=...)``).
 * Selection rules (:func:`choose_reuse_steps`, :func:`choose_prevention_layers`) and the scores
-  (:func:`prevention_scores`, :func:`bootstrap`) used by ``benchmarks/text_applications.py``.
+  (:func:`prevention_scores`) used by :mod:`workbench.studies.localization.applications`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..capture import intervene, patch, record
-from .localization import PatchPlan, cache_text, head_mask, pick_layers, prompt_token_maps, text_patches
+from ...capture import intervene, patch, record
+from .patching import PatchPlan, cache_text, head_mask, pick_layers, prompt_token_maps, text_patches
 from .sweeps import noise_for
+from ...analysis.stats import bootstrap
 
 REUSE_METHODS = ("image->image", "image q,k", "image->image + text->image")  # analysis/editing.py's names
 
@@ -124,7 +125,7 @@ class BannedGlyphs:
     def __post_init__(self):
         world = self.world
         if world is None:
-            from ..data.recipe import default_recipe
+            from ...data.recipe import default_recipe
 
             world = tuple(default_recipe().glyphs)
             object.__setattr__(self, "world", world)
@@ -281,25 +282,13 @@ def choose_prevention_layers(banned_rate: Mapping[tuple[int, ...], float], psnr:
 
 
 # -- scores -------------------------------------------------------------------------------------
-def bootstrap(values: np.ndarray, statistic=np.mean, n: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic`` over the entries of ``values``."""
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        raise ValueError("no values to bootstrap")
-    rng = np.random.default_rng(seed)
-    draws = values[rng.integers(0, len(values), (n, len(values)))]
-    stats = statistic(draws, axis=1)
-    tail = (1 - level) / 2
-    return float(np.quantile(stats, tail)), float(np.quantile(stats, 1 - tail))
-
-
 def prevention_scores(judge, images: np.ndarray, unpatched: np.ndarray, glyphs: Sequence[str],
                       colours: Sequence[str], positions: Sequence[str], masks: np.ndarray) -> dict[str, np.ndarray]:
     """Per prompt: ``banned`` (the judge still reads the banned glyph at its position),
     ``colour_kept``, ``rest_kept`` (other positions read as in the unpatched image) and ``psnr``
     (dB, against the unpatched image, outside ``masks``; capped at 60 for an unchanged image)."""
-    from .glyph_pairs import reads
-    from .localization import psnr_outside
+    from .protocol import reads
+    from ...analysis.metrics import psnr_outside
 
     got = reads(judge, images, list(positions))
     base = reads(judge, unpatched, list(positions))
@@ -326,4 +315,4 @@ def summary_row(scores: Mapping[str, np.ndarray], n_boot: int = 2000) -> dict:
 
 __all__ = ["REUSE_METHODS", "NotApplicable", "reuse_sites", "reuse_edit", "choose_reuse_steps", "BannedGlyphs",
            "glyph_spans", "prevention_prompts", "prevent", "negative_prompt_for", "NEGATIVE_FORMS",
-           "choose_prevention_layers", "bootstrap", "prevention_scores", "summary_row"]
+           "choose_prevention_layers", "prevention_scores", "summary_row"]

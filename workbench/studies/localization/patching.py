@@ -18,9 +18,9 @@ This module holds the pieces every patching run needs, and the scores, as plain 
 * :func:`cache_text` (run a source prompt, keep its text K/V) and :func:`text_patches` (the
   interventions that patch them into a target run, per sample: layers, heads, start step);
 * :func:`patched_generate`: the two together, one target/source pair on any model;
-* scores: :func:`psnr_outside`, :func:`ssim_outside`, :func:`greedy_head_set`, :func:`smallest_layer_set`.
-
-The sweep engine that shares work between variants is :mod:`workbench.analysis.sweeps`.
+The scores live in :mod:`workbench.analysis.metrics`, the selection rules in
+:mod:`workbench.studies.localization.protocol`, and the sweep engine that shares work between
+variants in :mod:`workbench.studies.localization.sweeps`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..capture import Intervention, edit, intervene, record, resolve
-from ..data import ROLES, token_alignment
+from ...capture import Intervention, edit, intervene, record, resolve
+from ...data import ROLES, token_alignment
 
 Span = tuple[int, int]
 ROLES_ALIGNED = ROLES  # caption roles: patched token for token
@@ -375,67 +375,3 @@ def patched_generate(model, target: str, source: str, *, layers=None, heads: Seq
     if source_images is not None:
         out["source"] = source_images[0]
     return out
-
-
-# -- scores -----------------------------------------------------------------------------------------
-def psnr_outside(images: np.ndarray, reference: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """PSNR (dB, images in [0, 1]) over the pixels outside ``masks`` (..., H, W), per image."""
-    keep = ~np.asarray(masks, dtype=bool)
-    err = (np.asarray(images, dtype=np.float64) - np.asarray(reference, dtype=np.float64)) ** 2
-    mse = (err.mean(-1) * keep).sum((-2, -1)) / np.maximum(keep.sum((-2, -1)), 1)
-    return np.where(mse > 0, 10 * np.log10(1.0 / np.maximum(mse, 1e-12)), np.inf)
-
-
-def ssim_outside(images: np.ndarray, reference: np.ndarray, masks: np.ndarray, window: int = 7) -> np.ndarray:
-    """Mean SSIM (uniform ``window``, grey level, images in [0, 1]) over pixels outside ``masks``."""
-    x = torch.as_tensor(np.asarray(images, dtype=np.float64).mean(-1))
-    y = torch.as_tensor(np.asarray(reference, dtype=np.float64).mean(-1))
-    keep = torch.as_tensor(~np.asarray(masks, dtype=bool))
-    shape = x.shape
-    x, y = x.reshape(-1, 1, *shape[-2:]), y.reshape(-1, 1, *shape[-2:]).expand_as(x.reshape(-1, 1, *shape[-2:]))
-    keep = keep.reshape(-1, 1, *shape[-2:]).expand_as(x)
-
-    def mean(t):
-        return torch.nn.functional.avg_pool2d(t, window, stride=1, padding=window // 2, count_include_pad=False)
-
-    mx, my = mean(x), mean(y)
-    vx, vy, cov = mean(x * x) - mx**2, mean(y * y) - my**2, mean(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    ssim = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    score = (ssim * keep).sum((-2, -1)) / keep.sum((-2, -1)).clamp(min=1)
-    return score.reshape(shape[:-2]).numpy()
-
-
-def greedy_head_set(success: Mapping[tuple[int, ...], float], heads: int, target: float) -> tuple[list[int], float]:
-    """The head set found greedily whose edit success reaches ``target``, and its success.
-
-    ``success`` maps sorted head tuples to edit success (a sweep's table; sets it lacks are not
-    tried). Start from no heads and add, each round, the head that raises success most (ties: the
-    lower index), until ``target`` is reached or no larger set was measured."""
-    chosen: list[int] = []
-    best = 0.0
-    while len(chosen) < heads:
-        trials = {h: success[tuple(sorted(chosen + [h]))] for h in range(heads)
-                  if h not in chosen and tuple(sorted(chosen + [h])) in success}
-        if not trials:  # jump to the smallest measured superset (e.g. leave-one-out sets)
-            supersets = [k for k in success if set(chosen) < set(k)]
-            if not supersets:
-                break
-            jump = min(supersets, key=lambda k: (len(k), -success[k], k))
-            chosen, best = list(jump), success[jump]
-        else:
-            head = max(trials, key=lambda h: (trials[h], -h))
-            chosen, best = sorted(chosen + [head]), trials[head]
-        if best >= target:
-            break
-    return chosen, best
-
-
-def smallest_layer_set(success: Mapping[tuple[int, ...], float], target: float) -> tuple[list[int], float] | None:
-    """Among measured layer sets (``success``: sorted layer tuple -> edit success), the smallest
-    reaching ``target`` (ties: the higher success), with its success; None if none does."""
-    reaching = [(len(k), -v, k) for k, v in success.items() if v >= target]
-    if not reaching:
-        return None
-    _, neg, layers = min(reaching)
-    return list(layers), -neg

@@ -1,4 +1,5 @@
-"""Glyph pairs for the localization study, and how the judge scores a patched image.
+"""The localization study's protocol: glyph pairs, how the judge scores a patched image, and the
+selection rules applied on the validation pairs (greedy head set, smallest layer set).
 
 A pair is (glyph A -> glyph B) with the same colour, position, caption template and seed: the
 target prompt renders A, the source prompt B, from the same noise. Glyph rendering is weak on the
@@ -11,14 +12,15 @@ noise seed is shared across the split.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-from ..data import make_scene
-from ..data.recipe import default_recipe
-from .localization import psnr_outside, ssim_outside
+from ...analysis.metrics import psnr_outside, ssim_outside
+from ...data import make_scene
+from ...data.recipe import default_recipe
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,39 @@ def score(judge, images: np.ndarray, target_images: np.ndarray, pairs: xr.Datase
         "psnr": (dims, psnr_outside(images, reference, mask).astype(np.float32)),
         "ssim": (dims, ssim_outside(images, reference, mask).astype(np.float32)),
     })
+
+
+# -- selection on validation ---------------------------------------------------------------------
+def greedy_head_set(success: Mapping[tuple[int, ...], float], heads: int, target: float) -> tuple[list[int], float]:
+    """The head set found greedily whose edit success reaches ``target``, and its success.
+
+    ``success`` maps sorted head tuples to edit success (a sweep's table; sets it lacks are not
+    tried). Start from no heads and add, each round, the head that raises success most (ties: the
+    lower index), until ``target`` is reached or no larger set was measured."""
+    chosen: list[int] = []
+    best = 0.0
+    while len(chosen) < heads:
+        trials = {h: success[tuple(sorted(chosen + [h]))] for h in range(heads)
+                  if h not in chosen and tuple(sorted(chosen + [h])) in success}
+        if not trials:  # jump to the smallest measured superset (e.g. leave-one-out sets)
+            supersets = [k for k in success if set(chosen) < set(k)]
+            if not supersets:
+                break
+            jump = min(supersets, key=lambda k: (len(k), -success[k], k))
+            chosen, best = list(jump), success[jump]
+        else:
+            head = max(trials, key=lambda h: (trials[h], -h))
+            chosen, best = sorted(chosen + [head]), trials[head]
+        if best >= target:
+            break
+    return chosen, best
+
+
+def smallest_layer_set(success: Mapping[tuple[int, ...], float], target: float) -> tuple[list[int], float] | None:
+    """Among measured layer sets (``success``: sorted layer tuple -> edit success), the smallest
+    reaching ``target`` (ties: the higher success), with its success; None if none does."""
+    reaching = [(len(k), -v, k) for k, v in success.items() if v >= target]
+    if not reaching:
+        return None
+    _, neg, layers = min(reaching)
+    return list(layers), -neg

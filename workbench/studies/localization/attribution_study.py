@@ -1,12 +1,12 @@
 """Attribution patching against activation patching, side by side in one run, on the study's pairs.
 
-    python benchmarks/attribution_study.py --model toy-unet [--store docs/results/localization_toy-unet.zarr]
-                                           [--out docs/results/attribution_toy-unet.json] [--pairs N]
+    python -m workbench.studies.localization.attribution_study --model toy-unet [--store docs/results/localization_toy-unet.zarr]
+                                                              [--out docs/results/attribution_toy-unet.json] [--pairs N]
 
 On the qualifying pairs of the localization store (``workbench localize``; validation and test
 splits as there, same steps and start steps), in one process, single-threaded torch:
 
-1. **attribution** (``workbench.analysis.attribution.attribute``): per pair one source run (text K/V
+1. **attribution** (``workbench.studies.localization.attribution.attribute``): per pair one source run (text K/V
    cached), one target run with autograd on and one backward pass of the glyph metric (the
    judge's logit for B minus A at the pair's position on the final image) -> first-order effects of
    every text layer x head x start step;
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from itertools import combinations
 from pathlib import Path
@@ -33,18 +32,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ... import load
+from ...models.judge import load_judge
+from ...results import results_dir
+from . import attribution as A
+from . import protocol as gp
+from .job import open_sweep
+from .patching import prompt_token_maps
+from .protocol import greedy_head_set
+from .report import qualified
+from .sweeps import Variant, sweep
 
-import workbench as wb  # noqa: E402
-from workbench.analysis import attribution as A  # noqa: E402
-from workbench.analysis import glyph_pairs as gp  # noqa: E402
-from workbench.analysis.localization import greedy_head_set, prompt_token_maps  # noqa: E402
-from workbench.analysis.localization_report import qualified  # noqa: E402
-from workbench.analysis.sweeps import Variant, sweep  # noqa: E402
-from workbench.cli.localize import open_sweep  # noqa: E402
-from workbench.models.judge import load_judge  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]  # the source checkout: the JSON names its store relative to it
 
 
 def _mean(x, rows):
@@ -64,7 +63,7 @@ def _agreement(estimate, actual, k=3) -> dict:
 
 def run(model_name: str, store: Path, limit: int | None = None, batch: int = 25, sweep_batch: int = 128) -> dict:
     torch.set_num_threads(1)
-    model, judge = wb.load(model_name), load_judge()
+    model, judge = load(model_name), load_judge()
     grid, focus = open_sweep(store, "grid"), open_sweep(store, "focus")
     steps = int(grid.attrs["steps"])
     chosen = json.loads(focus.attrs["chosen"])
@@ -251,8 +250,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs", type=int, default=None, help="only the first N qualifying pairs (a quick run)")
     parser.add_argument("--batch", type=int, default=25, help="pairs per attribution forward/backward")
     args = parser.parse_args(argv)
-    store = Path(args.store) if args.store else ROOT / "docs" / "results" / f"localization_{args.model}.zarr"
-    out = Path(args.out) if args.out else ROOT / "docs" / "results" / f"attribution_{args.model}.json"
+    store = Path(args.store) if args.store else results_dir() / f"localization_{args.model}.zarr"
+    out = Path(args.out) if args.out else results_dir() / f"attribution_{args.model}.json"
     report = run(args.model, store, args.pairs, args.batch)
     out.write_text(json.dumps(_finite(report), indent=1))
     print(json.dumps({k: report[k] for k in ("cost", "selection")}, indent=1))

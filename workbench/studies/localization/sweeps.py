@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..capture import intervene
-from .localization import PatchPlan, TextCache, cache_text, head_mask, pick_layers, text_patches
+from ...capture import intervene
+from .patching import PatchPlan, TextCache, cache_text, head_mask, pick_layers, text_patches
 
 
 @dataclass(frozen=True)

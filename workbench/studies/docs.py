@@ -1,4 +1,4 @@
-"""Docs are regenerated from saved results: a script's tables go between marker comments
+"""The one doc-block writer. Docs are regenerated from saved results: a report's tables go between marker comments
 ``<!-- generated:KEY -->`` and ``<!-- /generated:KEY -->`` in a markdown file, replacing what was
 there, so no figure in those blocks is typed in by hand."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"  # docs/ of the source checkout
 
 
 def write_block(doc: str, key: str, text: str) -> None:

@@ -1,6 +1,6 @@
 """Attribution patching: every text layer's and head's patching effect from gradients.
 
-Activation patching (:mod:`workbench.analysis.localization`) runs the target prompt once per
+Activation patching (:mod:`workbench.studies.localization.patching`) runs the target prompt once per
 variant with the source's text K/V put in. Attribution patching (Nanda 2023; Syed et al. 2023)
 estimates all variants at once, to first order, from one *clean* run (the target prompt A, with
 autograd on), one *corrupted* run (the source prompt B: its text K/V cached, as for activation
@@ -29,7 +29,7 @@ is not differentiable here). The same metric on finished images (:func:`glyph_lo
 activation-patched runs, so both sides are compared on one scale.
 
 Pure functions over the result: :func:`layer_effects`, :func:`head_effects`,
-:func:`variant_effect` (any :class:`~workbench.analysis.sweeps.Variant`), :func:`spearman`,
+:func:`variant_effect` (any :class:`~workbench.studies.localization.sweeps.Variant`), :func:`spearman`,
 :func:`top_k_overlap`. :func:`blended_generate` runs ``KV + alpha (KV_B - KV)`` in chosen layers and
 heads (alpha = 1: activation patching), the finite-difference check of the gradient.
 """
@@ -43,8 +43,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..capture import edit, intervene
-from .localization import TextCache, TextLayer, cache_text, pick_layers
+from ...capture import edit, intervene
+from .patching import TextCache, TextLayer, cache_text, pick_layers
 from .sweeps import Cost, Variant, _Counter, noise_for
 
 Metric = Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # (final latents, pair indices) -> (pairs,)
@@ -89,7 +89,7 @@ class GlyphMetric:
 
     def on_images(self, images: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         """``images`` (N, 3, H, W) in [-1, 1] of pairs ``rows`` -> (N,) logit gaps."""
-        from ..models.judge import CROP, crop_at_anchors
+        from ...models.judge import CROP, crop_at_anchors
 
         rows = np.asarray(rows)
         crops = crop_at_anchors(images.float(), tuple(self.judge.positions))  # (N, P, 3, C, C)

@@ -1,0 +1,1 @@
+"""The text-localization study (docs/localization.md)."""
