@@ -26,7 +26,7 @@ LAYERS = {
     "workbench.hooks": 1,
     "workbench.model": 2,
     "workbench.models": 3, "workbench.inversion": 3,
-    "workbench.loading": 4,
+    "workbench.loading": 4, "workbench.scoring": 4,
     "workbench.capture": 5,
     "workbench": 6,
     "workbench.analysis": 7, "workbench.features": 7, "workbench.widgets": 7, "workbench.results": 7,
