@@ -25,6 +25,7 @@ import json
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,11 @@ from workbench.models.judge import load_judge
 sys.path.insert(0, str(Path(__file__).parent))
 from quality import prompt_families, score  # noqa: E402
 
-SCHEMES = {"deepcache": deepcache, "encoder_propagation": encoder_propagation, "middle_blocks": middle_blocks}
+# DeepCache's branch 1 on toy-unet: the first down stage's resnet and the whole last up stage recompute,
+# everything deeper (the first downsampler included) is reused; the scheme measured as "deepcache"
+# before branch ids were named (that one also ran the unused downsampler; images identical).
+SCHEMES = {"deepcache": partial(deepcache, branch=1), "encoder_propagation": encoder_propagation,
+           "middle_blocks": middle_blocks}
 # The schemes that apply to each reference model (encoder propagation needs an encoder/decoder U-Net).
 DEFAULT_SCHEMES = {"toy-unet": ["deepcache", "encoder_propagation"], "toy-mmdit": ["middle_blocks"]}
 FAMILIES = {"single": "shape_and_colour", "glyph": "glyph"}

@@ -78,6 +78,7 @@ def unet_sites(model) -> list[Site]:
         path = f"down_blocks.{i}"
         sites.append(output_site(path, "out", 0, SPATIAL_DIMS, "down block output (input to the next block)"))
         sites += _resnet_sites(path, block) + _block_attention_sites(path, block)
+        sites += _sampler_sites(path, block, "downsamplers", "downsampler output (the next block's input)")
     if model.mid_block is not None:
         sites.append(output_site("mid_block", "out", None, SPATIAL_DIMS, "mid block output (the bottleneck)"))
         sites += _resnet_sites("mid_block", model.mid_block) + _block_attention_sites("mid_block", model.mid_block)
@@ -96,7 +97,16 @@ def unet_sites(model) -> list[Site]:
             )
         sites += _backbone_sites(path, block)
         sites += _resnet_sites(path, block) + _block_attention_sites(path, block)
+        sites += _sampler_sites(path, block, "upsamplers", "upsampler output (the up block's output)")
     return sites
+
+
+def _sampler_sites(path: str, block, kind: str, meaning: str) -> list[Site]:
+    """``down_blocks.i.downsamplers.0.out`` / ``up_blocks.i.upsamplers.0.out``: their own sites so
+    that reuse can cache them (DeepCache's branches cut between a block's last resnet and its
+    sampler, and a reused sampler must not run)."""
+    return [output_site(f"{path}.{kind}.{k}", "out", None, SPATIAL_DIMS, meaning)
+            for k in range(len(getattr(block, kind, None) or []))]
 
 
 def _backbone_sites(path: str, block) -> list[Site]:

@@ -7,6 +7,7 @@ peer's paper and code (never imported: the packages are not dependencies)."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -116,3 +117,145 @@ def test_word_map_method_is_checked(unet, mmdit):
         mmdit.generate([PROMPT], steps=1, seed=0)
     with pytest.raises(ValueError, match="U-Net"):
         word_maps(rec2, method="daam")
+
+
+# -- DeepCache --------------------------------------------------------------------------------------
+
+class _DeepCacheRecipe:
+    """DeepCache's SD helper, as its code does it: every resnet, attention, sampler and block of
+    the U-Net gets a wrapper on its instance; a wrapper returns the module's last output when
+    ``is_skip`` says so, else runs it and keeps the output. The step index is the timestep's
+    position in the scheduler's schedule."""
+
+    def __init__(self, model, branch: int, key_steps):
+        self.unet, self.scheduler = model.denoiser, model.scheduler
+        self.block_id, self.layer_id = branch // 3, branch % 3
+        self.key_steps = set(key_steps)
+        self.saved, self.cache, self.step = [], {}, 0
+
+    def is_skip(self, block_i, layer_i, kind):
+        if self.step in self.key_steps:
+            return False
+        if kind == "mid" or block_i > self.block_id:
+            return True
+        if block_i < self.block_id:
+            return False
+        return layer_i >= self.layer_id if kind == "down" else layer_i > self.layer_id
+
+    def wrap(self, module, key, block_i, layer_i, kind):
+        original = module.forward
+        self.saved.append((module, original))
+
+        def forward(*args, **kwargs):
+            if self.is_skip(block_i, layer_i, kind):
+                return self.cache[key]
+            self.cache[key] = original(*args, **kwargs)
+            return self.cache[key]
+
+        module.forward = forward
+
+    def __enter__(self):
+        unet = self.unet
+        original = unet.forward
+        self.saved.append((unet, original))
+
+        def unet_forward(*args, **kwargs):
+            t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+            self.step = [float(s) for s in self.scheduler.timesteps].index(float(torch.as_tensor(t).flatten()[0]))
+            return original(*args, **kwargs)
+
+        unet.forward = unet_forward
+        for i, block in enumerate(unet.down_blocks):
+            for j, m in enumerate(getattr(block, "attentions", None) or []):
+                self.wrap(m, ("down", "attn", i, j), i, j, "down")
+            for j, m in enumerate(block.resnets):
+                self.wrap(m, ("down", "resnet", i, j), i, j, "down")
+            for m in block.downsamplers or []:
+                self.wrap(m, ("down", "downsampler", i), i, len(block.resnets), "down")
+            self.wrap(block, ("down", "block", i), i, 0, "down")
+        self.wrap(unet.mid_block, ("mid",), 0, 0, "mid")
+        n = len(unet.up_blocks)
+        for i, block in enumerate(unet.up_blocks):
+            layers = len(block.resnets)
+            for j, m in enumerate(getattr(block, "attentions", None) or []):
+                self.wrap(m, ("up", "attn", i, j), n - i - 1, layers - j - 1, "up")
+            for j, m in enumerate(block.resnets):
+                self.wrap(m, ("up", "resnet", i, j), n - i - 1, layers - j - 1, "up")
+            for m in block.upsamplers or []:
+                self.wrap(m, ("up", "upsampler", i), n - i - 1, 0, "up")
+            self.wrap(block, ("up", "block", i), n - i - 1, 0, "up")
+        return self
+
+    def __exit__(self, *exc):
+        for module, forward in reversed(self.saved):
+            module.forward = forward
+        for module, _ in self.saved:
+            module.__dict__.pop("forward", None)
+
+
+def _quad_center(total, n_samples, center, pow_):
+    """DeepCache's ``sample_from_quad_center``."""
+    while pow_ > 1:
+        xs = np.linspace((-center) ** (1 / pow_), (total - center) ** (1 / pow_), n_samples + 1)
+        with warnings.catch_warnings():  # DeepCache casts the complex powers to int: the real part
+            warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
+            idx = [0] + [x + center for x in np.unique(np.int32(xs ** pow_))[1:-1]]
+        if len(idx) == n_samples:
+            return idx
+        pow_ -= 0.02
+    return None  # DeepCache raises here
+
+
+def test_deepcache_key_steps_equal_deepcaches_schedules():
+    from workbench.capture.reuse import deepcache_key_steps
+
+    assert deepcache_key_steps(20, 3) == list(range(0, 20, 3)) and deepcache_key_steps(7, 1) == list(range(7))
+    for steps, every, center, pow_ in [(50, 5, 15, 1.4), (50, 3, 15, 1.4), (20, 2, 5, 1.2), (20, 4, 8, 1.4), (30, 3, 10, 1.6)]:
+        expected = _quad_center(steps, math.ceil(steps / every), center, pow_)
+        assert deepcache_key_steps(steps, every, uniform=False, pow=pow_, center=center) == [int(e) for e in expected]
+    assert _quad_center(10, 5, 5, 1.4) is None
+    with pytest.raises(ValueError, match="no 5 distinct key steps in 10 steps"):
+        deepcache_key_steps(10, 2, uniform=False, center=5)
+
+
+STEPS = 3
+
+
+@pytest.mark.parametrize("uniform, branches", [(True, None), (False, [0, 4])])
+def test_deepcache_equals_deepcaches_recipe_for_every_branch(unet, uniform, branches):
+    """Bitwise equal images for every branch id (uniform schedule), and on two branches with the
+    non-uniform schedule (the key steps come from deepcache_key_steps, tested above)."""
+    from workbench.capture.reuse import deepcache
+
+    prompts = ["a red circle left of a blue square"]
+    for branch in branches or range(3 * len(unet.denoiser.down_blocks)):
+        with deepcache(unet, every=2, branch=branch, uniform=uniform, pow=1.2, center=1) as cache:
+            ours = unet.generate(prompts, steps=STEPS, seed=3)
+        assert cache.stats.share_reused() > 0
+        with _DeepCacheRecipe(unet, branch, cache.stats.key_steps):
+            theirs = unet.generate(prompts, steps=STEPS, seed=3)
+        np.testing.assert_array_equal(ours, theirs, err_msg=f"branch {branch}")
+    assert all("forward" not in m.__dict__ for m in unet.denoiser.modules())
+
+
+def test_deepcache_reused_samplers_do_not_run(unet):
+    from workbench.capture.reuse import deepcache, deepcache_modules
+
+    assert "down_blocks.0.downsamplers.0" in deepcache_modules(unet, 1)
+    # branch 3 cuts before down_blocks.1: the mirrored up_blocks.1 reuses its layer above the cut
+    # (resnet 0 with its attention) and recomputes resnet 1 and its upsampler (layer 0)
+    assert deepcache_modules(unet, 3)[-2:] == ["up_blocks.1.resnets.0", "up_blocks.1.attentions.0"]
+    sampler = unet.denoiser.get_submodule("down_blocks.0.downsamplers.0.conv")  # hooks on the sampler itself see reuses
+    calls = []
+    handle = sampler.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with deepcache(unet, every=3, branch=1) as cache:
+            unet.generate(["a red circle"], steps=STEPS, seed=0)
+    finally:
+        handle.remove()
+    assert len(calls) == len(cache.stats.key_steps) == 2
+    for bad in (-1, 9, 1.0, True):
+        with pytest.raises(ValueError, match="branch id must be an integer in 0..8"):
+            deepcache(unet, every=2, branch=bad)
+    with pytest.raises(ValueError, match="set by the cache interval"):
+        deepcache(unet, key_steps=[0, 2], uniform=False)

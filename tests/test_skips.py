@@ -106,7 +106,7 @@ def test_deepcache_skips_the_deep_path_and_restores_forward(unet):
     deep_calls, h1 = _count_calls(deep)
     shallow_calls, h2 = _count_calls(shallow)
     try:
-        with deepcache(unet, every=2) as cache:
+        with deepcache(unet, every=2, branch=1) as cache:
             cached = unet.generate(PROMPTS[:1], steps=5, seed=0)
     finally:
         h1.remove(), h2.remove()

@@ -9,20 +9,23 @@ output), so recording its ``.out`` site keeps working; sites *inside* it do not 
 
 Three schemes from the literature are choices of modules, read from the site map's stages:
 
-* :func:`deepcache` (Ma et al.): keep the outermost stage pair (first down block, last up block)
-  and reuse everything deeper; the last up block gets the cached deep feature plus fresh skips.
+* :func:`deepcache` (Ma et al.): DeepCache's branches, by its branch id: the layers above the cut
+  (encoder side and the mirrored decoder side) recompute, everything deeper, samplers included,
+  is reused; its uniform and non-uniform (``uniform=False``, ``pow``, ``center``) key-step schedules.
 * :func:`encoder_propagation` (Faster Diffusion, Li et al.): reuse the encoder (first stage) and
   recompute the rest.
 * :func:`middle_blocks` (block caching for transformers): reuse every block but the first and last
-  ``keep``; on a U-Net this is the same set as :func:`deepcache`.
+  ``keep``.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from ..sitemap import OutputTap, kwarg_or_arg
@@ -64,10 +67,12 @@ class Reuse:
     """Context manager: reuse ``modules``' outputs at non-key steps (see :func:`reuse`)."""
 
     def __init__(self, model, modules: Sequence[str], *, every: int | None = None,
-                 key_steps: Sequence[int] | None = None, label: str = ""):
+                 key_steps: Sequence[int] | None = None, schedule: Callable[[int], Sequence[int]] | None = None,
+                 label: str = ""):
         self.model = as_model(model)
-        if (every is None) == (key_steps is None):
-            raise ValueError("choose the key steps either by interval (every=N) or as a list (key_steps=[...]), one of them")
+        if sum(x is not None for x in (every, key_steps, schedule)) != 1:
+            raise ValueError("choose the key steps either by interval (every=N), as a list (key_steps=[...]) "
+                             "or as a schedule of the run's length (schedule=), one of them")
         if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
             raise ValueError(f"the cache interval every= must be an integer >= 1 (1 = no reuse), got {every!r}")
         if key_steps is not None:
@@ -77,6 +82,7 @@ class Reuse:
         if not modules:
             raise ValueError("reuse needs at least one module to cache")
         self.every, self.key_steps, self.label = every, key_steps, label
+        self.schedule = schedule  # run length -> key steps, resolved when a runner announces the length
         self.modules = list(dict.fromkeys(modules))
         self.stats = ReuseStats()
         self._cache: dict[tuple[str, int], Any] = {}
@@ -85,14 +91,18 @@ class Reuse:
         self._reset_clock()
 
     def __repr__(self) -> str:
-        when = f"every={self.every}" if self.every is not None else f"key_steps={self.key_steps}"
+        when = (f"every={self.every}" if self.every is not None else
+                f"key_steps={self.key_steps}" if self.schedule is None else f"schedule={self.schedule}")
         return f"Reuse({self.label or 'modules'}: {', '.join(self.modules)}; {when})"
 
     # -- which steps compute ----------------------------------------------------------------------
     def is_key(self, step: int) -> bool:
-        if self.key_steps is not None:
-            return step in self.key_steps
-        return step % self.every == 0
+        if self.every is not None:
+            return step % self.every == 0
+        if self.key_steps is None:
+            raise ValueError(f"{self.label or 'this reuse'} picks its key steps from the run's length; run it through "
+                             "Model.generate or workbench.denoise, which announce it")
+        return step in self.key_steps
 
     def _reset_clock(self) -> None:
         self._step, self._call, self._last_t = -1, 0, None
@@ -134,6 +144,8 @@ class Reuse:
         """Called by ``Model.generate`` / ``denoise`` before each run: a new run starts with an empty cache."""
         self._reset_clock()
         self._step = first_step - 1
+        if self.schedule is not None:
+            self.key_steps = None if expected_steps is None else sorted(int(k) for k in self.schedule(expected_steps))
 
     # -- the step clock and the wrappers ------------------------------------------------------------
     def _on_denoiser_call(self, module, args, kwargs):
@@ -215,17 +227,126 @@ def middle_blocks(model, *, every: int | None = None, key_steps=None, keep: int 
     return Reuse(model, blocks[keep:-keep], every=every, key_steps=key_steps, label=f"middle blocks (keep {keep})")
 
 
-def deepcache(model, *, every: int | None = None, key_steps=None, keep: int = 1) -> Reuse:
-    """DeepCache: recompute only the outermost ``keep`` encoder and decoder stages; the decoder stage
-    ``keep`` levels from the top reuses the deep feature from the last key step. Needs long skips
-    (on a model without them, use :func:`middle_blocks`)."""
+# DeepCache numbers its cut points 3 * block + layer whatever the U-Net (SD's down blocks hold two
+# resnets and a downsampler, so three layers each).
+DEEPCACHE_LAYERS_PER_BLOCK = 3
+
+
+def deepcache_modules(model, branch: int) -> list[str]:
+    """The modules DeepCache's branch ``branch`` reuses at non-key steps, outermost only.
+
+    Branch ``b`` cuts at down block ``b // 3``, layer ``b % 3``. Layers of a down block are its
+    resnets (each with its attention) in order, then its downsampler; the up block mirrored to it
+    counts its resnets from the last and its upsampler as layer 0. Reused: the mid block, every
+    deeper down and up block whole, the cut down block's layers from ``b % 3`` on (the whole block
+    when that is 0), and the mirrored up block's layers above ``b % 3``."""
     model = as_model(model)
-    if not model.site_map.skips:
-        raise ValueError(f"DeepCache reuses the deep feature beside fresh skip connections; this "
-                         f"{type(model.denoiser).__name__} has no skips. Use middle_blocks() for block caching.")
-    cached = middle_blocks(model, every=every, key_steps=key_steps, keep=keep)
-    cached.label = f"DeepCache (keep {keep})"
+    denoiser = model.denoiser
+    if not model.site_map.skips or not hasattr(denoiser, "down_blocks") or getattr(denoiser, "mid_block", None) is None:
+        raise ValueError(f"DeepCache's branches are cuts through a U-Net's encoder and decoder joined by skips; "
+                         f"this {type(denoiser).__name__} has no skips. Use middle_blocks() for block caching.")
+    n_blocks = len(denoiser.down_blocks)
+    valid = range(DEEPCACHE_LAYERS_PER_BLOCK * n_blocks)
+    if isinstance(branch, bool) or not isinstance(branch, int) or branch not in valid:
+        raise ValueError(f"DeepCache's branch id must be an integer in 0..{valid[-1]} for this U-Net's {n_blocks} "
+                         f"down blocks (3 per block: block = id // 3, layer = id % 3), got {branch!r}")
+    cut_block, cut_layer = divmod(branch, DEEPCACHE_LAYERS_PER_BLOCK)
+    cached = []
+    for i, block in enumerate(denoiser.down_blocks):
+        path = f"down_blocks.{i}"
+        if i > cut_block or (i == cut_block and cut_layer == 0):
+            cached.append(path)
+        elif i == cut_block:
+            layers = _block_layers(path, block, "downsamplers", mirrored=False)
+            cached += [m for layer, m in layers if layer >= cut_layer]
+    cached.append("mid_block")
+    for i, block in enumerate(denoiser.up_blocks):
+        path, depth = f"up_blocks.{i}", len(denoiser.up_blocks) - 1 - i
+        if depth > cut_block:
+            cached.append(path)
+        elif depth == cut_block:
+            layers = _block_layers(path, block, "upsamplers", mirrored=True)
+            cached += [m for layer, m in layers if layer > cut_layer]
     return cached
+
+
+def _block_layers(path: str, block, samplers: str, *, mirrored: bool) -> list[tuple[int, str]]:
+    """(DeepCache layer index, module path) of a block's resnets, attentions and sampler."""
+    n = len(block.resnets)
+    out = []
+    for j in range(n):
+        layer = n - 1 - j if mirrored else j
+        out.append((layer, f"{path}.resnets.{j}"))
+        if j < len(getattr(block, "attentions", None) or []):
+            out.append((layer, f"{path}.attentions.{j}"))
+    for k in range(len(getattr(block, samplers, None) or [])):
+        out.append((0 if mirrored else n, f"{path}.{samplers}.{k}"))
+    return out
+
+
+def deepcache_key_steps(steps: int, every: int, *, uniform: bool = True, pow: float = 1.4,
+                        center: int = 15) -> list[int]:
+    """DeepCache's key steps for a run of ``steps`` at cache interval ``every``.
+
+    Uniform: every ``every``-th step from 0. Non-uniform: as many key steps as the uniform schedule
+    has (``ceil(steps / every)``), spaced evenly in the coordinate ``sign(s - center) |s - center|
+    ** (1 / pow)``, so they crowd around step ``center``; DeepCache lowers ``pow`` by 0.02 until
+    the rounded steps are distinct, and so does this. The fractional power of the negative
+    start is taken as DeepCache takes it, on the principal complex branch, keeping the real part."""
+    if every == 1:
+        return list(range(steps))
+    if uniform:
+        return list(range(0, steps, every))
+    wanted = math.ceil(steps / every)
+    power = pow
+    while power > 1:
+        start, stop = (-center) ** (1 / power), (steps - center) ** (1 / power)  # start is complex
+        warped = np.linspace(start, stop, wanted + 1) ** power
+        offsets = np.unique(np.real(warped).astype(np.int32))
+        chosen = [0] + [int(o) + center for o in offsets[1:-1]]
+        if len(chosen) == wanted:
+            return chosen
+        power -= 0.02
+    raise ValueError(f"DeepCache's non-uniform schedule finds no {wanted} distinct key steps in {steps} steps "
+                     f"around center={center} for any pow <= {pow}; lower center or the interval")
+
+
+def deepcache(model, *, every: int | None = None, key_steps=None, branch: int = 0, uniform: bool = True,
+              pow: float = 1.4, center: int = 15) -> Reuse:
+    """DeepCache (Ma et al.) branch ``branch`` (its ``cache_branch_id``; 0, its default, recomputes
+    the least): see :func:`deepcache_modules` for what is reused. Key steps: every ``every``-th
+    step, or DeepCache's non-uniform schedule for interval ``every`` (``uniform=False``, with its
+    ``pow`` and ``center``; :func:`deepcache_key_steps`), or the listed ``key_steps``. Reused
+    samplers do not run; DeepCache's package runs no sampler either, it returns them cached too."""
+    model = as_model(model)
+    modules = deepcache_modules(model, branch)
+    label = f"DeepCache (branch {branch})"
+    if uniform:
+        return Reuse(model, _checked_sites(model, modules), every=every, key_steps=key_steps, label=label)
+    if every is None or key_steps is not None:
+        raise ValueError("DeepCache's non-uniform schedule is set by the cache interval: pass every=N (no key_steps)")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"the cache interval every= must be an integer >= 1, got {every!r}")
+    schedule = _NonUniform(every, pow, center)
+    return Reuse(model, _checked_sites(model, modules), schedule=schedule, label=label + f", non-uniform {schedule}")
+
+
+@dataclass(frozen=True)
+class _NonUniform:
+    every: int
+    pow: float
+    center: int
+
+    def __call__(self, steps: int) -> list[int]:
+        return deepcache_key_steps(steps, self.every, uniform=False, pow=self.pow, center=self.center)
+
+    def __str__(self) -> str:
+        return f"every={self.every}, pow={self.pow}, center={self.center}"
+
+
+def _checked_sites(model, modules: list[str]) -> list[str]:
+    """The modules, checked to be output sites of this model (so each has a name users can record)."""
+    return _modules_of_sites(model, [f"{m}.out" for m in modules])
 
 
 def encoder_propagation(model, *, every: int | None = None, key_steps=None) -> Reuse:
