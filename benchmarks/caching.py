@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -36,8 +35,7 @@ import workbench as wb
 from workbench.capture.reuse import deepcache, encoder_propagation, middle_blocks
 from workbench.models.judge import load_judge
 
-sys.path.insert(0, str(Path(__file__).parent))
-from quality import prompt_families, score  # noqa: E402
+from workbench.studies.quality.job import prompt_families, score
 
 # DeepCache's branch 1 on toy-unet: the first down stage's resnet and the whole last up stage recompute,
 # everything deeper (the first downsampler included) is reused; the scheme measured as "deepcache"

@@ -100,7 +100,7 @@ def test_shipped_models_follow_prompt_colours(model, judge):
 def test_shipped_models_follow_prompt_shapes_and_colours(model, judge):
     """A regression floor, not the target: >= 6 of 8 (75%) single-object prompts show the asked
     shape in the asked colour. The documented target is >= 97% on the 200-prompt quality benchmark
-    (docs/reference_models.md, benchmarks/quality.py); 8 prompts are too few to test it here."""
+    (docs/reference_models.md, workbench/studies/quality/job.py); 8 prompts are too few to test it here."""
     both, _ = _judge_single(model, judge)
     assert both >= 6, f"{model.name}: only {both}/8 single-object prompts judged right"
 

@@ -1,8 +1,8 @@
 """The tables of docs/skips.md, from the saved study results (no model runs): spectra, feature
 dynamics, feature reuse (caching) and the FreeU grid. Nothing in those tables is typed in.
 
-    python benchmarks/skips_tables.py                # print the tables
-    python benchmarks/skips_tables.py --update-doc   # write them into docs/skips.md
+    python -m workbench.studies.skips.report         # print the tables
+    python -m workbench.studies.skips.report --update-doc   # write them into docs/skips.md
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+from ...results import results_dir
+from ..docs import write_block
+
+RESULTS = results_dir()
 SCHEME_NAMES = {"deepcache": "DeepCache", "encoder_propagation": "encoder propagation",
                 "middle_blocks": "middle blocks (1, 2)"}
 
@@ -113,8 +116,6 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     for key, table in BLOCKS.items():
         if args.update_doc:
-            from workbench.studies.docs import write_block
-
             write_block("skips.md", key, table())
         else:
             print(f"<!-- {key} -->\n{table()}\n")

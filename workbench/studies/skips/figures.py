@@ -1,6 +1,6 @@
 """Figures for docs/skips.md from the saved study results (no model runs).
 
-    python benchmarks/skips_figures.py [--results docs/results] [--img docs/img]
+    python -m workbench.studies.skips.figures [--results docs/results] [--img docs/img]
 
 Writes ``skips_similarity.png`` (step x step cosine similarity of every block output, both models,
 rendered with PIL so no plotting backend is needed) into ``--img`` and ``skips_figures.html``
@@ -19,7 +19,8 @@ import plotly.express as px
 import xarray as xr
 from PIL import Image, ImageDraw
 
-from workbench.report import label_facets
+from ...report import label_facets
+from ...results import results_dir
 
 
 def _colour(values: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -54,7 +55,7 @@ def similarity_png(dynamics: dict[str, xr.Dataset], path: Path, cell: int = 8, l
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results", default="docs/results")
+    parser.add_argument("--results", default=str(results_dir()))
     parser.add_argument("--img", default="docs/img")
     args = parser.parse_args(argv)
     results, img = Path(args.results), Path(args.img)

@@ -1,12 +1,12 @@
 """Choose which candidate weights to ship, on VALIDATION prompts only.
 
 Each candidate folder (a training round's output or one of its checkpoints) is scored by
-``benchmarks/quality.py`` with the validation seed (``quality.VALIDATION_SEED``: its own prompts
+``workbench.studies.quality.job`` with the validation seed (``quality.VALIDATION_SEED``: its own prompts
 and sampling noise, never the test seeds 0 and 1 that quality is reported on). The candidate with
 the best mean of the three target rates (single shape + colour, glyph, two objects both right)
 is chosen; its test figures are then measured separately with ``quality.py --seed 0`` / ``--seed 1``.
 
-    python benchmarks/select_weights.py toy-unet /tmp/r5/toy-unet /tmp/r6/toy-unet [--n 100] [--out DIR]
+    python -m workbench.studies.quality.select_weights toy-unet /tmp/r5/toy-unet /tmp/r6/toy-unet [--n 100] [--out DIR]
 
 Writes ``selection.json`` (every candidate's validation figures and the choice) to ``--out``.
 """
@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import quality  # noqa: E402  (the sibling benchmark script)
+from . import job as quality
 
 TARGET_RATES = (("single", "shape_and_colour"), ("glyph", "glyph"), ("two", "both_right_at_positions"))
 

@@ -3,9 +3,9 @@ the doc for the exact commands), save each grid to ``docs/results/probe_<model>.
 the doc's tables from the saved grids. Every peak is the cell with the best *validation* accuracy;
 the figure shown is that cell's *test* accuracy.
 
-    python benchmarks/probe_grid.py toy-unet=unet.zarr toy-mmdit=mmdit.zarr
-    python benchmarks/probe_grid.py --tables
-    python benchmarks/probe_grid.py --update-doc         # the tables into docs/features.md
+    python -m workbench.studies.probing.report toy-unet=unet.zarr toy-mmdit=mmdit.zarr
+    python -m workbench.studies.probing.report --tables
+    python -m workbench.studies.probing.report --update-doc         # the tables into docs/features.md
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import time
 import numpy as np
 import xarray as xr
 
-from workbench.analysis.probe import peaks, probe
-from workbench.results import results_dir
+from ...analysis.probe import peaks, probe
+from ...results import results_dir
+from ..docs import write_block
 
 LABELS = ("shape", "colour", "glyph", "position")
 SHORT = {"toy-unet": "U-Net", "toy-mmdit": "MM-DiT"}
@@ -74,12 +75,10 @@ def main(argv=None) -> None:
     parser.add_argument("--update-doc", action="store_true", help="write the tables into docs/features.md")
     args = parser.parse_args(argv)
     if args.update_doc:
-        from workbench.studies.docs import write_block
-
         write_block("features.md", "probe-grid", tables())
         return
     if not args.tables:
-        from workbench.features import open_features
+        from ...features import open_features
 
         for pair in args.stores:
             name, _, store = pair.partition("=")

@@ -24,7 +24,7 @@ seeds that quality is reported on; choosing between candidate weights (which tra
 ship) uses the VALIDATION seed ``--seed 7`` only, so the reported figures are not the ones the
 choice was made on.
 
-    python benchmarks/quality.py [--models toy-mmdit toy-unet] [--n 200] [--steps 20] [--out DIR]
+    python -m workbench.studies.quality.job [--models toy-mmdit toy-unet] [--n 200] [--steps 20] [--out DIR]
         [--weights toy-mmdit=FOLDER ...]   # score candidate weights instead of the shipped ones
         [--shipped]                         # ... and the shipped ones beside them, in the same run
 
@@ -43,12 +43,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import workbench as wb
-from workbench.data import make_scene
-from workbench.data.holdout import held_out_combinations, held_out_glyphs, held_out_shapes
-from workbench.data.recipe import default_recipe
-from workbench.models.judge import NONE, load_judge
-from workbench.models.reference import NAMES, load_reference
+from ... import load
+from ...data import make_scene
+from ...data.holdout import held_out_combinations, held_out_glyphs, held_out_shapes
+from ...data.recipe import default_recipe
+from ...models.judge import NONE, load_judge
+from ...models.reference import NAMES, load_reference
 
 
 TEST_SEEDS = (0, 1)  # what quality is reported on
@@ -144,7 +144,7 @@ def run(models: list[str], n: int, steps: int, batch: int, seed: int, guidance: 
     results = {}
     for name, folder in runs:
         key = name if folder is None else f"{name} [{folder}]"
-        model = wb.load(name) if folder is None else load_reference(name, folder)
+        model = load(name) if folder is None else load_reference(name, folder)
         results[key] = {"model": name, "steps": steps, "guidance_scale": guidance or model.guidance_scale,
                         "weights": folder or "shipped", "seed": seed}
         for family, items in families.items():

@@ -1,8 +1,8 @@
 """Issue 12 study runs: skip spectra, feature dynamics, and the FreeU (b, s) grid scored by the judge.
 
-    python benchmarks/skips_study.py spectra   [--models toy-unet tiny-sd] [--prompts 8] [--steps 20]
-    python benchmarks/skips_study.py dynamics  [--models toy-unet toy-mmdit] [--prompts 8] [--steps 20]
-    python benchmarks/skips_study.py freeu     [--val 30] [--test 100] [--steps 20]
+    python -m workbench.studies.skips.job spectra   [--models toy-unet tiny-sd] [--prompts 8] [--steps 20]
+    python -m workbench.studies.skips.job dynamics  [--models toy-unet toy-mmdit] [--prompts 8] [--steps 20]
+    python -m workbench.studies.skips.job freeu     [--val 30] [--test 100] [--steps 20]
 
 Each writes one JSON file under ``--out`` (default ``docs/results``): xarray Datasets stored with
 ``Dataset.to_dict()`` (read back with ``xr.Dataset.from_dict``), so named dims survive. The FreeU
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,9 @@ import torch
 import xarray as xr
 from tqdm import tqdm
 
-import workbench as wb
-from workbench.analysis.skips import (
+from ... import intervene, load, record
+from ... import sites as site_table
+from ...analysis.skips import (
     adjacent_similarity,
     block_roles,
     radial_spectrum,
@@ -34,12 +34,12 @@ from workbench.analysis.skips import (
     spectral_shares,
     step_similarity,
 )
-from workbench.capture.freeu import freeu, skip_stages
-from workbench.capture.reuse import stage_modules
-from workbench.models.judge import load_judge
+from ...capture.freeu import freeu, skip_stages
+from ...capture.reuse import stage_modules
+from ...models.judge import load_judge
+from ...results import results_dir
 
-sys.path.insert(0, str(Path(__file__).parent))
-from quality import prompt_families, score  # noqa: E402
+from ..quality.job import prompt_families, score
 
 FAMILIES = {"single": "shape_and_colour", "glyph": "glyph"}
 
@@ -58,11 +58,11 @@ def _save(obj: dict, path: Path) -> None:
 
 def spectra(model_name: str, prompts: list[str], steps: int) -> xr.Dataset:
     """Low-frequency shares of backbone against skip features, per decoder stage, site and step."""
-    model = wb.load(model_name)
+    model = load(model_name)
     stages = skip_stages(model)
     sites = [s for _, skips in stages for s in skips] + [s.replace(".skip.", ".backbone.") for _, skips in stages
                                                          for s in skips]
-    with wb.record(model, sites) as rec:
+    with record(model, sites) as rec:
         model.generate(prompts, steps=steps, seed=0)
     rows = []
     for stage_index, (module, skips) in enumerate(stages):
@@ -85,17 +85,17 @@ def block_sites(model) -> list[str]:
     """The output sites of every top-level block (image and text streams of joint blocks)."""
     names = []
     for block in stage_modules(model):
-        names += [s for s in wb.sites(model, f"{block}.out*").index if s in (f"{block}.out", f"{block}.out.image",
+        names += [s for s in site_table(model, f"{block}.out*").index if s in (f"{block}.out", f"{block}.out.image",
                                                                                f"{block}.out.text")]
     return names
 
 
 def dynamics(model_name: str, prompts: list[str], steps: int) -> xr.Dataset:
     """Step x step similarity, adjacent similarity and relative change of every block output."""
-    model = wb.load(model_name)
+    model = load(model_name)
     sites = block_sites(model)
     roles = block_roles(stage_modules(model), model.site_map.stages)
-    with wb.record(model, sites) as rec:
+    with record(model, sites) as rec:
         model.generate(prompts, steps=steps, seed=0)
     sims, adjacent, change, role, share = [], [], [], [], []
     for site in sites:
@@ -126,7 +126,7 @@ def judged(model, families: dict, steps: int, seed: int, interventions: list, ba
     for family, key in FAMILIES.items():
         items = families[family]
         prompts = [c for c, _ in items]
-        with wb.intervene(model, interventions):
+        with intervene(model, interventions):
             images = np.concatenate([model.generate(prompts[i:i + batch], steps=steps, seed=seed + i)
                                      for i in range(0, len(prompts), batch)])
         row[key] = score(family, [o for _, o in items], judge.judge(images))[key]
@@ -134,7 +134,7 @@ def judged(model, families: dict, steps: int, seed: int, interventions: list, ba
 
 
 def freeu_grid(b_values, s_values, n_val: int, n_test: int, steps: int, path: Path) -> dict:
-    model = wb.load("toy-unet")
+    model = load("toy-unet")
     results = json.loads(path.read_text()) if path.exists() else {}
     results.setdefault("validation", {})
     results.update(b=list(b_values), s=list(s_values), steps=steps, n_val=n_val, n_test=n_test,
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     parser.add_argument("--b", nargs="+", type=float, default=[1.0, 1.2, 1.4, 1.6])
     parser.add_argument("--s", nargs="+", type=float, default=[1.0, 0.7, 0.4, 0.2])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="docs/results")
+    parser.add_argument("--out", default=str(results_dir()))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)

@@ -1,0 +1,1 @@
+"""The probing study: linear probes over extracted feature stores (docs/features.md)."""

@@ -1,0 +1,1 @@
+"""The skip-connection study: spectra, feature dynamics, FreeU (docs/skips.md)."""
