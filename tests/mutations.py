@@ -49,10 +49,10 @@ def M(id, what, file, edits, tests):
 
 
 GUIDANCE, GUARDS, MASKS = "tests/test_guidance_calls.py", "tests/test_study_guards.py", "tests/test_attention_masks.py"
-SWEEPS, SEGMENTATION, SVD = "workbench/analysis/sweeps.py", "workbench/analysis/segmentation.py", "workbench/analysis/svd.py"
+SWEEPS, SEGMENTATION, SVD = "workbench/studies/localization/sweeps.py", "workbench/analysis/segmentation.py", "workbench/analysis/svd.py"
 JUDGE, CLOCK, INTERVENTIONS = "workbench/models/judge.py", "workbench/capture/clock.py", "workbench/capture/interventions.py"
 REUSE, KERNELS, FREEU = "workbench/capture/reuse.py", "workbench/attention/kernels.py", "workbench/capture/freeu.py"
-LOCALIZATION = "workbench/analysis/localization.py"
+PATCHING, PROTOCOL = "workbench/studies/localization/patching.py", "workbench/studies/localization/protocol.py"
 
 MUTATIONS = [
     # -- S: the survivors issue 23 lists ----------------------------------------------------------
@@ -128,16 +128,17 @@ MUTATIONS = [
     M("O10", "heads= shifted by one", INTERVENTIONS,
       ('selections["head"] = self.heads', 'selections["head"] = [h + 1 for h in self.heads]'), ["tests/test_capture.py"]),
     # -- N: new, in code issue 23 did not touch (chosen before the first run) -------------------------
-    M("N1", "token alignment repeats the wrong token of a shorter piece", LOCALIZATION,
+    M("N1", "token alignment repeats the wrong token of a shorter piece", PATCHING,
       ("s_tokens[min(i, len(s_tokens) - 1)]", "s_tokens[min(i, len(s_tokens)) - 1]"),
       ["tests/test_localization.py", "-k", "align_tokens"]),
-    M("N2", "greedy head set breaks ties to the higher head", LOCALIZATION,
+    M("N2", "greedy head set breaks ties to the higher head", PROTOCOL,
       ("head = max(trials, key=lambda h: (trials[h], -h))", "head = max(trials, key=lambda h: (trials[h], h))"),
       ["tests/test_localization.py", "-k", "greedy"]),
-    M("N3", "smallest layer set breaks ties to the lower success", LOCALIZATION,
+    M("N3", "smallest layer set breaks ties to the lower success", PROTOCOL,
       ("reaching = [(len(k), -v, k)", "reaching = [(len(k), v, k)"), ["tests/test_localization.py", "-k", "greedy"]),
-    M("N4", "PSNR outside the mask is measured inside it", LOCALIZATION,
-      ("keep = ~np.asarray(masks, dtype=bool)\n    err", "keep = np.asarray(masks, dtype=bool)\n    err"),
+    M("N4", "PSNR outside the mask is measured inside it", "workbench/analysis/metrics.py",
+      ("return psnr(images, reference, ~np.asarray(masks, dtype=bool))",
+       "return psnr(images, reference, np.asarray(masks, dtype=bool))"),
       ["tests/test_localization.py", "-k", "psnr"]),
     M("N5", "probe split drops one training example per class", "workbench/analysis/probe.py",
       ("n_train = len(members) - n_val - n_test", "n_train = len(members) - n_val - n_test - 1"),

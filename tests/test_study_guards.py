@@ -13,10 +13,10 @@ import xarray as xr
 import workbench as wb
 from workbench.analysis import segmentation as G
 from workbench.analysis import svd
-from workbench.analysis import sweeps as S
 from workbench.capture.interventions import step_selected
 from workbench.data import generate
 from workbench.models.judge import NONE, load_judge
+from workbench.studies.localization import sweeps as S
 
 
 def test_prompt_swap_baseline_runs_the_source_prompt_from_the_targets_latents_at_step_k(mmdit):
