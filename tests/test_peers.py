@@ -259,3 +259,104 @@ def test_deepcache_reused_samplers_do_not_run(unet):
             deepcache(unet, every=2, branch=bad)
     with pytest.raises(ValueError, match="set by the cache interval"):
         deepcache(unet, key_steps=[0, 2], uniform=False)
+
+
+# -- T-GATE -----------------------------------------------------------------------------------------
+
+def _tgate_plan(step, gate_step, sa_interval, ca_interval, warm_up):
+    """T-GATE's ``tgate_scheduler``: (cross-attention, self-attention) as (cache, reuse) flags, and
+    whether the caches keep the mean of the two guidance rows."""
+    if step < gate_step - 1:
+        if step < warm_up:
+            sa = (False, False)
+        elif step == warm_up or step % sa_interval == 0:
+            sa = (True, False)
+        else:
+            sa = (False, True)
+        return (False, False), sa, True
+    if step == gate_step - 1:
+        return (True, False), (True, False), False
+    return (False, True), ((True, False) if step % ca_interval == 0 else (False, True)), True
+
+
+def _tgate_reference(model, prompt, steps, seed, gate_step, sa_interval=5, ca_interval=1, warm_up=2):
+    """T-GATE's SD pipeline loop: two rows (CFG) before the gate, then the latents alone with the
+    *negative* prompt's embeddings and no guidance; every Attention module's output cached and
+    reused per the plan."""
+    unet, scheduler = model.denoiser, model.scheduler
+    state = {"plan": None}
+    saved = []
+    for module in unet.modules():
+        if type(module).__name__ != "Attention":
+            continue
+        original = module.forward
+        saved.append((module, original))
+
+        def forward(hidden_states, encoder_hidden_states=None, *args, _m=module, _f=original, **kwargs):
+            (ca_cache, ca_reuse), (sa_cache, sa_reuse), keep_shape = state["plan"]
+            cross = encoder_hidden_states is not None
+            cached = getattr(_m, "_tgate_cache", None)
+            if cached is not None and ((cross and ca_reuse) or (not cross and sa_reuse)):
+                return cached
+            out = _f(hidden_states, encoder_hidden_states, *args, **kwargs)
+            if (cross and ca_cache) or (not cross and sa_cache):
+                _m._tgate_cache = out if keep_shape else sum(out.chunk(2)) / 2
+            return out
+
+        module.forward = forward
+    try:
+        latents = torch.randn((1, *model.latent_shape), generator=torch.Generator("cpu").manual_seed(seed))
+        cond, uncond = model.encode([prompt])["encoder_hidden_states"], model.encode([""])["encoder_hidden_states"]
+        scheduler.set_timesteps(steps)
+        for i, t in enumerate(scheduler.timesteps):
+            guided = i < gate_step
+            x = torch.cat([latents] * 2) if guided else latents
+            emb = torch.cat([uncond, cond]) if guided else uncond
+            x = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
+            state["plan"] = _tgate_plan(i, gate_step, sa_interval, ca_interval, warm_up)
+            pred = unet(x, t.expand(x.shape[0]), encoder_hidden_states=emb, return_dict=False)[0]
+            if guided:
+                u, c = pred.chunk(2)
+                pred = u + model.guidance_scale * (c - u)
+            latents = scheduler.step(pred, t, latents, return_dict=False)[0]
+        return np.clip(np.asarray(model.decoder(latents), dtype=np.float32), 0.0, 1.0)
+    finally:
+        for module, original in saved:
+            module.forward = original
+            module.__dict__.pop("forward", None)
+            module.__dict__.pop("_tgate_cache", None)
+
+
+@pytest.mark.parametrize("gate_step, sa_interval, ca_interval", [(4, 5, 1), (5, 2, 2)])
+def test_tgate_equals_tgates_recipe(unet, gate_step, sa_interval, ca_interval):
+    steps = 7
+    with wb.tgate(unet, gate_step=gate_step, sa_interval=sa_interval, ca_interval=ca_interval, warm_up=1) as gate:
+        ours = unet.generate([PROMPT], steps=steps, seed=2)
+    assert gate.rows_run == [2] * gate_step + [1] * (steps - gate_step)  # guidance really dropped
+    theirs = _tgate_reference(unet, PROMPT, steps, 2, gate_step, sa_interval, ca_interval, warm_up=1)
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    assert all("forward" not in m.__dict__ for m in unet.denoiser.modules())
+    plain = unet.generate([PROMPT], steps=steps, seed=2)
+    assert not np.allclose(ours, plain, atol=1e-3)
+
+
+def test_tgate_detaches_on_errors_and_checks_its_input(unet, mmdit):
+    def explode(module, args):
+        raise RuntimeError("boom")
+
+    handle = unet.denoiser.get_submodule("up_blocks.1").register_forward_pre_hook(explode)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            with wb.tgate(unet, gate_step=1):
+                unet.generate([PROMPT], steps=2, seed=0)
+    finally:
+        handle.remove()
+    assert all("forward" not in m.__dict__ for m in unet.denoiser.modules()) and not unet._recorders
+    with pytest.raises(ValueError, match="guidance scale > 1"), wb.tgate(unet, gate_step=1):
+        unet.generate([PROMPT], steps=2, seed=0, guidance_scale=1.0)
+    with pytest.raises(ValueError, match="gate_step must be an integer >= 1"):
+        wb.tgate(unet, gate_step=0)
+    with pytest.raises(ValueError, match="U-Net"):
+        wb.tgate(mmdit, gate_step=2)
+    with pytest.raises(ValueError, match="recording sites"), wb.record(unet, ["mid_block.out"]), wb.tgate(unet):
+        pass

@@ -24,6 +24,7 @@ from .capture import (
 from .capture.freeu import freeu
 from .capture.resolve import sites
 from .capture.reuse import reuse
+from .capture.tgate import tgate
 from .loading import load
 from .model import Model, denoise
 from .store import open_recording
@@ -43,5 +44,5 @@ def __getattr__(name):
 
 __all__ = [
     "CaptureTooLarge", "Intervention", "Model", "Recording", "SitesNotFired", "ablate", "denoise",
-    "edit", "freeu", "intervene", "load", "open_recording", "patch", "record", "reuse", "scale", "sites", "steer",
+    "edit", "freeu", "intervene", "load", "open_recording", "patch", "record", "reuse", "scale", "sites", "steer", "tgate",
 ]
