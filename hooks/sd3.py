@@ -16,6 +16,7 @@ from workbench.sitemap import (
     InputTap,
     PipelineFacts,
     SiteMap,
+    TokenLayout,
     attention_sites,
     kwarg_or_arg,
     output_site,
@@ -23,9 +24,12 @@ from workbench.sitemap import (
 )
 
 
-def stream_outputs(path: str, text_index: int | None, image_index: int, what: str = "block output") -> list:
-    """A joint block's (or joint attention's) outputs: the image stream and, unless dropped, text."""
-    sites = [output_site(path, "out.image", image_index, STREAM_DIMS, f"{what}, image stream", IMAGE)]
+def stream_outputs(path: str, text_index: int | None, image_index: int, what: str = "block output",
+                   visual: TokenLayout = IMAGE) -> list:
+    """A joint block's (or joint attention's) outputs: the visual stream (image, or video for a
+    video denoiser: ``out.video``) and, unless dropped, text."""
+    kind = visual.segments[0]
+    sites = [output_site(path, f"out.{kind}", image_index, STREAM_DIMS, f"{what}, {kind} stream", visual)]
     if text_index is not None:
         sites.append(output_site(path, "out.text", text_index, STREAM_DIMS, f"{what}, text stream", TEXT))
     return sites

@@ -36,6 +36,20 @@ QKV_DIMS = ("head", "token", "channel")  # per-head queries/keys/values as the k
 
 ATTENTION_BLOCKS = ("image->image", "image->text", "text->image", "text->text")
 
+# Token kinds laid on a grid, with the grid's axes. A family declares which one its visual tokens
+# are through the segments of its TokenLayouts ("video" for a video denoiser's (frame, y, x)
+# tokens); the engine labels every kind listed here the same way, so no family is special-cased.
+GRID_AXES = {"image": ("y", "x"), "video": ("frame", "y", "x")}
+# Order of kinds in block names and decompositions: visual kinds first, text last.
+KIND_ORDER = ("image", "video", "text")
+
+
+def blocks_of(kinds) -> tuple[str, ...]:
+    """The query->key blocks among ``kinds`` in :data:`KIND_ORDER` (image->image, image->text,
+    text->image, text->text for an image model; video->video, video->text, ... for a video model)."""
+    ordered = [k for k in KIND_ORDER if k in set(kinds)]
+    return tuple(f"{q}->{k}" for q in ordered for k in ordered)
+
 
 @dataclass(frozen=True)
 class OutputTap:
@@ -82,18 +96,30 @@ Tap = OutputTap | InputTap | AttentionTap | LatentTap
 @dataclass(frozen=True)
 class TokenLayout:
     """How a token axis is made: an ordered tuple of segments, e.g. ("image", "text") for SD3's
-    joint sequence, ("text", "image") for FLUX, ("image",) for U-Net self-attention queries."""
+    joint sequence, ("text", "image") for FLUX, ("image",) for U-Net self-attention queries,
+    ("text", "video") for CogVideoX. A joint axis holds text and one visual kind (image or video)."""
 
     segments: tuple[str, ...]
 
+    def __post_init__(self):
+        unknown = [s for s in self.segments if s not in KIND_ORDER]
+        if unknown or len(set(self.segments)) != len(self.segments) or (len(self.segments) > 1 and "text" not in self.segments):
+            raise ValueError(f"token layout {self.segments}: segments are distinct kinds among {KIND_ORDER}, "
+                             "and a joint layout is text plus one visual kind")
+
+    @property
+    def visual(self) -> str | None:
+        """The grid kind of this axis ("image" or "video"), None for text only."""
+        return next((s for s in self.segments if s in GRID_AXES), None)
+
     def split(self, total: int, text_len: int) -> list[tuple[str, int, int]]:
         """Segments as (kind, start, stop) for a sequence of ``total`` tokens."""
-        if self.segments in (("image",), ("text",)):
+        if len(self.segments) == 1:
             return [(self.segments[0], 0, total)]
-        image_len = total - text_len
-        if image_len < 0:
+        visual_len = total - text_len
+        if visual_len < 0:
             raise ValueError(f"a joint sequence of {total} tokens cannot hold {text_len} text tokens")
-        lengths = {"image": image_len, "text": text_len}
+        lengths = {self.visual: visual_len, "text": text_len}
         spans, start = [], 0
         for kind in self.segments:
             spans.append((kind, start, start + lengths[kind]))
@@ -126,6 +152,19 @@ class Geometry:
     text_len: int = 0
     grid: tuple[int, int] | None = None  # (rows, cols) of the finest image-token grid
     extra: dict[str, Any] = field(default_factory=dict)
+    frames: int | None = None  # latent frames of a video denoiser's tokens (frame, y, x)
+
+    def grid_of(self, kind: str, n_tokens: int) -> tuple[int, ...]:
+        """The grid of ``n_tokens`` tokens of a grid ``kind`` (:data:`GRID_AXES`): (rows, cols) for
+        image tokens, (frames, rows, cols) for video tokens, laid frame by frame, row by row."""
+        if kind == "image":
+            return self.image_grid(n_tokens)
+        if kind != "video":
+            raise ValueError(f"{kind!r} tokens lie on no grid; grid kinds: {', '.join(GRID_AXES)}")
+        if not self.frames or n_tokens % self.frames:
+            raise ValueError(f"cannot lay {n_tokens} video tokens on {self.frames} frames: the site map's "
+                             "read_geometry must set Geometry.frames to the denoiser's token frames")
+        return (self.frames, *self.image_grid(n_tokens // self.frames))
 
     def image_grid(self, n_tokens: int) -> tuple[int, int]:
         """The (rows, cols) grid of ``n_tokens`` image tokens at some resolution level."""
@@ -189,6 +228,9 @@ IMAGE = TokenLayout(("image",))
 TEXT = TokenLayout(("text",))
 IMAGE_TEXT = TokenLayout(("image", "text"))  # SD3: image tokens first
 TEXT_IMAGE = TokenLayout(("text", "image"))  # FLUX: text tokens first
+VIDEO = TokenLayout(("video",))  # video denoisers: (frame, y, x) tokens
+VIDEO_TEXT = TokenLayout(("video", "text"))  # HunyuanVideo, Mochi: video tokens first
+TEXT_VIDEO = TokenLayout(("text", "video"))  # CogVideoX: text tokens first
 
 
 def attention_sites(path: str, query: TokenLayout, key: TokenLayout, what: str) -> list[Site]:
@@ -210,7 +252,7 @@ def attention_sites(path: str, query: TokenLayout, key: TokenLayout, what: str) 
     ]
     joint = len(query.segments) > 1
     if joint:
-        for block in ATTENTION_BLOCKS:
+        for block in blocks_of(query.segments):
             q_kind, k_kind = block.split("->")
             sites.append(
                 Site(

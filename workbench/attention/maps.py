@@ -1,9 +1,10 @@
 """Pure functions over recorded attention: the four-block decomposition and per-word maps.
 
-Recorded probabilities carry ``query_kind`` / ``key_kind`` (image or text) on their token axes,
-``*_y`` / ``*_x`` grid positions on image tokens and ``*_token`` strings on text tokens, so
-nothing here needs to know the architecture: SD3 [image | text], FLUX [text | image] and U-Net
-cross-attention (image queries, text keys) all decompose the same way.
+Recorded probabilities carry ``query_kind`` / ``key_kind`` (image, video or text) on their token
+axes, ``*_y`` / ``*_x`` grid positions on image tokens (``*_frame`` / ``*_y`` / ``*_x`` on video
+tokens) and ``*_token`` strings on text tokens, so nothing here needs to know the architecture:
+SD3 [image | text], FLUX [text | image], U-Net cross-attention (image queries, text keys) and
+CogVideoX [text | video] all decompose the same way.
 """
 
 from __future__ import annotations
@@ -15,20 +16,39 @@ import numpy as np
 import torch
 import xarray as xr
 
-KINDS = ("image", "text")
+from ..sitemap import GRID_AXES, KIND_ORDER
+
+KINDS = ("image", "text")  # the kinds of an image model; kinds_of() reads a recording's own
 _SPECIAL = re.compile(r"^(<\|startoftext\|>|<\|endoftext\|>|</s>|<pad>|<unk>|<s>|\[PAD\]|)$")
 
 
-def decompose(probs: xr.DataArray) -> xr.Dataset:
-    """Split joint attention probabilities into image->image, image->text, text->image, text->text.
+def kinds_of(probs: xr.DataArray) -> tuple[str, ...]:
+    """The token kinds on the query and key axes of ``probs``, visual kinds first, text last
+    (``("image", "text")`` for an image model, ``("video", "text")`` for a video model)."""
+    present = set(probs.query_kind.values.tolist()) | set(probs.key_kind.values.tolist())
+    return tuple(k for k in KIND_ORDER if k in present)
 
-    Blocks are named query->key. Token axes become ``query_image``, ``query_text``, ``key_image``,
-    ``key_text`` so the four blocks share one Dataset; a block whose kinds are absent (e.g. U-Net
+
+def visual_kind(probs: xr.DataArray, axis: str = "query") -> str | None:
+    """The grid kind ("image" or "video") among the tokens of ``axis``, None if it has none."""
+    present = set(probs[f"{axis}_kind"].values.tolist())
+    return next((k for k in GRID_AXES if k in present), None)
+
+
+def decompose(probs: xr.DataArray) -> xr.Dataset:
+    """Split joint attention probabilities into its query->key blocks: image->image, image->text,
+    text->image, text->text (video->video, video->text, ... for a video model).
+
+    Token axes become ``query_image``, ``query_text``, ``key_image``, ``key_text`` (``query_video``
+    ...) so the blocks share one Dataset; a block whose kinds are absent (e.g. U-Net
     cross-attention has only image->text) is left out.
     """
+    if "query_kind" not in probs.coords or "key_kind" not in probs.coords:
+        raise ValueError("these probabilities carry no query_kind/key_kind coordinates to split on")
     blocks = {}
-    for q in KINDS:
-        for k in KINDS:
+    kinds = kinds_of(probs)
+    for q in kinds:
+        for k in kinds:
             q_mask, k_mask = probs.query_kind == q, probs.key_kind == k
             if not bool(q_mask.any()) or not bool(k_mask.any()):
                 continue
@@ -53,27 +73,30 @@ def rename_axes(array: xr.DataArray, mapping: Mapping[str, str]) -> xr.DataArray
 def block_mass(probs: xr.DataArray) -> xr.DataArray:
     """How much attention each query kind sends to each key kind: dims (..., query_kind, key_kind),
     averaged over queries; each query kind's row sums to one."""
-    out = []
-    for q in KINDS:
+    out, kinds = [], kinds_of(probs)
+    for q in kinds:
         rows = []
-        for k in KINDS:
+        for k in kinds:
             part = probs.isel(query=(probs.query_kind == q).values, key=(probs.key_kind == k).values)
             rows.append(part.sum("key").mean("query") if part.sizes["query"] else xr.full_like(probs.isel(query=0, key=0, drop=True), np.nan))
-        out.append(xr.concat(rows, dim=xr.DataArray(list(KINDS), dims="key_kind")))
-    return xr.concat(out, dim=xr.DataArray(list(KINDS), dims="query_kind"))
+        out.append(xr.concat(rows, dim=xr.DataArray(list(kinds), dims="key_kind")))
+    return xr.concat(out, dim=xr.DataArray(list(kinds), dims="query_kind"))
 
 
 def to_grid(array: xr.DataArray, axis: str) -> xr.DataArray:
-    """Lay an image-token axis out as (y, x) using its ``{axis}_y`` / ``{axis}_x`` coordinates."""
-    ys, xs = array[f"{axis}_y"].values, array[f"{axis}_x"].values
-    if (ys < 0).any():
-        raise ValueError(f"axis {axis!r} holds text tokens; select image tokens first")
-    rows, cols = int(ys.max()) + 1, int(xs.max()) + 1
-    order = np.argsort(ys * cols + xs, kind="stable")
+    """Lay an image-token axis out as (y, x), a video-token axis as (frame, y, x), using its
+    ``{axis}_frame`` / ``{axis}_y`` / ``{axis}_x`` coordinates."""
+    names = GRID_AXES["video"] if f"{axis}_frame" in array.coords else GRID_AXES["image"]
+    positions = [array[f"{axis}_{name}"].values for name in names]
+    if (positions[-1] < 0).any():
+        raise ValueError(f"axis {axis!r} holds text tokens; select image or video tokens first")
+    shape = tuple(int(p.max()) + 1 for p in positions)
+    order = np.argsort(np.ravel_multi_index(positions, shape), kind="stable")
     keep = [c for c in array.coords if axis not in array.coords[c].dims]
     ordered = array.isel({axis: order}).reset_coords(drop=True).drop_vars(axis, errors="ignore")
-    data = ordered.values.reshape(ordered.shape[: ordered.dims.index(axis)] + (rows, cols) + ordered.shape[ordered.dims.index(axis) + 1 :])
-    dims = ordered.dims[: ordered.dims.index(axis)] + ("y", "x") + ordered.dims[ordered.dims.index(axis) + 1 :]
+    at = ordered.dims.index(axis)
+    data = ordered.values.reshape(ordered.shape[:at] + shape + ordered.shape[at + 1 :])
+    dims = ordered.dims[:at] + names + ordered.dims[at + 1 :]
     return xr.DataArray(data, dims=dims, coords={c: array.coords[c] for c in keep}, attrs=array.attrs)
 
 
@@ -116,15 +139,16 @@ METHODS = ("mean", "daam")
 
 def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=None, size: tuple[int, int] | None = None,
               branch: str = "cond", method: str = "mean") -> xr.DataArray:
-    """Per-word attention maps over the image: dims (word, y, x).
+    """Per-word attention maps over the image: dims (word, y, x); over the video of a video
+    model: dims (word, frame, y, x).
 
-    ``method="mean"`` (the default, any architecture) uses every recorded image->text probability
-    site (joint blocks ``*.probs.image->text``, whole joint matrices ``*.probs``, or U-Net/PixArt
+    ``method="mean"`` (the default, any architecture) uses every recorded image->text (video->text)
+    probability site (joint blocks ``*.probs.image->text``, whole joint matrices ``*.probs``, or U-Net/PixArt
     cross-attention ``attn2.probs``), the mid block included and maps of every size: each layer's
     map is *averaged* over heads and over the chosen ``steps`` (indices; all by default), then
     resized *bilinearly* to ``size`` (the finest recorded grid by default) without clamping, and
     the layers are averaged. A word split into several tokens, or present in two text encoders'
-    tokens (SD3), *sums* its tokens' columns; each word's map is normalised to sum to one, and a
+    tokens (SD3), *sums* its tokens' columns; each word's map is normalised to sum to one (over all frames for video), and a
     word that occurs twice gets the mean of its occurrences' normalised maps.
 
     ``method="daam"`` reproduces DAAM's heat maps (Tang et al. 2023, ``daam`` 0.2.0) from the same
@@ -144,42 +168,55 @@ def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=Non
         if not (name.endswith(".probs.image->text") or name.endswith(".probs")):
             continue
         probs = recording[name]
-        if "key_kind" not in probs.coords or "text" not in set(probs.key_kind.values) or "image" not in set(probs.query_kind.values):
+        if "key_kind" not in probs.coords or "text" not in set(probs.key_kind.values):
             continue
-        probs = _image_to_text(probs, sample, branch, steps)
+        visual = visual_kind(probs)
+        if visual is None:
+            continue
+        probs = _image_to_text(probs, sample, branch, steps, visual)
         if "head" in probs.dims:
             probs = probs.mean("head")
         per_layer.append(to_grid(probs.mean("step"), "query"))
     if not per_layer:
-        raise ValueError("no image->text attention in this recording: record e.g. '**.probs.image->text' or '**.attn2.probs'")
+        raise ValueError("no image->text (or video->text) attention in this recording: record e.g. "
+                         "'**.probs.image->text', '**.probs.video->text' or '**.attn2.probs'")
     size = size or max((p.sizes["y"], p.sizes["x"]) for p in per_layer)
-    tokens = _tokens(per_layer[0])
-    stacked = np.mean([resize(p.transpose("key", "y", "x").values, size) for p in per_layer], axis=0)
+    first = per_layer[0]
+    grid = tuple(d for d in first.dims if d != "key")  # (y, x), or (frame, y, x) for video
+    if any(tuple(d for d in p.dims if d != "key") != grid for p in per_layer):
+        raise ValueError("these sites mix image and video tokens; choose one kind with sites=")
+    if "frame" in grid and len({p.sizes["frame"] for p in per_layer}) > 1:
+        raise ValueError(f"these sites have different frame counts ({sorted({p.sizes['frame'] for p in per_layer})}); "
+                         "choose sites of one temporal resolution with sites=")
+    tokens = _tokens(first)
+    stacked = np.mean([resize(p.transpose("key", *grid).values, size) for p in per_layer], axis=0)
     words, maps = [], []
     for word, positions in words_of(tokens):
         words.append(word)
         maps.append(stacked[positions].sum(axis=0))
     maps = np.asarray(maps)
-    maps = maps / np.clip(maps.sum(axis=(1, 2), keepdims=True), 1e-12, None)
+    every_position = tuple(range(1, maps.ndim))
+    maps = maps / np.clip(maps.sum(axis=every_position, keepdims=True), 1e-12, None)
     merged: dict[str, list[np.ndarray]] = {}
     for word, m in zip(words, maps):
         merged.setdefault(word, []).append(m)
     return xr.DataArray(
         np.stack([np.mean(v, axis=0) for v in merged.values()]),
-        dims=("word", "y", "x"),
-        coords={"word": list(merged), "y": np.arange(size[0]), "x": np.arange(size[1])},
+        dims=("word", *grid),
+        coords={"word": list(merged), **({"frame": np.arange(first.sizes["frame"])} if "frame" in grid else {}),
+                "y": np.arange(size[0]), "x": np.arange(size[1])},
         attrs={"layers": len(per_layer), "sample": sample, "method": "mean"},
     )
 
 
-def _image_to_text(probs: xr.DataArray, sample: int, branch: str, steps) -> xr.DataArray:
-    """One sample's image-query, text-key probabilities on one guidance branch (the last branch
-    when ``branch`` was not run, e.g. guidance off)."""
+def _image_to_text(probs: xr.DataArray, sample: int, branch: str, steps, visual: str = "image") -> xr.DataArray:
+    """One sample's image-query (``visual``: "image" or "video"), text-key probabilities on one
+    guidance branch (the last branch when ``branch`` was not run, e.g. guidance off)."""
     probs = probs.isel(sample=sample)
     probs = probs.sel(branch=branch) if branch in probs.branch.values else probs.isel(branch=-1)
     if steps is not None:
         probs = probs.sel(step=list(steps))
-    return probs.isel(query=(probs.query_kind == "image").values, key=(probs.key_kind == "text").values)
+    return probs.isel(query=(probs.query_kind == visual).values, key=(probs.key_kind == "text").values)
 
 
 def _tokens(layer: xr.DataArray) -> list[str]:

@@ -3,7 +3,8 @@
 **Token layout.** A site's token axis is described by a :class:`~workbench.hooks.TokenLayout`
 (segments in order, e.g. ``("text", "image")`` for FLUX). :func:`token_spans` splits an axis of a
 given length into ``{kind: (start, stop)}``; :func:`token_kind` says what a site's token axis holds;
-:func:`token_coords` labels each token with its kind, grid position and text token.
+:func:`token_coords` labels each token with its kind, grid position ((y, x) for image tokens,
+(frame, y, x) for video tokens) and text token.
 
 **Dim naming.** A site's array uses plain dim names (``channel``, ``query``, ``y``). When arrays
 of several sites share one Dataset, a dim that has several sizes among them cannot keep one name:
@@ -21,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from ..attention.maps import rename_axes
-from ..sitemap import Geometry, TokenLayout
+from ..sitemap import GRID_AXES, Geometry, TokenLayout
 
 # ---------------------------------------------------------------------------------------------
 # token layout
@@ -37,35 +38,36 @@ def token_spans(layout: TokenLayout, length: int, text_len: int) -> dict[str, tu
 
 
 def token_kind(layout: TokenLayout | None) -> str:
-    """What a token axis holds: ``"image"``, ``"text"`` or ``"joint"`` (no layout: text)."""
-    if layout is None or layout.segments == ("text",):
+    """What a token axis holds: ``"image"``, ``"video"``, ``"text"`` or ``"joint"`` (no layout: text)."""
+    if layout is None:
         return "text"
-    return "image" if layout.segments == ("image",) else "joint"
+    return layout.segments[0] if len(layout.segments) == 1 else "joint"
 
 
 def token_coords(axis: str, layout: TokenLayout, length: int, geometry: Geometry,
                  text_tokens: list[list[str]] | None, n_samples: int) -> dict:
-    """Coordinates of a token axis: ``{axis}_kind``, ``{axis}_y``/``{axis}_x`` (grid position of image
-    tokens, -1 for text) and ``{axis}_token`` (the text token per sample, when known)."""
+    """Coordinates of a token axis: ``{axis}_kind``, the grid position of image/video tokens
+    (``{axis}_y``/``{axis}_x``, plus ``{axis}_frame`` on an axis with video tokens; -1 for text)
+    and ``{axis}_token`` (the text token per sample, when known)."""
     text_len = geometry.text_len if len(layout.segments) > 1 else 0
-    kinds, ys, xs, text_pos = [], [], [], []
+    grid_axes = GRID_AXES.get(layout.visual, ("y", "x"))
+    kinds, text_pos = [], []
+    position = {name: [] for name in grid_axes}
     for kind, (start, stop) in token_spans(layout, length, text_len).items():
         n = stop - start
         kinds += [kind] * n
-        if kind == "image":
-            rows, cols = geometry.image_grid(n)
-            ys += list(np.repeat(np.arange(rows), cols))
-            xs += list(np.tile(np.arange(cols), rows))
+        if kind in GRID_AXES:
+            # token order is row-major over the grid: frame by frame, row by row
+            for name, index in zip(grid_axes, np.indices(geometry.grid_of(kind, n)).reshape(len(grid_axes), -1)):
+                position[name] += list(index)
             text_pos += [-1] * n
         else:
-            ys += [-1] * n
-            xs += [-1] * n
+            for name in grid_axes:
+                position[name] += [-1] * n
             text_pos += list(range(n))
-    coords = {
-        f"{axis}_kind": (axis, np.array(kinds)),
-        f"{axis}_y": (axis, np.array(ys, dtype=np.int64)),
-        f"{axis}_x": (axis, np.array(xs, dtype=np.int64)),
-    }
+    coords = {f"{axis}_kind": (axis, np.array(kinds))}
+    for name in grid_axes:
+        coords[f"{axis}_{name}"] = (axis, np.array(position[name], dtype=np.int64))
     if "text" in kinds and text_tokens is not None and len(text_tokens) == n_samples:
         if all(len(t) >= max(text_pos) + 1 for t in text_tokens):
             labelled = [[tokens[p] if 0 <= p < len(tokens) else "" for p in text_pos] for tokens in text_tokens]

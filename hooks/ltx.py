@@ -1,0 +1,64 @@
+"""LTX-Video (``LTXVideoTransformer3DModel``, 0.9.x): a video DiT over pre-packed (frame, y, x)
+tokens with video self-attention (``attn1``) and cross-attention to T5 text (``attn2``).
+
+The pipeline packs the latent into tokens before the denoiser and passes the latent grid as
+``num_frames`` / ``height`` / ``width``; the text padding mask reaches ``attn2`` as an additive
+mask, so recorded cross-attention rows put no mass on padding. Text enters only through
+``attn2``'s keys and values.
+"""
+
+from __future__ import annotations
+
+from workbench.sitemap import (
+    STREAM_DIMS,
+    TEXT,
+    VIDEO,
+    Geometry,
+    InputTap,
+    SiteMap,
+    attention_sites,
+    kwarg_or_arg,
+    output_site,
+)
+
+
+def ltx_sites(model) -> list:
+    sites = []
+    for i, _ in enumerate(model.transformer_blocks):
+        path = f"transformer_blocks.{i}"
+        sites.append(output_site(path, "out", None, STREAM_DIMS, "block output (video tokens)", VIDEO))
+        sites += attention_sites(f"{path}.attn1", VIDEO, VIDEO, "self-attention over video tokens")
+        sites.append(output_site(f"{path}.attn1", "out", None, STREAM_DIMS, "attn1 output", VIDEO))
+        sites += attention_sites(f"{path}.attn2", VIDEO, TEXT, "cross-attention to the prompt")
+        sites.append(output_site(f"{path}.attn2", "out", None, STREAM_DIMS, "attn2 output", VIDEO))
+    return sites
+
+
+def _ltx_geometry(model, args, kwargs) -> Geometry:
+    text = kwarg_or_arg(args, kwargs, InputTap("encoder_hidden_states", 1))
+    grid = [kwarg_or_arg(args, kwargs, InputTap(name, position)) for name, position in
+            (("num_frames", 4), ("height", 5), ("width", 6))]
+    if any(g is None for g in grid):
+        raise ValueError("LTX-Video's denoiser needs num_frames, height and width (the latent grid) to lay out "
+                         "its tokens; the pipeline passes them, a direct call must too")
+    frames, height, width = (int(g) for g in grid)
+    p, p_t = model.config.patch_size, model.config.patch_size_t
+    return Geometry(text_len=text.shape[1], frames=frames // p_t, grid=(height // p, width // p))
+
+
+LTX = SiteMap(
+    family="ltx",
+    model_classes=("LTXVideoTransformer3DModel",),
+    enumerate_sites=ltx_sites,
+    read_geometry=_ltx_geometry,
+    latent_input=InputTap("hidden_states", 0),
+    timestep_input=InputTap("timestep", 2),
+    description="LTX-Video: video self-attention then masked cross-attention to T5 text, tokens (frame, y, x)",
+    latent_dims=STREAM_DIMS,
+    stages=("transformer_blocks",),
+    text_attention=("transformer_blocks.*.attn2.probs",),
+    text_keys=("transformer_blocks.*.attn2.k",),
+    text_values=("transformer_blocks.*.attn2.v",),
+)
+
+SITE_MAPS = (LTX,)

@@ -1,0 +1,73 @@
+"""Wan 2.1 / 2.2 (``WanTransformer3DModel``): a video DiT over (frame, y, x) patch tokens.
+
+Each block runs video self-attention (``attn1``, rotary positions over frame, y and x) and then
+cross-attention from the video tokens to the umT5 prompt (``attn2``); text enters only through
+``attn2``'s keys and values. Blocks return the video stream alone. Wan 2.2's two experts (the
+pipeline's ``transformer`` and ``transformer_2``) are the same class, so one map serves both.
+Image-to-video checkpoints add CLIP image tokens to ``attn2`` through a second kernel call that
+runs before the text one; the recorder observes one kernel call per module, so those checkpoints
+are refused by name rather than recorded wrongly.
+"""
+
+from __future__ import annotations
+
+from workbench.sitemap import (
+    STREAM_DIMS,
+    TEXT,
+    VIDEO,
+    Geometry,
+    InputTap,
+    SiteMap,
+    attention_sites,
+    kwarg_or_arg,
+    output_site,
+)
+
+#: (batch, channels, frames, height, width) latents
+VIDEO_LATENT_DIMS = ("channel", "frame", "y", "x")
+
+
+def wan_sites(model) -> list:
+    if getattr(model.blocks[0].attn2, "add_k_proj", None) is not None:
+        raise TypeError("Wan image-to-video checkpoints (attn2 with image context, add_k_proj) run two attention "
+                        "kernels in attn2; workbench maps text-to-video Wan (T2V, Wan 2.2 TI2V) only")
+    sites = []
+    for i, _ in enumerate(model.blocks):
+        path = f"blocks.{i}"
+        sites.append(output_site(path, "out", None, STREAM_DIMS, "block output (video tokens)", VIDEO))
+        sites += attention_sites(f"{path}.attn1", VIDEO, VIDEO, "self-attention over video tokens")
+        sites.append(output_site(f"{path}.attn1", "out", None, STREAM_DIMS, "attn1 output", VIDEO))
+        sites += attention_sites(f"{path}.attn2", VIDEO, TEXT, "cross-attention to the prompt")
+        sites.append(output_site(f"{path}.attn2", "out", None, STREAM_DIMS, "attn2 output", VIDEO))
+    return sites
+
+
+def video_patch_geometry(latent, text, patch: tuple[int, int, int]) -> Geometry:
+    """Token grid of a (batch, channels, frames, height, width) latent cut into (t, h, w) patches."""
+    p_t, p_h, p_w = patch
+    return Geometry(text_len=0 if text is None else text.shape[1], frames=latent.shape[2] // p_t,
+                    grid=(latent.shape[3] // p_h, latent.shape[4] // p_w))
+
+
+def _wan_geometry(model, args, kwargs) -> Geometry:
+    latent = kwarg_or_arg(args, kwargs, InputTap("hidden_states", 0))
+    text = kwarg_or_arg(args, kwargs, InputTap("encoder_hidden_states", 2))
+    return video_patch_geometry(latent, text, tuple(model.config.patch_size))
+
+
+WAN = SiteMap(
+    family="wan",
+    model_classes=("WanTransformer3DModel",),
+    enumerate_sites=wan_sites,
+    read_geometry=_wan_geometry,
+    latent_input=InputTap("hidden_states", 0),
+    timestep_input=InputTap("timestep", 1),
+    description="Wan 2.1/2.2: video self-attention then cross-attention to umT5 text, tokens (frame, y, x)",
+    latent_dims=VIDEO_LATENT_DIMS,
+    stages=("blocks",),
+    text_attention=("blocks.*.attn2.probs",),
+    text_keys=("blocks.*.attn2.k",),
+    text_values=("blocks.*.attn2.v",),
+)
+
+SITE_MAPS = (WAN,)
