@@ -53,10 +53,8 @@ def _joined(rec, prefix):
     """q or k of a module as one (batch, head, token, dim) tensor, segments in their token order."""
     if prefix in rec:
         return torch.from_numpy(rec[prefix].values[:, 0, 0])
-    order = rec[f"{prefix[:-2]}.probs"].query_kind.values
-    first = "image" if order[0] == "image" else "text"
-    second = "text" if first == "image" else "image"
-    parts = [torch.from_numpy(rec[f"{prefix}.{kind}"].values[:, 0, 0]) for kind in (first, second)]
+    order = dict.fromkeys(rec[f"{prefix[:-2]}.probs"].query_kind.values.tolist())  # e.g. text, video
+    parts = [torch.from_numpy(rec[f"{prefix}.{kind}"].values[:, 0, 0]) for kind in order]
     return torch.cat(parts, dim=-2)
 
 

@@ -44,6 +44,9 @@ EXPECTED_SAMPLE_SHAPES = {
     "pixart": (2, 8, 16, 16),
     "sdxl": (2, 4, 16, 16),
     "auraflow": (2, 4, 16, 16),
+    "wan": (2, 4, 3, 8, 8),  # (batch, channels, frames, height, width)
+    "cogvideox": (2, 3, 4, 8, 8),  # (batch, frames, channels, height, width)
+    "ltx": (2, 48, 8),  # packed tokens: 3 frames of 4 x 4
 }
 
 

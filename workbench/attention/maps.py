@@ -16,23 +16,26 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..sitemap import GRID_AXES, KIND_ORDER
-
 KINDS = ("image", "text")  # the kinds of an image model; kinds_of() reads a recording's own
 _SPECIAL = re.compile(r"^(<\|startoftext\|>|<\|endoftext\|>|</s>|<pad>|<unk>|<s>|\[PAD\]|)$")
 
 
 def kinds_of(probs: xr.DataArray) -> tuple[str, ...]:
     """The token kinds on the query and key axes of ``probs``, visual kinds first, text last
-    (``("image", "text")`` for an image model, ``("video", "text")`` for a video model)."""
+    (``("image", "text")`` for an image model, ``("video", "text")`` for a video model), the
+    order of ``sitemap.KIND_ORDER`` that block names follow."""
     present = set(probs.query_kind.values.tolist()) | set(probs.key_kind.values.tolist())
-    return tuple(k for k in KIND_ORDER if k in present)
+    return tuple(sorted(present, key=lambda kind: (kind == "text", kind)))
 
 
 def visual_kind(probs: xr.DataArray, axis: str = "query") -> str | None:
     """The grid kind ("image" or "video") among the tokens of ``axis``, None if it has none."""
     present = set(probs[f"{axis}_kind"].values.tolist())
-    return next((k for k in GRID_AXES if k in present), None)
+    return next((k for k in sorted(present) if k != "text"), None)
+
+
+# The grid coordinates a recording puts on a token axis (sitemap.GRID_AXES, as coordinate names).
+_VIDEO_AXES, _IMAGE_AXES = ("frame", "y", "x"), ("y", "x")
 
 
 def decompose(probs: xr.DataArray) -> xr.Dataset:
@@ -86,7 +89,7 @@ def block_mass(probs: xr.DataArray) -> xr.DataArray:
 def to_grid(array: xr.DataArray, axis: str) -> xr.DataArray:
     """Lay an image-token axis out as (y, x), a video-token axis as (frame, y, x), using its
     ``{axis}_frame`` / ``{axis}_y`` / ``{axis}_x`` coordinates."""
-    names = GRID_AXES["video"] if f"{axis}_frame" in array.coords else GRID_AXES["image"]
+    names = _VIDEO_AXES if f"{axis}_frame" in array.coords else _IMAGE_AXES
     positions = [array[f"{axis}_{name}"].values for name in names]
     if (positions[-1] < 0).any():
         raise ValueError(f"axis {axis!r} holds text tokens; select image or video tokens first")
@@ -165,7 +168,7 @@ def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=Non
     for name in recording:
         if sites is not None and not fnmatchcase(name, sites):
             continue
-        if not (name.endswith(".probs.image->text") or name.endswith(".probs")):
+        if not (name.endswith((".probs.image->text", ".probs.video->text")) or name.endswith(".probs")):
             continue
         probs = recording[name]
         if "key_kind" not in probs.coords or "text" not in set(probs.key_kind.values):

@@ -1,0 +1,208 @@
+"""Video as a geometry: Wan 2.1/2.2, CogVideoX and LTX-Video denoisers, built tiny from their real
+diffusers classes (3 latent frames of 4 x 4 tokens), recorded and intervened.
+
+Per family: recording every attention site leaves the output bitwise identical and no hook
+behind; video tokens carry (frame, y, x) in token order; attention rows sum to one; probabilities
+times the values read by plain torch hooks (not the recorder) reproduce the attention module's
+output; where text enters only through attention K/V (Wan, LTX), patching a source prompt's text
+K/V into a run with another prompt reproduces the source run bitwise. Word maps come out as
+(word, frame, y, x).
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import workbench as wb
+from workbench.attention.maps import decompose, to_grid, word_maps
+from workbench.capture import all_sites
+from workbench.models.tiny import example_inputs, tiny_denoiser
+from workbench.models.tiny._video import VIDEO_TOKEN_GRID
+
+from conftest import hook_count
+
+FAMILIES = ("wan", "cogvideox", "ltx")
+# Families whose prompt reaches the video only through attention keys/values (cross-attention).
+KV_ONLY = ("wan", "ltx")
+TEXT_LEN = 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()  # see test_tiny_models: a second thread spin-waits on 2 cores
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def built():
+    """{family: (model, inputs, reference output)}, each model built once for the module."""
+    out = {}
+    for family in FAMILIES:
+        model = tiny_denoiser(family)
+        inputs = example_inputs(family, batch_size=2, text_len=TEXT_LEN)
+        out[family] = (model, inputs, forward(model, inputs))
+    return out
+
+
+def forward(model, inputs):
+    return model(**copy.copy(inputs), return_dict=False)[0]
+
+
+def probs_sites(model, whole=True):
+    return [s.name for s in all_sites(model) if getattr(s.tap, "role", None) == "probs" and (s.tap.block is None) == whole]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_recording_every_attention_site_leaves_the_output_bitwise_identical(built, family):
+    model, inputs, reference = built[family]
+    sites = [s.name for s in all_sites(model) if not s.name.startswith("latent.")]
+    with wb.record(model, sites) as rec:
+        recorded = forward(model, inputs)
+    assert torch.equal(recorded, reference)
+    assert hook_count(model) == 0
+    assert set(rec) == set(sites)
+    # the log-sum-exp path (blocks only, no whole matrix) too
+    blocks = probs_sites(model, whole=False)
+    if blocks:
+        with wb.record(model, blocks):
+            assert torch.equal(forward(model, inputs), reference)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_video_tokens_carry_frame_y_x_in_token_order(built, family):
+    model, inputs, _ = built[family]
+    site = probs_sites(model)[0]
+    with wb.record(model, [site]) as rec:
+        forward(model, inputs)
+    probs = rec[site]
+    video = (probs.query_kind == "video").values
+    frames, rows, cols = VIDEO_TOKEN_GRID
+    assert video.sum() == frames * rows * cols
+    expected = np.indices(VIDEO_TOKEN_GRID).reshape(3, -1)  # frame by frame, row by row
+    for axis, want in zip(("frame", "y", "x"), expected):
+        np.testing.assert_array_equal(probs[f"query_{axis}"].values[video], want)
+        assert (probs[f"query_{axis}"].values[~video] == -1).all()
+    grid = to_grid(probs.isel(query=video), "query")
+    assert grid.dims[-4:] == ("frame", "y", "x", "key") and grid.sizes["frame"] == frames
+    # the grid holds each token where its coordinates say
+    flat = probs.isel(query=video).values
+    np.testing.assert_array_equal(grid.isel(frame=2, y=1, x=3).values, flat[..., 2 * rows * cols + 1 * cols + 3, :])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_attention_rows_sum_to_one_and_blocks_are_named_video(built, family):
+    model, inputs, _ = built[family]
+    whole = probs_sites(model)
+    with wb.record(model, whole + probs_sites(model, whole=False)) as rec:
+        forward(model, inputs)
+    for name in whole:
+        np.testing.assert_allclose(rec[name].sum("key").values, 1.0, atol=1e-5, err_msg=name)
+        parts = decompose(rec[name])
+        assert "video->text" in parts or "video->video" in parts, list(parts)
+        assert not any("image" in block for block in parts)
+    for name in probs_sites(model, whole=False):  # blocks are slices of the whole matrix
+        whole_name, block = name.rsplit(".", 1)
+        np.testing.assert_allclose(rec[name].values, decompose(rec[whole_name])[block].values, rtol=1e-5, atol=1e-6)
+    if family == "cogvideox":
+        path = whole[0]  # the joint blocks of one layer: a video query's row is split over two of them
+        assert {f"{path}.video->video", f"{path}.video->text", f"{path}.text->video", f"{path}.text->text"} <= set(rec)
+        mass = rec[f"{path}.video->video"].sum("key") + rec[f"{path}.video->text"].sum("key")
+        np.testing.assert_allclose(mass.values, 1.0, atol=1e-5)
+
+
+
+def test_ltx_padding_tokens_get_no_attention_and_the_output_stays_bitwise(built):
+    model, inputs, _ = built["ltx"]
+    mask = inputs["encoder_attention_mask"].clone()
+    mask[:, -2:] = 0  # the last two text tokens are padding, as the pipeline's T5 mask says
+    padded = dict(inputs, encoder_attention_mask=mask)
+    reference = forward(model, padded)
+    cross = [n for n in probs_sites(model) if n.endswith("attn2.probs")]
+    with wb.record(model, cross + [f"{n}" for n in probs_sites(model, whole=False)]) as rec:
+        assert torch.equal(forward(model, padded), reference)
+    for name in cross:
+        np.testing.assert_allclose(rec[name].sum("key").values, 1.0, atol=1e-5)
+        assert float(rec[name].isel(key=slice(TEXT_LEN - 2, None)).max()) < 1e-6, name
+
+
+def _split_heads(x, heads):
+    return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_probs_times_v_is_the_attention_modules_output(built, family):
+    model, inputs, _ = built[family]
+    sites = probs_sites(model)
+    seen, handles = {}, []
+
+    def keep(name):
+        return lambda _m, args, out: seen.__setitem__(name, out)
+
+    for name in sites:
+        path = name.rsplit(".", 1)[0]
+        module = model.get_submodule(path)
+        handles += [module.register_forward_hook(keep(path)), module.to_v.register_forward_hook(keep(f"{path}:v"))]
+    try:
+        with wb.record(model, sites) as rec:
+            forward(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    for name in sites:
+        path = name.rsplit(".", 1)[0]
+        module = model.get_submodule(path)
+        p = torch.from_numpy(rec[name].values[:, 0, 0]).double()  # (batch, head, query, key)
+        v = _split_heads(seen[f"{path}:v"].double(), module.heads)
+        mixed = (p @ v).transpose(1, 2).reshape(p.shape[0], p.shape[2], -1)
+        projected = module.to_out[0].double()(mixed)
+        module.to_out[0].float()
+        out = seen[path]
+        kinds = rec[name].query_kind.values
+        if isinstance(out, tuple):  # CogVideoX: (video, text) from the joint [text | video] rows
+            expected = (projected[:, kinds == "video"], projected[:, kinds == "text"])
+        else:
+            expected = (projected,)
+            out = (out,)
+        for got, want in zip(out, expected, strict=True):
+            np.testing.assert_allclose(got.double().numpy(), want.detach().numpy(), rtol=1e-4, atol=2e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("family", KV_ONLY)
+def test_patching_text_keys_and_values_is_the_prompt_swap(built, family):
+    model, inputs, reference = built[family]
+    site_map = wb.hooks.site_map_for(model)
+    kv = [s.name for s in all_sites(model) if any(__import__("fnmatch").fnmatchcase(s.name, p)
+                                                   for p in site_map.text_keys + site_map.text_values)]
+    assert len(kv) == 2 * len(probs_sites(model)) // 2  # one k and one v per cross-attention
+    other = dict(inputs, encoder_hidden_states=torch.randn_like(inputs["encoder_hidden_states"]))
+    with wb.record(model, kv) as source:
+        forward(model, inputs)
+    swapped = forward(model, other)
+    assert (swapped - reference).abs().max() > 1e-3  # the prompt matters
+    with wb.intervene(model, [wb.patch(name, source) for name in kv]):
+        patched = forward(model, other)
+    assert torch.equal(patched, reference)
+    assert hook_count(model) == 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_word_maps_are_word_frame_y_x(built, family):
+    model, inputs, _ = built[family]
+    site_map = wb.hooks.site_map_for(model)
+    with wb.record(model, list(site_map.text_attention)) as rec:
+        forward(model, inputs)
+    # a denoiser called directly has no prompt; label its text axis as a pipeline would
+    rec.text_tokens = [["▁a", "▁red", "▁ball", "▁rolls", "▁left", "</s>", "<pad>", "<pad>"]] * 2
+    maps = word_maps(rec)
+    assert maps.dims == ("word", "frame", "y", "x")
+    assert list(maps.word.values) == ["a", "red", "ball", "rolls", "left"]
+    assert maps.sizes["frame"] == VIDEO_TOKEN_GRID[0] and (maps.sizes["y"], maps.sizes["x"]) == VIDEO_TOKEN_GRID[1:]
+    np.testing.assert_allclose(maps.sum(("frame", "y", "x")).values, 1.0, rtol=1e-6)
+    # one word's map is the mean over layers and heads of its token's video->text column
+    column = np.mean([to_grid(rec[n].isel(sample=0, branch=0, step=0).mean("head"), "query").isel(key=2).values
+                      for n in rec], axis=0)
+    np.testing.assert_allclose(maps.sel(word="ball").values, column / column.sum(), rtol=1e-5)
