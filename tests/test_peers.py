@@ -249,7 +249,7 @@ def test_deepcache_reused_samplers_do_not_run(unet):
     calls = []
     handle = sampler.register_forward_pre_hook(lambda *a: calls.append(1))
     try:
-        with deepcache(unet, every=3, branch=1) as cache:
+        with deepcache(unet, every=2, branch=1) as cache:
             unet.generate(["a red circle"], steps=STEPS, seed=0)
     finally:
         handle.remove()
