@@ -145,14 +145,15 @@ def editing_tables() -> str:
                 cells.append(f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]")
             out.append(f"| {method} | " + " | ".join(cells) + " |")
     if "difference" in ds:
-        out.append("\n**Each method minus prompt-swap, paired over all pairs** (95% bootstrap CI)\n")
+        out.append("\n**Each method minus prompt-swap, paired over all pairs** (95% CI: Newcombe's paired interval for edit "
+                   "success, the bootstrap of per-pair differences for IoU and PSNR)\n")
         out.append("| method | edit success | IoU vs target mask | background PSNR (dB) |\n| --- | --- | --- | --- |")
         for method in ds.method.values:
             if method == "prompt-swap":
                 continue
             cells = []
             for score, digits in (("edit_success", 2), ("target_iou", 3), ("background_psnr", 1)):
-                m, lo, hi = (float(ds[v].sel({"method": method, "kind": "all", "score": score}))
+                m, lo, hi = (float(ds[v].sel({"method": method, "score": score}))
                              for v in ("difference", "difference_low", "difference_high"))
                 cells.append(f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]")
             out.append(f"| {method} | " + " | ".join(cells) + " |")

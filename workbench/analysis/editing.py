@@ -22,7 +22,8 @@ same layout, background and noise with one attribute changed), so each edit is s
 
 ``no edit`` (the source image returned unchanged) is scored beside the methods: it keeps the
 background perfectly, and on colour edits its mask is already the target's. Scores are split by
-edit kind (colour, shape, glyph) with percentile-bootstrap 95% intervals over pairs.
+edit kind (colour, shape, glyph) with 95% intervals over pairs: Wilson for the 0/1 scores, the
+percentile bootstrap for IoU and PSNR; paired differences of 0/1 scores use Newcombe's paired interval.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ..capture import patch, record
 from ..data import make_scene
-from .segmentation import bootstrap_ci
+from .stats import bootstrap, interval, is_binary, paired_difference
 
 METHODS = {
     "prompt-swap": (),
@@ -144,7 +145,7 @@ def score_edits(judge, pairs: list[dict], sources: np.ndarray, edits: np.ndarray
 
 
 def summarise(per_pair: dict[str, dict[str, np.ndarray]], pairs: list[dict], n_boot: int = 2000) -> xr.Dataset:
-    """Means and 95% bootstrap intervals per method, edit kind (and ``all``) and score:
+    """Means and 95% intervals (:func:`~workbench.analysis.stats.interval`) per method, edit kind (and ``all``) and score:
     variables ``mean``, ``ci_low``, ``ci_high`` with dims (method, kind, score), and ``n`` pairs per kind."""
     kinds = [*EDIT_KINDS, "all"]
     changes = np.array([p["change"] for p in pairs])
@@ -158,11 +159,27 @@ def summarise(per_pair: dict[str, dict[str, np.ndarray]], pairs: list[dict], n_b
             for si, score in enumerate(SCORES):
                 values = scores[score][rows]
                 mean[mi, ki, si] = values.mean()
-                low[mi, ki, si], high[mi, ki, si] = bootstrap_ci(values, n=n_boot)
+                low[mi, ki, si], high[mi, ki, si] = interval(values, n_boot=n_boot)
     dims = ("method", "kind", "score")
     counts = [int((changes == k).sum()) if k != "all" else len(pairs) for k in kinds]
     return xr.Dataset({"mean": (dims, mean), "ci_low": (dims, low), "ci_high": (dims, high), "n": ("kind", counts)},
                       coords={"method": list(per_pair), "kind": kinds, "score": list(SCORES)})
+
+
+def paired_differences(per_pair: dict[str, dict[str, np.ndarray]], base: dict[str, np.ndarray]) -> dict:
+    """Each method minus ``base`` over all pairs (dims method, score): the mean difference and its
+    95% interval, Newcombe's paired interval for 0/1 scores, the bootstrap of the per-pair
+    differences otherwise."""
+    shape = (len(per_pair), len(SCORES))
+    mean, low, high = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    for mi, scores in enumerate(per_pair.values()):
+        for si, score in enumerate(SCORES):
+            a, b = np.asarray(scores[score], dtype=float), np.asarray(base[score], dtype=float)
+            mean[mi, si] = float((a - b).mean())
+            both_binary = is_binary(a) and is_binary(b)
+            low[mi, si], high[mi, si] = paired_difference(a, b) if both_binary else bootstrap(a - b)
+    dims = ("method", "score")
+    return {"difference": (dims, mean), "difference_low": (dims, low), "difference_high": (dims, high)}
 
 
 def compare_methods(model, judge, n_pairs: int = 150, methods=tuple(METHODS), **options) -> xr.Dataset:
@@ -177,9 +194,6 @@ def compare_methods(model, judge, n_pairs: int = 150, methods=tuple(METHODS), **
     summary = summarise(per_pair, pairs)
     if "prompt-swap" in per_pair:
         base = per_pair["prompt-swap"]
-        diff = {m: {s: v[s] - base[s] for s in SCORES} for m, v in per_pair.items()}
-        paired = summarise(diff, pairs)
-        summary = summary.assign(difference=paired["mean"], difference_low=paired["ci_low"],
-                                 difference_high=paired["ci_high"])
+        summary = summary.assign(**paired_differences(per_pair, base))
     return summary.assign_attrs(pairs=n_pairs, model=model.name, **{k: v for k, v in options.items()
                                                                    if isinstance(v, (int, float, str))})

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from ..attention.maps import resize, to_grid
 from ..capture import all_sites, record
 from ..data import default_recipe, token_alignment
+from .stats import bootstrap
 
 VARIANTS = ("image->text", "text->image", "output")
 #: "otsu", or a fraction of the map's range (min-max normalised) above which a pixel is the object
@@ -280,15 +281,6 @@ def baseline_scores(scenes: xr.Dataset, objects: xr.Dataset, *, position_known: 
     )
 
 
-def bootstrap_ci(values: np.ndarray, n: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (resampling its entries)."""
-    values = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (n, len(values)))].mean(axis=1)
-    tail = (1 - level) / 2
-    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
-
-
 def _pick(val: xr.DataArray) -> dict:
     """The coordinates of the best validation mean (first on ties, in grid order)."""
     means = val.mean("object")
@@ -298,7 +290,7 @@ def _pick(val: xr.DataArray) -> dict:
 
 
 def _row(method: str, setting: dict, val_iou, test_iou, test_acc, optimistic: float | None = None) -> dict:
-    low, high = bootstrap_ci(test_iou)
+    low, high = bootstrap(test_iou)
     return {"method": method, "setting": ", ".join(f"{k} {v}" for k, v in setting.items()) or "-",
             "val_miou": float(np.mean(val_iou)), "test_miou": float(np.mean(test_iou)), "ci_low": low,
             "ci_high": high, "test_pixel_accuracy": float(np.mean(test_acc)),
@@ -330,7 +322,7 @@ def select_on_validation(val: xr.Dataset, val_base: xr.Dataset, test: xr.Dataset
         rows.append(_row(name, {}, val_base[f"{key}_iou"], test_base[f"{key}_iou"], test_base[f"{key}_accuracy"]))
     best = max(per_object, key=lambda n: next(r["val_miou"] for r in rows if r["method"] == n))
     gap = per_object[best] - prior
-    low, high = bootstrap_ci(gap)
+    low, high = bootstrap(gap)
     return {"rows": rows, "prior_gap": {"method": best, "difference": float(gap.mean()), "ci_low": low,
                                         "ci_high": high, "beats_prior": bool(low > 0),
                                         "loses_to_prior": bool(high < 0)}}

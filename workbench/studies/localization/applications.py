@@ -32,7 +32,7 @@ import torch
 from ... import load
 from ...data.recipe import default_recipe
 from ...results import results_dir
-from ...analysis.stats import bootstrap
+from ...analysis.stats import bootstrap, interval
 from ..cache import Cache as Work, jsonable as _json
 from . import protocol as gp
 from . import text_editing as te
@@ -92,7 +92,7 @@ def editing(model, judge, work: Work, store: Path) -> dict:
     table.update({label: row.to_dict() for label, row in swap_table(grid, "test").iterrows()})
     test = parts["test"]
     for label, values in (("prompt swap from step 0", test["swap_success"].sel(swap_start=0).values),):
-        table[label]["success_ci"] = bootstrap(values.astype(float))
+        table[label]["success_ci"] = interval(values.astype(float))
     out["study_rows_test"] = {k: {m: (float(v) if not isinstance(v, (list, tuple, str)) else v) for m, v in row.items()}
                               for k, row in table.items()}
     return out
@@ -101,7 +101,7 @@ def editing(model, judge, work: Work, store: Path) -> dict:
 def _edit_row(scores: dict) -> dict:
     row = {m: float(np.mean(scores[m])) for m in ("success", "colour_kept", "rest_kept", "ssim")}
     row["psnr"] = float(np.median(scores["psnr"]))
-    row["success_ci"] = bootstrap(scores["success"])
+    row["success_ci"] = interval(scores["success"])
     row["psnr_ci"] = bootstrap(scores["psnr"], np.median)
     row["n"] = int(len(scores["success"]))
     return row

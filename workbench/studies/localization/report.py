@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ...analysis.stats import wilson
 from ...results import results_dir
 from ..docs import write_block
 from .protocol import greedy_head_set, smallest_layer_set
@@ -405,6 +406,14 @@ def head_pairs_table(reports: dict, stores: dict) -> str:
 # --- applications (text_applications_<model>.json) -----------------------------------------------
 
 
+def _rate_interval(row: dict, key: str) -> str:
+    """The Wilson interval of the rate ``row[key]`` over ``row["n"]`` items. Rates are counts over
+    n, so the interval follows from the saved rate exactly; results saved before issue 23 hold a
+    percentile bootstrap in ``<key>_ci``, which is zero-width at 0 and 1."""
+    low, high = wilson(int(round(row[key] * row["n"])), int(row["n"]))
+    return f"[{low:.2f}, {high:.2f}]"
+
+
 def _layers(layers) -> str:
     return "+".join(str(i) for i in layers)
 
@@ -452,7 +461,7 @@ def editing_table(apps: dict, summaries: dict) -> str:
             r = entry["chosen_reuse_steps"]
             steps.append(str(r))
             t = entry["settings"][str(r)]["test"]
-            cells += [f"{t['success']:.3f} [{t['success_ci'][0]:.2f}, {t['success_ci'][1]:.2f}]",
+            cells += [f"{t['success']:.3f} {_rate_interval(t, 'success')}",
                       f"{t['colour_kept']:.2f} / {t['rest_kept']:.2f}", f"{t['psnr']:.1f} / {t['ssim']:.3f}"]
         rows.append((f"reuse {method} (r {'chosen:' if i == 0 else '='} {' / '.join(steps)})", cells))
     header = ["test pairs"]
@@ -481,7 +490,7 @@ def prevention_table(apps: dict) -> str:
         rate = f"**{t['banned']:.3f}**" if bold else f"{t['banned']:.3f}"
         if kind == "none":
             return [rate, "-", "-"]
-        return [f"{rate} [{t['banned_ci'][0]:.2f}, {t['banned_ci'][1]:.2f}]",
+        return [f"{rate} {_rate_interval(t, 'banned')}",
                 f"{t['psnr_median']:.1f} [{t['psnr_median_ci'][0]:.1f}, {t['psnr_median_ci'][1]:.1f}]",
                 f"{t['colour_kept']:.2f} / {t['rest_kept']:.2f}"]
 

@@ -29,7 +29,7 @@ import numpy as np
 from ...capture import intervene, patch, record
 from .patching import PatchPlan, cache_text, head_mask, pick_layers, prompt_token_maps, text_patches
 from .sweeps import noise_for
-from ...analysis.stats import bootstrap
+from ...analysis.stats import bootstrap, interval
 
 REUSE_METHODS = ("image->image", "image q,k", "image->image + text->image")  # analysis/editing.py's names
 
@@ -300,13 +300,13 @@ def prevention_scores(judge, images: np.ndarray, unpatched: np.ndarray, glyphs: 
 
 
 def summary_row(scores: Mapping[str, np.ndarray], n_boot: int = 2000) -> dict:
-    """Means (PSNR: median) with 95% bootstrap intervals."""
+    """Means (PSNR: median) with 95% intervals: Wilson for the 0/1 rates, the bootstrap for PSNR."""
     row = {"n": int(len(scores["banned"]))}
     for key in ("banned", "colour_kept", "rest_kept", "success"):
         if key in scores:
             values = np.asarray(scores[key], dtype=float)
             row[key] = float(values.mean())
-            row[f"{key}_ci"] = bootstrap(values, n=n_boot)
+            row[f"{key}_ci"] = interval(values, n_boot=n_boot)
     psnr = np.asarray(scores["psnr"], dtype=float)
     row["psnr_median"] = float(np.median(psnr))
     row["psnr_median_ci"] = bootstrap(psnr, np.median, n=n_boot)
