@@ -117,11 +117,25 @@ def test_streaming_to_a_store_matches_memory_and_keeps_one_step(sd3, tmp_path):
 def test_recording_round_trips_through_zarr(sd3, tmp_path):
     with wb.record(sd3, ["transformer_blocks.0.attn.probs", "latent.in"]) as rec:
         sd3.generate(["a red circle"], steps=2)
-    rec.to_zarr(tmp_path / "rec.zarr")
+    rec.save(tmp_path / "rec.zarr")
     back = wb.open_recording(tmp_path / "rec.zarr")
     probs = back["transformer_blocks.0.attn.probs"]
     np.testing.assert_array_equal(probs.values, rec["transformer_blocks.0.attn.probs"].values)
     assert probs.attrs["family"] == "sd3" and "key_token" in probs.coords
+    assert sorted(back) == sorted(rec)
+
+
+def test_save_refuses_to_replace_a_store_unless_asked(sd3, tmp_path):
+    with wb.record(sd3, ["latent.in"]) as first:
+        sd3.generate(["a red circle"], steps=1)
+    with wb.record(sd3, ["latent.x0"]) as second:
+        sd3.generate(["a cyan cross"], steps=1)
+    store = first.save(tmp_path / "rec.zarr")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        second.save(store)
+    assert sorted(wb.open_recording(store)) == ["latent.in"]  # the refused save left the store alone
+    second.save(store, overwrite=True)
+    assert sorted(wb.open_recording(store)) == ["latent.x0"]  # replaced whole: no group of the first survives
 
 
 def test_local_checkpoint_round_trip_records_the_same(tmp_path):

@@ -172,7 +172,7 @@ def test_recording_stores_open_in_plain_xarray_without_warnings(tmp_path):
         model.generate(["a red circle"], steps=2)
     with wb.record(model, sites) as rec:
         model.generate(["a red circle"], steps=2)
-    rec.to_zarr(whole)
+    rec.save(whole)
     for path in (streamed, whole):
         with warnings.catch_warnings():
             warnings.simplefilter("error")

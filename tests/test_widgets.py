@@ -175,7 +175,7 @@ def test_flux_joint_attention_text_first():
 
 def test_zarr_round_trip_and_dataset_show_the_same(sd3, tmp_path):
     _, rec, images = sd3
-    rec.to_zarr(tmp_path / "rec.zarr")
+    rec.save(tmp_path / "rec.zarr")
     for mapping in (wb.open_recording(tmp_path / "rec.zarr"), rec.dataset):
         live, other = widgets.attention(rec, images), widgets.attention(mapping, images)
         assert other.controls["layer"].options == live.controls["layer"].options

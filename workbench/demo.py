@@ -40,7 +40,7 @@ def run_demo(out: str | Path = "demo-out", models=DEMO_MODELS, prompts=DEMO_PROM
         model = load(name)
         with record(model, sites_for(model), reduce=("head",)) as rec:
             images = model.generate(list(prompts), steps=steps, seed=seed)
-        rec.to_zarr(out / f"{name}.zarr")
+        rec.save(out / f"{name}.zarr", overwrite=True)  # the demo folder is rewritten whole on each run
         figures: list = [f"{model.name}: {type(model.denoiser).__name__}, {steps} steps, seed {seed}; "
                          f"recorded {len(rec)} sites into <code>{name}.zarr</code>."]
         for i, prompt in enumerate(prompts):

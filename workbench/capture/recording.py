@@ -7,8 +7,10 @@ can be the source of a patch; ``rec[site]`` / ``rec.dataset`` / ``rec.tree`` bui
 
 from __future__ import annotations
 
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -169,11 +171,19 @@ class Recording(Mapping):
         """One DataTree node per site, each holding a Dataset with the site's variable."""
         return xr.DataTree.from_dict({name: self[name].to_dataset(name=name) for name in self})
 
-    def to_zarr(self, path, **kwargs) -> None:
-        """Write every site to a zarr store (one group per site); read back with ``open_recording``."""
+    def save(self, path, *, overwrite: bool = False) -> Path:
+        """Write every site to a zarr store (one group per site); read it back with
+        ``wb.open_recording(path)``. An existing ``path`` is kept unless ``overwrite=True``: a
+        recording is usually the result of minutes of generation, so replacing one is asked for."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists: pass overwrite=True to replace it, or choose another path")
+        if path.exists():
+            # One store holds one recording: groups of an earlier one must not survive beside it.
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
         # zarr format 2: token-string coordinates have no stable zarr v3 data type yet
-        kwargs = {"mode": "w", "consolidated": True, "zarr_format": 2, **kwargs}
-        self.tree.to_zarr(path, **kwargs)
+        self.tree.to_zarr(path, mode="w", consolidated=True, zarr_format=2)
+        return path
 
     # -- assembly ---------------------------------------------------------------------------------
     def step_slice(self, site: str, step: int) -> xr.DataArray:

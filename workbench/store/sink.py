@@ -2,7 +2,7 @@
 
 Layout: one zarr group per site (group name = site name), each holding one variable named after
 the site with dims ``(sample, branch, step, ...)``; steps are appended as they finish. The same
-layout is what ``Recording.to_zarr`` writes, so ``open_recording`` reads both.
+layout is what ``Recording.save`` writes, so ``open_recording`` reads both.
 
 After each step the sink consolidates the store's metadata (``end_step``), so a recording stream
 opens with plain ``xarray.open_datatree`` / ``open_zarr`` without warnings at any time, also when
@@ -48,7 +48,7 @@ class StepSink:
 
 def open_recording(path) -> dict[str, xr.DataArray]:
     """Site name -> lazily loaded DataArray, for a store written by ``record(store=...)`` or
-    ``Recording.to_zarr``."""
+    ``Recording.save``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no recording store at {path}")
