@@ -45,7 +45,13 @@ def test_attention_probabilities_are_exact(family_model):
         path = name[: -len(".probs")]
         q = _joined(rec, f"{path}.q")
         k = _joined(rec, f"{path}.k")
-        direct = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
+        logits = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
+        text_mask = inputs.get("encoder_hidden_states_mask")  # Qwen-Image masks padded text keys
+        if text_mask is not None:
+            keep = torch.ones(logits.shape[0], logits.shape[-1], dtype=torch.bool)
+            keep[:, probs.key_kind.values == "text"] = text_mask.bool()
+            logits = logits.masked_fill(~keep[:, None, None, :], float("-inf"))
+        direct = torch.softmax(logits, dim=-1)
         np.testing.assert_allclose(probs.values[:, 0, 0], direct.numpy(), atol=1e-5, err_msg=name)
 
 

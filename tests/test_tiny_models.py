@@ -47,6 +47,9 @@ EXPECTED_SAMPLE_SHAPES = {
     "wan": (2, 4, 3, 8, 8),  # (batch, channels, frames, height, width)
     "cogvideox": (2, 3, 4, 8, 8),  # (batch, frames, channels, height, width)
     "ltx": (2, 48, 8),  # packed tokens: 3 frames of 4 x 4
+    "flux2": (2, 64, 32),  # packed 2x2 latent patches: 8 x 8 tokens of 8 x 4 channels
+    "qwenimage": (2, 64, 16),  # packed 2x2 latent patches, 4 latent channels x 4
+    "chroma": (2, 64, 64),  # as FLUX.1
 }
 
 

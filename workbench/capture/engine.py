@@ -272,6 +272,12 @@ class Recorder:
                 return None
             for plan in plans:
                 index = plan.site.tap.index
+                if index is not None and isinstance(output, torch.Tensor):
+                    # indexing would silently take one sample of the batch
+                    raise TypeError(
+                        f"{plan.site.name}: the site map reads element {index} of a tuple, but "
+                        f"{type(module).__name__} returned one tensor; fix the family's site map in hooks/"
+                    )
                 value = output if index is None else output[index]
                 if value is None:
                     continue  # the site does not fire: the firing check names it

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import BPE
-from transformers import CLIPTokenizer, T5TokenizerFast
+from transformers import CLIPTokenizer, Qwen2Tokenizer, T5TokenizerFast
 
 __all__ = [
     "CAPTION_WORDS",
@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_WORDS",
     "build_clip_tokenizer",
     "build_t5_tokenizer",
+    "build_qwen2_tokenizer",
     "tokenize_words",
 ]
 
@@ -139,15 +140,16 @@ def _clip_pipeline(model: BPE) -> Tokenizer:
     return tok
 
 
-def _learn_bpe_merges(pieces: dict[str, int]) -> list[tuple[str, str]]:
+def _learn_bpe_merges(pieces: dict[str, int], end_of_word: str = "</w>") -> list[tuple[str, str]]:
     """Learn BPE merges on pre-tokenised ``pieces`` (piece -> frequency) until none is left.
 
     The classic algorithm (Sennrich et al.): repeatedly merge the most frequent adjacent pair, the
-    last symbol of each piece carrying the ``</w>`` suffix. Ties are broken by the pair's text so
+    last symbol of each piece carrying the ``end_of_word`` suffix (CLIP's ``</w>``; GPT-2-style
+    tokenizers such as Qwen's mark word starts with a ``Ġ`` space symbol instead, and pass ""). Ties are broken by the pair's text so
     the result is identical in every process (``tokenizers``' own trainer breaks ties in hash-map
     order, which changes from run to run and would change the token ids).
     """
-    seqs = [list(p[:-1]) + [p[-1] + "</w>"] for p in pieces]
+    seqs = [list(p[:-1]) + [p[-1] + end_of_word] for p in pieces]
     freqs = list(pieces.values())
     pair_count: dict[tuple[str, str], int] = {}
     pair_words: dict[tuple[str, str], set[int]] = {}
@@ -342,6 +344,60 @@ def build_t5_tokenizer(
         extra_ids=extra_ids,
         model_max_length=model_max_length,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Qwen2 (Qwen2.5-VL, Qwen3 text encoders): GPT-2-style byte-level BPE with a chat template
+# ---------------------------------------------------------------------------------------------
+
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
+
+# A ChatML template (the layout Qwen chat models are trained on), written for this module: system
+# and user turns, then the assistant header when a generation prompt is asked for. With
+# ``enable_thinking=False`` Qwen3's own template writes an empty think block; so does this one.
+_CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _qwen2_vocab_and_merges(words: tuple[str, ...]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """256 byte symbols, then one token per merge learned on each word with and without its
+    leading space (``Ġword`` / ``word``), as given and capitalised (Qwen is case-sensitive)."""
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    pieces: dict[str, int] = {}
+    for word in words:
+        for form in dict.fromkeys((word, word.capitalize())):
+            for text in (" " + form, form):
+                for piece, _ in byte_level.pre_tokenize_str(text):
+                    pieces[piece] = pieces.get(piece, 0) + 1
+    merges = _learn_bpe_merges(pieces, end_of_word="")
+    vocab = {sym: i for i, sym in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet(), key=ord))}
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    return vocab, merges
+
+
+def build_qwen2_tokenizer(words: Iterable[str] | None = None, model_max_length: int = 32768) -> Qwen2Tokenizer:
+    """Build a real :class:`transformers.Qwen2Tokenizer` (the tokenizer of Qwen2.5-VL and Qwen3,
+    the text encoders of Qwen-Image, FLUX.2 Klein and Z-Image) whose vocabulary covers ``words``.
+
+    Byte-level BPE with Qwen's pre-tokenizer (the class builds it), ``<|endoftext|>`` as pad/eos
+    and the chat specials after the regular vocabulary, as in the released tokenizers, plus a
+    ChatML ``chat_template`` so that ``apply_chat_template`` works. Nothing is ever unknown.
+
+    Example:
+        >>> tok = build_qwen2_tokenizer(["red", "circle"])
+        >>> tok.tokenize("a red circle")
+        ['a', 'Ġred', 'Ġcircle']
+    """
+    vocab, merges = _qwen2_vocab_and_merges(_word_list(words))
+    tok = Qwen2Tokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=model_max_length)
+    tok.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIALS[1:])})
+    tok.chat_template = _CHATML_TEMPLATE
+    return tok
 
 
 def tokenize_words(tokenizer, words: Sequence[str]) -> dict[str, list[str]]:

@@ -193,3 +193,27 @@ def t5_encoder(tokenizer, seed: int, umt5: bool = False) -> torch.nn.Module:
         **TEXT_ENCODER_CONFIGS["t5"],
     )
     return build_seeded(lambda: model_cls(config), seed)
+
+
+#: Qwen3 causal LM, the text encoder of FLUX.2 Klein and Z-Image (Klein 4B: Qwen3-4B, hidden 2560).
+QWEN3_HIDDEN = 16
+QWEN3_CONFIG: dict[str, Any] = dict(
+    hidden_size=QWEN3_HIDDEN,
+    intermediate_size=2 * QWEN3_HIDDEN,
+    num_hidden_layers=3,  # Klein stacks three hidden states (layers 9, 18, 27 of 36); here 1, 2, 3
+    num_attention_heads=2,
+    num_key_value_heads=1,  # grouped-query attention, as in Qwen3
+    head_dim=8,
+    max_position_embeddings=512,
+)
+
+
+def qwen3_causal_lm(tokenizer, seed: int) -> torch.nn.Module:
+    """A tiny ``Qwen3ForCausalLM`` (the pipelines read its hidden states, not its logits)."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None, **QWEN3_CONFIG,
+    )
+    return build_seeded(lambda: Qwen3ForCausalLM(config), seed)
