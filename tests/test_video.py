@@ -206,3 +206,27 @@ def test_word_maps_are_word_frame_y_x(built, family):
     column = np.mean([to_grid(rec[n].isel(sample=0, branch=0, step=0).mean("head"), "query").isel(key=2).values
                       for n in rec], axis=0)
     np.testing.assert_allclose(maps.sel(word="ball").values, column / column.sum(), rtol=1e-5)
+
+
+def test_explorer_has_a_frame_slider_that_shows_each_frames_map(built):
+    from workbench import widgets
+
+    model, inputs, _ = built["cogvideox"]
+    layer = "transformer_blocks.0.attn1.probs"
+    with wb.record(model, [layer]) as rec:
+        forward(model, inputs)
+    rec.text_tokens = [["▁a", "▁red", "▁ball", "▁rolls", "▁left", "</s>", "<pad>", "<pad>"]] * 2
+    explorer = widgets.attention(rec)
+    c = explorer.controls
+    assert c["frame"].max == VIDEO_TOKEN_GRID[0] - 1
+    c["layer"].value, c["word"].value = layer, "ball"
+    bars = {x: y for x, y in zip(explorer._trace("mass A").x, explorer._trace("mass A").y)}
+    assert set(bars) == {"video->video", "video->text", "text->video", "text->text"}
+    probs = rec[layer].isel(sample=0, branch=0, step=0).mean("head")
+    video = probs.isel(query=(probs.query_kind == "video").values)
+    for frame in range(VIDEO_TOKEN_GRID[0]):
+        c["frame"].value = frame
+        expected = to_grid(video, "query").isel(frame=frame, key=2).values  # "ball" is text position 2
+        np.testing.assert_allclose(explorer.maps["A"], expected, rtol=1e-5)
+        assert f"frame {frame} of 3" in explorer.status.value
+    assert not np.allclose(explorer.maps["A"], to_grid(video, "query").isel(frame=0, key=2).values)

@@ -22,7 +22,7 @@ from plotly.subplots import make_subplots
 
 from ..attention.maps import resize
 from .pictures import grid_placement, png_data_uri
-from .sources import BLOCKS, AttentionSource, StepSummary, default_word
+from .sources import AttentionSource, StepSummary, default_word
 
 MEAN_HEAD = -1
 _MAP_COLORS = "Inferno"
@@ -45,8 +45,9 @@ def _as_images(images, n_samples: int, what: str) -> np.ndarray | None:
 
 class AttentionExplorer(widgets.VBox):
     """Interactive attention maps. ``controls`` maps a name to its ipywidget (layer, head, step,
-    branch, sample, word and, when comparing, sample_b, word_b); ``figure`` is the FigureWidget;
-    ``maps`` holds the arrays last drawn ("A", "B", "A-B": (y, x) or None)."""
+    branch, sample, word, for a video recording frame, and, when comparing, sample_b, word_b);
+    ``figure`` is the FigureWidget; ``maps`` holds the arrays last drawn ("A", "B", "A-B": (y, x)
+    of the chosen frame, or None)."""
 
     def __init__(self, recording: Mapping[str, xr.DataArray], images=None, compare: Mapping[str, xr.DataArray] | None = None,
                  compare_images=None):
@@ -90,6 +91,9 @@ class AttentionExplorer(widgets.VBox):
             "word": widgets.Dropdown(options=[], description="word A" if self.comparing else "word",
                                      layout=widgets.Layout(width="240px")),
         }
+        if src.frames:  # a video model: one map per latent frame
+            controls["frame"] = widgets.IntSlider(value=0, min=0, max=src.frames - 1, description="frame",
+                                                  continuous_update=True, layout=wide, disabled=src.frames < 2)
         if self.comparing:
             other = self.compare_source
             first_b = 0 if other is not src else 1
@@ -106,6 +110,8 @@ class AttentionExplorer(widgets.VBox):
             widgets.HBox([c["step"], self._timestep_label]),
             widgets.HBox([c["sample"], c["word"]]),
         ]
+        if "frame" in c:
+            rows.insert(2, c["frame"])
         if self.comparing:
             rows.append(widgets.HBox([c["sample_b"], c["word_b"]]))
         return rows + [self.figure, self.status]
@@ -143,7 +149,8 @@ class AttentionExplorer(widgets.VBox):
                                                   constrain="domain")
             else:
                 # Block names on two lines read flat, where slanted labels would crowd the legend.
-                fig.layout[f"xaxis{axis}"].update(tickvals=list(BLOCKS), ticktext=[b.replace("->", " →<br>") for b in BLOCKS])
+                blocks = self.source.blocks
+                fig.layout[f"xaxis{axis}"].update(tickvals=list(blocks), ticktext=[b.replace("->", " →<br>") for b in blocks])
                 fig.layout[f"yaxis{axis}"].update(range=[0, 1])
             titles.append(dict(text=panel, x=(domain[0] + domain[1]) / 2, y=1.0, xref="paper", yref="paper",
                                xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=14)))
@@ -218,20 +225,21 @@ class AttentionExplorer(widgets.VBox):
     def _render(self) -> None:
         c = self.controls
         head = c["head"].value
+        frame = c["frame"].value if "frame" in c else None
         summary_a = self._summary_a()
-        map_a = _word_map(summary_a, head, c["word"].value)
+        map_a = _word_map(summary_a, head, c["word"].value, frame)
         mass = {"A": _block_mass(summary_a, head)}
         map_b = diff = None
         notes = []
         if summary_a.maps is None:
-            notes.append("this layer has no image->text attention, so no word maps (block masses only)")
+            notes.append(f"this layer has no {self.source.visual}->text attention, so no word maps (block masses only)")
         if self.comparing:
             summary_b = self._summary_b()
             if summary_b is None:
                 notes.append(self._b_note)
             else:
                 head_b = head if head < summary_b.mass.shape[0] else MEAN_HEAD
-                map_b = _word_map(summary_b, head_b, c["word_b"].value)
+                map_b = _word_map(summary_b, head_b, c["word_b"].value, frame)
                 mass["B"] = _block_mass(summary_b, head_b)
                 if map_a is not None and map_b is not None:
                     diff = map_a - (resize(map_b, map_a.shape) if map_b.shape != map_a.shape else map_b)
@@ -264,10 +272,11 @@ class AttentionExplorer(widgets.VBox):
         trace.update(z=grid, zmax=top, opacity=0.6 if images is not None else 1.0, **grid_placement(grid.shape, image_shape))
 
     def _draw_bars(self, mass: dict[str, np.ndarray]) -> None:
-        present = [i for i in range(len(BLOCKS)) if any(not np.isnan(m.ravel()[i]) for m in mass.values())]
+        blocks = self.source.blocks
+        present = [i for i in range(len(blocks)) if any(not np.isnan(m.ravel()[i]) for m in mass.values())]
         for panel, values in mass.items():
             trace = self._trace(f"mass {panel}")
-            trace.update(x=[BLOCKS[i] for i in present], y=[float(values.ravel()[i]) for i in present])
+            trace.update(x=[blocks[i] for i in present], y=[float(values.ravel()[i]) for i in present])
         if self.comparing and "B" not in mass:
             self._trace("mass B").update(x=[], y=[])
 
@@ -285,8 +294,9 @@ class AttentionExplorer(widgets.VBox):
         c = self.controls
         step = c["step"].value
         head = "mean over heads" if c["head"].value == MEAN_HEAD else f"head {c['head'].value}"
+        frame = f"frame {c['frame'].value} of {self.source.frames} · " if "frame" in c else ""
         lines = [f"<b>{c['layer'].value}</b> · step {self.source.steps[step]} (t = {self.source.timesteps[step]:.1f}) · "
-                 f"{head} · branch {c['branch'].value}",
+                 f"{frame}{head} · branch {c['branch'].value}",
                  f"A: {html.escape(self.source.prompts[c['sample'].value])}"]
         if self.comparing:
             lines.append(f"B: {html.escape(self.compare_source.prompts[c['sample_b'].value])}")
@@ -298,10 +308,13 @@ class AttentionExplorer(widgets.VBox):
         return next(t for t in self.figure.data if t.name == name)
 
 
-def _word_map(summary: StepSummary, head: int, word) -> np.ndarray | None:
+def _word_map(summary: StepSummary, head: int, word, frame: int | None = None) -> np.ndarray | None:
+    """The (y, x) map of ``word`` for ``head``; of one ``frame`` when the maps are a video's."""
     if summary.maps is None or word not in summary.words:
         return None
     per_head = summary.maps[:, summary.words.index(word)]
+    if per_head.ndim == 4:  # (head, frame, y, x)
+        per_head = per_head[:, frame or 0]
     return per_head.mean(axis=0) if head == MEAN_HEAD or per_head.shape[0] == 1 else per_head[head]
 
 

@@ -8,7 +8,8 @@ into *layers*: one per attention module, recorded either as a whole matrix (``..
 Slider moves must be cheap even when the recording is large and lazy, so nothing is computed up
 front. The first time the widget needs one (layer, sample, branch, step), that slice is read
 once, head by head, and reduced to what the views show: per-word maps (head, word, y, x) and
-block masses (head, query kind, key kind). Those summaries are small and cached; moving the
+block masses (head, query kind, key kind). A video recording (tokens with ``frame, y, x``
+coordinates) gives maps (head, word, frame, y, x) and video->text ... block names. Those summaries are small and cached; moving the
 head or word controls afterwards only indexes into them.
 """
 
@@ -26,10 +27,11 @@ from ..attention.maps import KINDS, resize, words_of
 from ..capture.layout import plain_dims
 
 BLOCKS = tuple(f"{q}->{k}" for q in KINDS for k in KINDS)  # image->image, image->text, text->image, text->text
+VIDEO_KINDS = ("video", "text")
 WHOLE = "whole"  # the key under which a layer keeps its whole-matrix site
 ALL_LAYERS = "all layers (mean)"
 
-_PROBS_SITE = re.compile(r"^(?P<layer>.+\.probs)(?:\.(?P<block>(?:image|text)->(?:image|text)))?$")
+_PROBS_SITE = re.compile(r"^(?P<layer>.+\.probs)(?:\.(?P<block>(?:image|video|text)->(?:image|video|text)))?$")
 # Words the explorer does not pick by default: they rarely have a localised map.
 _FUNCTION_WORDS = {"a", "an", "the", "on", "in", "of", "at", "to", "and", "with", "is"}
 
@@ -60,8 +62,8 @@ class StepSummary:
     """One (layer, sample, branch, step) reduced to what the views show."""
 
     words: list[str]  # the sample's words, in prompt order
-    maps: np.ndarray | None  # (head, word, y, x): attention mass each image patch sends to each word
-    mass: np.ndarray  # (head, 2, 2): query kind x key kind, mean over queries of the summed probability; NaN if unrecorded
+    maps: np.ndarray | None  # (head, word, y, x), video (head, word, frame, y, x): mass each patch sends to each word
+    mass: np.ndarray  # (head, 2, 2): query kind x key kind (source.kinds), mean over queries of the summed probability; NaN if unrecorded
 
 
 def find_layers(recording: Mapping[str, xr.DataArray]) -> list[Layer]:
@@ -96,6 +98,13 @@ class AttentionSource:
         self.recording = recording
         self.layers = {layer.name: layer for layer in find_layers(recording)}
         self._arrays: dict[str, xr.DataArray] = {}
+        # a video model's tokens carry frames: its blocks are video->text, ..., its maps per frame
+        self.frames = max((self.array(site).query_frame.values.max() + 1 for layer in self.layers.values()
+                           for site in layer.sites.values() if "query_frame" in self.array(site).coords), default=0)
+        self.frames = int(self.frames)
+        self.kinds = VIDEO_KINDS if self.frames else KINDS
+        self.visual = self.kinds[0]
+        self.blocks = tuple(f"{q}->{k}" for q in self.kinds for k in self.kinds)
         for layer in self.layers.values():
             layer.text_site = self._image_to_text_site(layer)
         self._summaries: dict[tuple, StepSummary] = {}
@@ -127,13 +136,13 @@ class AttentionSource:
 
     def _image_to_text_site(self, layer: Layer) -> str | None:
         """Whole matrix preferred; self-attention (U-Net ``attn1``) has no text keys, so no word maps."""
-        for site in (layer.sites.get(WHOLE), layer.sites.get("image->text")):
+        for site in (layer.sites.get(WHOLE), layer.sites.get(f"{self.visual}->text")):
             if site is None:
                 continue
             array = self.array(site)
             if "query_kind" not in array.coords or "key_kind" not in array.coords:
                 continue
-            if "image" in set(array.query_kind.values) and "text" in set(array.key_kind.values):
+            if self.visual in set(array.query_kind.values) and "text" in set(array.key_kind.values):
                 return site
         return None
 
@@ -165,13 +174,14 @@ class AttentionSource:
         return part if "head" in part.dims else part.expand_dims("head")
 
     def _summarise(self, layer: Layer, sample: int, branch: str, step: int) -> StepSummary:
-        mass = np.full((1, len(KINDS), len(KINDS)), np.nan)
+        kinds, visual = self.kinds, self.visual
+        mass = np.full((1, len(kinds), len(kinds)), np.nan)
         words, maps = [], None
         text_site = layer.text_site
         if WHOLE in layer.sites:
             part = self._slice(layer.sites[WHOLE], sample, branch, step).transpose("head", "query", "key")
             query_kind, key_kind = part.query_kind.values, part.key_kind.values
-            mass = np.full((part.sizes["head"], len(KINDS), len(KINDS)), np.nan)
+            mass = np.full((part.sizes["head"], len(kinds), len(kinds)), np.nan)
             word_columns = None
             if text_site == layer.sites[WHOLE]:
                 words, word_columns = self._word_columns(part, sample)
@@ -180,27 +190,27 @@ class AttentionSource:
             # model's full (head, query, key) slice need never sit in memory at once.
             for head in range(part.sizes["head"]):
                 probs = np.asarray(part.isel(head=head).values, dtype=np.float64)
-                for qi, q in enumerate(KINDS):
-                    for ki, k in enumerate(KINDS):
+                for qi, q in enumerate(kinds):
+                    for ki, k in enumerate(kinds):
                         rows, cols = query_kind == q, key_kind == k
                         if rows.any() and cols.any():
                             mass[head, qi, ki] = probs[np.ix_(rows, cols)].sum(axis=1).mean()
-                if word_columns is not None and (query_kind == "image").any():
-                    image_rows = probs[query_kind == "image"]
+                if word_columns is not None and (query_kind == visual).any():
+                    image_rows = probs[query_kind == visual]
                     map_rows.append(image_rows[:, key_kind == "text"] @ word_columns)
             if map_rows:
-                maps = self._to_grids(np.stack(map_rows), part.isel(query=query_kind == "image"))
+                maps = self._to_grids(np.stack(map_rows), part.isel(query=query_kind == visual))
         else:
             heads = None
             for block, site in layer.sites.items():
                 part = self._slice(site, sample, branch, step).transpose("head", "query", "key")
                 heads = part.sizes["head"]
                 if mass.shape[0] != heads:
-                    mass = np.full((heads, len(KINDS), len(KINDS)), np.nan)  # first block seen sets the head count
+                    mass = np.full((heads, len(kinds), len(kinds)), np.nan)  # first block seen sets the head count
                 q, k = block.split("->")
                 for head in range(heads):
                     probs = np.asarray(part.isel(head=head).values, dtype=np.float64)
-                    mass[head, KINDS.index(q), KINDS.index(k)] = probs.sum(axis=1).mean()
+                    mass[head, kinds.index(q), kinds.index(k)] = probs.sum(axis=1).mean()
             if text_site:
                 part = self._slice(text_site, sample, branch, step).transpose("head", "query", "key")
                 words, word_columns = self._word_columns(part, sample)
@@ -233,10 +243,12 @@ class AttentionSource:
 
     @staticmethod
     def _to_grids(per_query: np.ndarray, image_part: xr.DataArray) -> np.ndarray:
-        """(head, image query, word) -> (head, word, y, x) using the queries' grid coordinates."""
-        ys, xs = image_part.query_y.values, image_part.query_x.values
-        grids = np.zeros((per_query.shape[0], per_query.shape[2], int(ys.max()) + 1, int(xs.max()) + 1), dtype=np.float32)
-        grids[:, :, ys, xs] = per_query.transpose(0, 2, 1)
+        """(head, image query, word) -> (head, word, y, x), or (head, word, frame, y, x) for video
+        queries, using the queries' grid coordinates."""
+        axes = [a for a in ("frame", "y", "x") if f"query_{a}" in image_part.coords]
+        where = tuple(image_part[f"query_{a}"].values for a in axes)
+        grids = np.zeros((per_query.shape[0], per_query.shape[2], *(int(w.max()) + 1 for w in where)), dtype=np.float32)
+        grids[(slice(None), slice(None), *where)] = per_query.transpose(0, 2, 1)
         return grids
 
     def _mean_over_layers(self, sample: int, branch: str, step: int) -> StepSummary:
