@@ -360,3 +360,29 @@ def test_tgate_detaches_on_errors_and_checks_its_input(unet, mmdit):
         wb.tgate(mmdit, gate_step=2)
     with pytest.raises(ValueError, match="recording sites"), wb.record(unet, ["mid_block.out"]), wb.tgate(unet):
         pass
+
+
+# -- FLOPs per step ---------------------------------------------------------------------------------
+
+def test_flops_per_step_sees_what_caching_skips(unet):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from workbench.capture.flops import flops_per_step
+    from workbench.capture.reuse import deepcache
+
+    def run():
+        return unet.generate(["a red circle"], steps=3, seed=0)
+
+    plain = flops_per_step(unet, run)
+    with FlopCounterMode(display=False) as whole:
+        run()
+    assert len(plain) == 3 and len(set(plain)) == 1
+    assert 0.9 * whole.get_total_flops() < sum(plain) < whole.get_total_flops()  # the rest: text encoder, decoder
+    with deepcache(unet, every=2, branch=1):
+        cached = flops_per_step(unet, run)
+    assert cached[0] == cached[2] == plain[0] and 0 < cached[1] < plain[0] / 2
+    with wb.tgate(unet, gate_step=2, warm_up=5):
+        gated = flops_per_step(unet, run)
+    assert gated[:2] == plain[:2] and gated[2] < plain[2] / 2  # one row, no cross-attention
+    with pytest.raises(ValueError, match="never called"):
+        flops_per_step(unet, lambda: None)
