@@ -140,8 +140,8 @@ def words_of(tokens: Iterable[str]) -> list[tuple[str, list[int]]]:
 METHODS = ("mean", "daam")
 
 
-def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=None, size: tuple[int, int] | None = None,
-              branch: str = "cond", method: str = "mean") -> xr.DataArray:
+def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=None, heads=None, layers=None,
+              size: tuple[int, int] | None = None, branch: str = "cond", method: str = "mean") -> xr.DataArray:
     """Per-word attention maps over the image: dims (word, y, x); over the video of a video
     model: dims (word, frame, y, x).
 
@@ -154,17 +154,26 @@ def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=Non
     tokens (SD3), *sums* its tokens' columns; each word's map is normalised to sum to one (over all frames for video), and a
     word that occurs twice gets the mean of its occurrences' normalised maps.
 
+    Selection (DAAM lets one pick heads and layers the same way): ``steps`` are step indices,
+    ``heads`` head indices (the recording must keep heads), ``layers`` positions in the list of
+    attention sites this call uses, in recorded order (``sites`` narrows that list by name first).
+    The result's attrs name what was averaged: ``sites``, ``steps``, ``heads``, ``branch``,
+    ``model`` and ``prompt``.
+
     ``method="daam"`` reproduces DAAM's heat maps (Tang et al. 2023, ``daam`` 0.2.0) from the same
     run; see :func:`daam_word_maps` for the recipe. Its maps are DAAM's raw values (not normalised)
     on the latent grid.
     """
     if method == "daam":
+        if heads is not None or layers is not None:
+            raise ValueError("method='daam' follows DAAM's recipe over every head and layer; heads= and layers= "
+                             "select for method='mean' (narrow DAAM's layers by name with sites=)")
         return daam_word_maps(recording, sample, sites=sites, steps=steps, branch=branch, size=size)
     if method != "mean":
         raise ValueError(f"unknown word-map method {method!r}; valid: {', '.join(METHODS)}")
     from fnmatch import fnmatchcase
 
-    per_layer = []
+    candidates = []
     for name in recording:
         if sites is not None and not fnmatchcase(name, sites):
             continue
@@ -174,15 +183,31 @@ def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=Non
         if "key_kind" not in probs.coords or "text" not in set(probs.key_kind.values):
             continue
         visual = visual_kind(probs)
-        if visual is None:
-            continue
+        if visual is not None:
+            candidates.append((name, probs, visual))
+    if not candidates:
+        raise ValueError("no image->text (or video->text) attention in this recording: record e.g. "
+                         "'**.probs.image->text', '**.probs.video->text' or '**.attn2.probs'")
+    if layers is not None:
+        layers = list(layers)
+        bad = [i for i in layers if not isinstance(i, (int, np.integer)) or not -len(candidates) <= i < len(candidates)]
+        if bad or not layers:
+            raise ValueError(f"layers={layers!r}: give positions 0..{len(candidates) - 1} among these attention sites, "
+                             f"in order: {', '.join(name for name, _, _ in candidates)}")
+        candidates = [candidates[i] for i in layers]
+    per_layer = []
+    for name, probs, visual in candidates:
+        _check_selection(probs, "step", steps, name)
         probs = _image_to_text(probs, sample, branch, steps, visual)
+        if heads is not None:
+            if "head" not in probs.dims:
+                raise ValueError(f"heads={list(heads)!r}: {name} was recorded with heads reduced; record without "
+                                 "reduce=('head',) to select heads")
+            _check_selection(probs, "head", heads, name)
+            probs = probs.isel(head=list(heads))
         if "head" in probs.dims:
             probs = probs.mean("head")
         per_layer.append(to_grid(probs.mean("step"), "query"))
-    if not per_layer:
-        raise ValueError("no image->text (or video->text) attention in this recording: record e.g. "
-                         "'**.probs.image->text', '**.probs.video->text' or '**.attn2.probs'")
     size = size or max((p.sizes["y"], p.sizes["x"]) for p in per_layer)
     first = per_layer[0]
     grid = tuple(d for d in first.dims if d != "key")  # (y, x), or (frame, y, x) for video
@@ -208,8 +233,36 @@ def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=Non
         dims=("word", *grid),
         coords={"word": list(merged), **({"frame": np.arange(first.sizes["frame"])} if "frame" in grid else {}),
                 "y": np.arange(size[0]), "x": np.arange(size[1])},
-        attrs={"layers": len(per_layer), "sample": sample, "method": "mean"},
+        attrs={"layers": len(per_layer), "sample": sample, "method": "mean", **_provenance(candidates, sample, branch),
+               "steps": _chosen(steps, candidates[0][1], "step"), "heads": _chosen(heads, candidates[0][1], "head")},
     )
+
+
+def _check_selection(probs: xr.DataArray, dim: str, chosen, site: str) -> None:
+    """A selection names existing entries of ``dim``; anything else is an error naming the valid ones."""
+    if chosen is None:
+        return
+    valid = list(range(probs.sizes[dim])) if dim == "head" else [int(v) for v in probs[dim].values]
+    wrong = [c for c in chosen if c not in valid]
+    if wrong or len(list(chosen)) == 0:
+        raise ValueError(f"{dim}s={list(chosen)!r} not in {site}: valid {dim}s are {valid[0]}..{valid[-1]}"
+                         if valid else f"{site} has no {dim}s")
+
+
+def _chosen(chosen, probs: xr.DataArray, dim: str) -> list[int] | str:
+    if chosen is not None:
+        return [int(c) for c in chosen]
+    if dim not in probs.dims:
+        return "reduced when recorded"
+    return [int(v) for v in probs[dim].values] if dim == "step" else list(range(probs.sizes[dim]))
+
+
+def _provenance(candidates, sample: int, branch: str) -> dict:
+    """What a word map averages, for its reader and for ``export``'s metadata."""
+    first = candidates[0][1]
+    prompt = str(first.prompt.values[sample]) if "prompt" in first.coords and first.prompt.ndim == 1 else ""
+    return {"sites": [name for name, _, _ in candidates], "branch": branch, "prompt": prompt,
+            "model": str(first.attrs.get("model", "")), "family": str(first.attrs.get("family", ""))}
 
 
 def _image_to_text(probs: xr.DataArray, sample: int, branch: str, steps, visual: str = "image") -> xr.DataArray:

@@ -27,3 +27,36 @@ def locality(image_to_image: xr.DataArray, max_distance: int | None = None) -> x
         mask = xr.DataArray(distance == d, dims=("query", "key"))
         per_distance.append((image_to_image * mask).sum("key").mean("query"))
     return xr.concat(per_distance, dim=xr.DataArray(np.arange(top + 1), dims="distance", name="distance"))
+
+
+def validate(recording, atol: float = 1e-3):
+    """Check that every recorded attention row sums to one over its keys, site by site.
+
+    Only whole rows can be checked: sites named ``*.probs`` (a joint matrix, ``attn1``/``attn2``);
+    a block such as ``*.probs.image->text`` holds part of each row. Returns a DataFrame indexed by
+    site: ``rows`` checked, ``max_error`` (largest ``|row sum - 1|``), ``worst_row`` (where it is:
+    sample, branch, step, head, query) and ``ok`` (``max_error <= atol``). Raises if the recording
+    has no whole-row site."""
+    import pandas as pd
+
+    records = []
+    for name in recording:
+        if not name.endswith(".probs"):
+            continue
+        probs = recording[name]
+        if "key" not in probs.dims or "query" not in probs.dims:
+            continue
+        error = np.abs(probs.sum("key") - 1.0)
+        flat = int(np.nanargmax(error.values))
+        where = dict(zip(error.dims, np.unravel_index(flat, error.shape)))
+        labels = []
+        for dim, index in where.items():
+            label = error[dim].values[index] if dim in error.coords and dim in ("branch", "step") else index
+            labels.append(f"{dim} {label}")
+        worst = float(error.values.flat[flat])
+        records.append({"site": name, "rows": int(error.size), "max_error": worst, "worst_row": ", ".join(labels),
+                        "ok": bool(worst <= atol)})
+    if not records:
+        raise ValueError("no whole attention rows to check: record sites named '*.probs' (e.g. "
+                         "'transformer_blocks.*.attn.probs' or '**.attn2.probs'); query->key blocks hold part rows")
+    return pd.DataFrame(records).set_index("site")
