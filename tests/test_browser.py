@@ -221,7 +221,7 @@ def test_widget_notebook_in_chromium(tmp_path):
 SVD_EXPLORER = ".jp-OutputArea-output:has(.js-plotly-plot):has(.widget-label:text-is('gain s1'))"
 GAIN_SLIDER = ".widget-slider:has(.widget-label:text-is('gain s1'))"
 SVD_CELL = """import workbench as wb
-from workbench.analysis.svd import EditSession
+from workbench.studies.svd.runs import EditSession
 from workbench.widgets.svd import SVDExplorer
 SVDExplorer(EditSession(wb.load("toy-mmdit"), "a red circle on the left", steps=6), step=2, values=3)"""
 

@@ -113,6 +113,114 @@ def test_no_import_cycles():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
+# -- the studies floor (docs/design.md, "Floors") ---------------------------------------------------
+# What runs a model: the Model API a study calls, and the workbench modules that build or drive models.
+# (``encode`` is left out: ``str.encode`` is everywhere; ``Model.encode`` has no use without ``predict``.)
+MODEL_CALLS = {"generate", "predict", "denoiser", "pipe", "encode_images", "decode_latents", "add_noise",
+               "token_offsets", "text_tokens", "site_map"}
+
+
+def _analysis_modules() -> dict[str, Path]:
+    return {name: path for name, path in _modules().items() if name.startswith("workbench.analysis")}
+
+
+def test_analysis_never_runs_a_model():
+    """``workbench.analysis`` is xarray in, xarray out: it imports no workbench module outside itself
+    (so no capture, model, builders or loading), takes no ``model`` argument and touches none of the
+    Model API that runs or encodes (``.generate``, ``.predict``, ``.denoiser``, ...)."""
+    known = set(_modules())
+    wrong = []
+    for name, path in _analysis_modules().items():
+        for target in _imports(name, path, known):
+            if not target.startswith("workbench.analysis"):
+                wrong.append(f"{path.relative_to(ROOT)} imports {target}")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if "model" in [a.arg for a in node.args.args + node.args.kwonlyargs + node.args.posonlyargs]:
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}() takes a model")
+            if isinstance(node, ast.Attribute) and node.attr in MODEL_CALLS:
+                wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} uses .{node.attr}")
+    assert not wrong, "analysis/ must not run a model (studies/ does):\n" + "\n".join(wrong)
+
+
+def _defined_functions(roots) -> dict[str, list[str]]:
+    """Function name -> 'file:line' of every top-level function defined under ``roots``."""
+    found: dict[str, list[str]] = {}
+    for root in roots:
+        for path in sorted((ROOT / root).rglob("*.py")):
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, ast.FunctionDef):
+                    found.setdefault(node.name, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+@pytest.mark.parametrize("helper, owner", [
+    ("psnr", "workbench/analysis/metrics.py"),
+    ("bootstrap", "workbench/analysis/stats.py"),
+    ("results_dir", "workbench/results.py"),
+    ("write_block", "workbench/studies/docs.py"),
+])
+def test_one_owner_per_study_helper(helper, owner):
+    """One PSNR, one bootstrap, one results location, one doc-block writer: no second definition
+    of any function named like them anywhere in the code, the benchmarks or the hooks."""
+    places = [place for name, where in _defined_functions(("workbench", "benchmarks", "hooks")).items()
+              if name in (helper, f"_{helper}") or name.startswith(f"{helper}_")
+              for place in where]
+    assert {p.split(":")[0] for p in places} == {owner}, f"{helper} is defined at {places}; its one owner is {owner}"
+
+
+def test_benchmarks_are_scripts_that_import_no_sibling_and_patch_no_path():
+    """Benchmarks time things; they import the installed package, never each other, and never
+    touch ``sys.path`` (a study that needs shared code lives in ``workbench/studies/``)."""
+    siblings = {path.stem for path in (ROOT / "benchmarks").glob("*.py")}
+    wrong = []
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        source = path.read_text()
+        if "sys.path" in source:
+            wrong.append(f"{path.name} touches sys.path")
+        for node in ast.walk(ast.parse(source)):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            wrong += [f"{path.name} imports {n}" for n in names if n.split(".")[0] in siblings]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_cli_is_thin():
+    """The command line parses arguments and calls a job; it holds no job (no ``StoreJob``, no claims)
+    and no module of it grows past 200 lines."""
+    known = set(_modules())
+    wrong = []
+    for name, path in _modules().items():
+        if not name.startswith("workbench.cli"):
+            continue
+        lines = len(path.read_text().splitlines())
+        if lines > 200:
+            wrong.append(f"{path.relative_to(ROOT)} has {lines} lines")
+        wrong += [f"{path.relative_to(ROOT)} imports {t}" for t in _imports(name, path, known)
+                  if t == "workbench.store.claims"]
+        if "StoreJob" in path.read_text():
+            wrong.append(f"{path.relative_to(ROOT)} runs a StoreJob itself")
+    assert not wrong, "\n".join(wrong)
+
+
+# The reference models' quality study prints its table and writes it to --out; docs/reference_models.md
+# quotes it in prose, with no generated block to fill (yet).
+NO_DOC_TABLE = {"quality"}
+
+
+def test_every_study_has_a_report_that_updates_its_doc():
+    """Each study folder has ``report.py`` with a ``--update-doc`` flag, and doc blocks are written
+    from report modules only."""
+    studies = [p for p in (ROOT / "workbench" / "studies").iterdir() if (p / "__init__.py").exists()]
+    assert len(studies) >= 5
+    missing = [p.name for p in studies if p.name not in NO_DOC_TABLE
+               and (not (p / "report.py").exists() or "--update-doc" not in (p / "report.py").read_text())]
+    assert not missing, f"studies without a report.py --update-doc: {missing}"
+    writers = [str(path.relative_to(ROOT)) for path in (ROOT / "workbench").rglob("*.py")
+               if "write_block(" in path.read_text() and path.name not in ("report.py", "docs.py")]
+    assert not writers, f"doc blocks written outside a study's report.py: {writers}"
+
+
 def _family_words() -> set[str]:
     words = {m.family for m in hooks.SITE_MAPS}
     words |= {c for m in hooks.SITE_MAPS for c in m.model_classes}

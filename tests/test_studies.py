@@ -6,15 +6,10 @@ import pytest
 import workbench as wb
 import xarray as xr
 
-from workbench.analysis.editing import METHODS, edit_pairs, foreground, run_edits, scenes_of, score_edits
-from workbench.analysis.segmentation import (
-    baseline_scores,
-    object_tokens,
-    score_mask,
-    segmentation_scores,
-    select_on_validation,
-    strip_positions,
-)
+from workbench.analysis.segmentation import score_mask
+from workbench.studies.attention.editing import METHODS, foreground, run_edits, score_edits
+from workbench.studies.attention.protocol import baseline_scores, edit_pairs, scenes_of, select_on_validation, strip_positions
+from workbench.studies.attention.segmentation import object_tokens, segmentation_scores
 from workbench.data import generate
 
 

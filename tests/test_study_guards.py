@@ -11,11 +11,11 @@ import torch
 import xarray as xr
 
 import workbench as wb
-from workbench.analysis import segmentation as G
 from workbench.analysis import svd
 from workbench.capture.interventions import step_selected
 from workbench.data import generate
 from workbench.models.judge import NONE, load_judge
+from workbench.studies.attention import segmentation as G
 from workbench.studies.localization import sweeps as S
 
 

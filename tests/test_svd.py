@@ -13,6 +13,8 @@ import xarray as xr
 import workbench as wb
 from workbench import inversion
 from workbench.analysis import svd
+from workbench.analysis.metrics import psnr
+from workbench.studies.svd import runs
 from workbench.schedulers import invertible
 
 PROMPTS = ["a red circle on the left", "the letter \"K\" in blue at the top"]
@@ -131,18 +133,18 @@ def test_one_pair_edit_keeps_the_source_for_itself_and_takes_the_attribute_compo
 def test_a_no_op_edit_continues_the_run_bit_for_bit(model):
     steps = 4
     full = model.generate(PROMPTS, steps=steps, seed=3)
-    run = svd.trajectory(model, PROMPTS, steps, seed=3)
+    run = runs.trajectory(model, PROMPTS, steps, seed=3)
     assert run.dims == ("sample", "step", "channel", "y", "x") and run.sizes["step"] == steps + 1
     np.testing.assert_array_equal(model.decode_latents(run.isel(step=-1).values).clip(0, 1), full)
     for k in (0, 2):
         unchanged = svd.edit_latents(svd.at_step(run, k), lambda f: svd.scale_values(f, [1.0, 1.0]))
-        np.testing.assert_array_equal(svd.continue_from(model, PROMPTS, unchanged, k, steps), full)
+        np.testing.assert_array_equal(runs.continue_from(model, PROMPTS, unchanged, k, steps), full)
     louder = svd.edit_latents(svd.at_step(run, 2), lambda f: svd.scale_values(f, [3.0]))
-    assert not np.array_equal(svd.continue_from(model, PROMPTS, louder, 2, steps), full)
+    assert not np.array_equal(runs.continue_from(model, PROMPTS, louder, 2, steps), full)
     with pytest.raises(ValueError, match="step 4 is out of range"):
-        svd.continue_from(model, PROMPTS, svd.at_step(run, 2), 4, steps)
+        runs.continue_from(model, PROMPTS, svd.at_step(run, 2), 4, steps)
     with pytest.raises(ValueError, match=r"latents have shape \(1, 3, 32, 32\)"):
-        svd.continue_from(model, PROMPTS, svd.at_step(run, 2).isel(sample=[0]), 2, steps)
+        runs.continue_from(model, PROMPTS, svd.at_step(run, 2).isel(sample=[0]), 2, steps)
 
 
 @pytest.mark.parametrize("name", ["mmdit", "unet"])
@@ -157,7 +159,7 @@ def test_text_kv_baseline_is_the_localization_patch_at_every_text_layer(name, re
     a = make_scene([dict(kind="glyph", glyph="K", colour="red", position="left", template=0)], seed=1)
     b = make_scene([dict(kind="glyph", glyph="7", colour="red", position="left", template=0)], seed=1)
     steps = 4
-    out = svd.text_kv_edits(model, [a.caption], [b.caption], [1, 3], steps, svd.initial_noise(model, 1, 5),
+    out = runs.text_kv_edits(model, [a.caption], [b.caption], [1, 3], steps, runs.initial_noise(model, 1, 5),
                             source_spans=[a.spans[0]], attribute_spans=[b.spans[0]])
     assert set(out) == {"source", 1, 3} and out["source"].shape == (1, 32, 32, 3)
     for start in (1, 3):
@@ -167,8 +169,8 @@ def test_text_kv_baseline_is_the_localization_patch_at_every_text_layer(name, re
     np.testing.assert_array_equal(out["source"][0], ref["target"])
     assert not np.array_equal(out[1], out["source"])  # the patch acts
     # the noise of sample i does not depend on the batch, and is what Model.generate(seed=) draws
-    np.testing.assert_array_equal(svd.initial_noise(model, 3, 5)[:1], svd.initial_noise(model, 1, 5))
-    np.testing.assert_array_equal(model.generate([a.caption], steps=steps, latents=svd.initial_noise(model, 1, 5)),
+    np.testing.assert_array_equal(runs.initial_noise(model, 3, 5)[:1], runs.initial_noise(model, 1, 5))
+    np.testing.assert_array_equal(model.generate([a.caption], steps=steps, latents=runs.initial_noise(model, 1, 5)),
                                   model.generate([a.caption], steps=steps, seed=5))
 
 
@@ -177,17 +179,17 @@ def test_text_kv_baseline_bad_input_gets_a_clear_error(model):
 
     a = make_scene([dict(kind="shape", shape="circle", colour="red", position="left", size="small", template=1)], seed=1)
     b = make_scene([dict(kind="shape", shape="circle", colour="red", position="left", size="large", template=1)], seed=1)
-    noise = svd.initial_noise(model, 1, 0)
+    noise = runs.initial_noise(model, 1, 0)
     with pytest.raises(ValueError, match=r"start step\(s\) \[4\] are out of range"):
-        svd.text_kv_edits(model, [a.caption], [b.caption], [0, 4], 4, noise)
+        runs.text_kv_edits(model, [a.caption], [b.caption], [0, 4], 4, noise)
     with pytest.raises(ValueError, match="1 source prompts but 2 attribute prompts"):
-        svd.text_kv_edits(model, [a.caption], [b.caption, b.caption], [0], 4, noise)
+        runs.text_kv_edits(model, [a.caption], [b.caption, b.caption], [0], 4, noise)
     with pytest.raises(ValueError, match=r"latents have shape \(2, 3, 32, 32\)"):
-        svd.text_kv_edits(model, [a.caption], [b.caption], [0], 4, svd.initial_noise(model, 2, 0))
+        runs.text_kv_edits(model, [a.caption], [b.caption], [0], 4, runs.initial_noise(model, 2, 0))
     # captions whose roles cannot be matched: the library's alignment refuses them
     no_size = {k: v for k, v in b.spans[0].items() if k != "size"}
     with pytest.raises(ValueError, match="different roles"):
-        svd.text_kv_edits(model, [a.caption], [b.caption], [0], 4, noise, source_spans=[a.spans[0]],
+        runs.text_kv_edits(model, [a.caption], [b.caption], [0], 4, noise, source_spans=[a.spans[0]],
                           attribute_spans=[no_size])
 
 
@@ -206,7 +208,7 @@ def test_flow_inversion_reconstructs_and_refuses_other_schedulers(model):
         noise = inversion.invert_images(model, real, [scene.caption], steps, refine=refine)
         assert noise.shape == (steps + 1, 1, 3, 32, 32)
         rebuilt = model.generate([scene.caption], steps=steps, latents=noise[0], guidance_scale=1.0)
-        psnrs.append(float(inversion.psnr(rebuilt, real / 255.0)[0]))
+        psnrs.append(float(psnr(rebuilt, real / 255.0)[0]))
     assert psnrs[1] > psnrs[0] and psnrs[1] > 30, psnrs  # refining the fixed point helps
     # the noise it finds is noise-like, not the image
     assert abs(float(noise[0].std()) - 1.0) < 0.35
@@ -221,7 +223,7 @@ def test_flow_inversion_reconstructs_and_refuses_other_schedulers(model):
 def test_explorer_sliders_change_the_pictures(model):
     from workbench.widgets.svd import SVDExplorer
 
-    explorer = SVDExplorer(svd.EditSession(model, PROMPTS[0], steps=4), step=1, values=2)
+    explorer = SVDExplorer(runs.EditSession(model, PROMPTS[0], steps=4), step=1, values=2)
     before = [trace.source for trace in explorer.figure.data]
     explorer.controls["s1"].value = 2.5
     after = [trace.source for trace in explorer.figure.data]

@@ -11,7 +11,7 @@ from workbench.analysis.stats import bootstrap
 from workbench.studies.localization import patching as L
 from workbench.studies.localization import sweeps as S
 from workbench.studies.localization import text_editing as te
-from workbench.analysis.editing import METHODS
+from workbench.studies.attention.editing import METHODS
 from workbench.capture import resolve
 
 

@@ -72,14 +72,3 @@ def invert_images(model: Model, images: np.ndarray, prompts: Sequence[str], step
                   refine: int = 0) -> torch.Tensor:
     """``invert`` for uint8 images (sample, H, W, 3), encoded by ``model.encode_images``."""
     return invert(model, model.encode_images(images), prompts, steps, guidance_scale, refine)
-
-
-def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Per-image PSNR (dB) of images in [0, 1] (sample, H, W, 3), over ``mask`` (sample, H, W) if given."""
-    err = (np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2
-    if mask is None:
-        mse = err.mean((1, 2, 3))
-    else:
-        m = mask[..., None].astype(np.float64)
-        mse = (err * m).sum((1, 2, 3)) / np.maximum(m.sum((1, 2, 3)) * err.shape[-1], 1)
-    return 10 * np.log10(1.0 / np.maximum(mse, 1e-12))

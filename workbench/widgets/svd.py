@@ -1,7 +1,7 @@
 """The singular-value explorer: move the top singular values of a latent at one step, see what
 the model makes of it.
 
-The widget is a view over an edit session (``workbench.analysis.svd.EditSession``: one prompt's
+The widget is a view over an edit session (``workbench.studies.svd.runs.EditSession``: one prompt's
 run, split per channel into singular components at every step). Sliders multiply the top
 singular values (component i in every channel) by a gain; two pictures follow them: the
 clean-image estimate the denoiser makes of the edited latent at the chosen step, and the final
@@ -9,7 +9,7 @@ image of the run continued from it. A second panel shows the step x step Grassma
 between the run's top-k subspaces (property 1 of Wang et al. 2025). Gains of exactly 1 leave
 the latent untouched, so the final image is then the run's own.
 
->>> from workbench.analysis.svd import EditSession                            # doctest: +SKIP
+>>> from workbench.studies.svd.runs import EditSession                            # doctest: +SKIP
 >>> SVDExplorer(EditSession(wb.load("toy-mmdit"), "a red circle on the left"))  # doctest: +SKIP
 """
 

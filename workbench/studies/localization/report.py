@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import pandas as pd
 import xarray as xr
 

@@ -2,7 +2,7 @@
 banned glyphs (Staniszewski et al., ICLR 2025, sections 5-6), as plain functions over the run engine.
 
 * **Attention reuse** (:func:`reuse_sites`, :func:`reuse_edit`): the prompt-to-prompt-like
-  baseline of :mod:`workbench.analysis.editing`, run on the localization study's glyph pairs. The
+  baseline of :mod:`workbench.studies.attention.editing`, run on the localization study's glyph pairs. The
   original prompt (glyph A) runs and its attention pieces are recorded for the first steps; the
   edit prompt (glyph B) runs from the same noise with them patched in. Which sites a method reuses
   is read from the site map's token layouts, never from a family: ``image->image`` is every

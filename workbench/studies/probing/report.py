@@ -14,7 +14,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 import xarray as xr
 
 from ...analysis.probe import peaks, probe

@@ -32,9 +32,10 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ..capture import patch, record
-from ..data import make_scene
-from .stats import bootstrap, interval, is_binary, paired_difference
+from ...analysis.metrics import psnr
+from ...analysis.stats import bootstrap, interval, is_binary, paired_difference
+from ...capture import patch, record
+from .protocol import EDIT_KINDS, NO_EDIT, edit_pairs, scenes_of
 
 METHODS = {
     "prompt-swap": (),
@@ -43,45 +44,7 @@ METHODS = {
     "image->image + text->image": ("transformer_blocks.*.attn.probs.image->image",
                                    "transformer_blocks.*.attn.probs.text->image"),
 }
-EDIT_KINDS = ("colour", "shape", "glyph")
 SCORES = ("edit_success", "name_right", "colour_right", "target_iou", "background_psnr")
-NO_EDIT = "no edit"
-
-
-def edit_pairs(n: int, seed: int = 0) -> list[dict]:
-    """``n`` single-object edit pairs from the shapes world, cycling colour, shape and glyph edits
-    and keeping position, size, background and noise. Each pair: source/target captions, the
-    target's labels, and ``spec``/``target_spec``/``seed`` to render both scenes exactly
-    (``scenes_of``)."""
-    from ..data import default_recipe
-
-    recipe = default_recipe()
-    vocabulary = {"colour": recipe.vocabulary("colour"), "shape": recipe.vocabulary("shape"),
-                  "glyph": recipe.vocabulary("glyph")}
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for i in range(n):
-        change = EDIT_KINDS[i % len(EDIT_KINDS)]
-        kind = "glyph" if change == "glyph" else "shape"
-        source = make_scene(objects=[{"kind": kind}], seed=(seed, i))
-        obj = source.objects[0]
-        spec = {kind: obj.name, "colour": obj.colour, "position": obj.position, "size": obj.size,
-                "template": obj.template}
-        field = "colour" if change == "colour" else kind
-        new = str(rng.choice([c for c in vocabulary[field] if c != spec[field]]))
-        target_spec = spec | {field: new}
-        target = make_scene(objects=[target_spec], seed=(seed, i))
-        t = target.objects[0]
-        pairs.append({"source": source.caption, "target": target.caption, "change": change, "name": t.name,
-                      "shape": t.name, "colour": t.colour, "position": t.position, "spec": spec,
-                      "target_spec": target_spec, "seed": [seed, i]})
-    return pairs
-
-
-def scenes_of(pair: dict):
-    """(source scene, target scene) of a pair, rendered exactly."""
-    return (make_scene(objects=[pair["spec"]], seed=tuple(pair["seed"])),
-            make_scene(objects=[pair["target_spec"]], seed=tuple(pair["seed"])))
 
 
 def foreground(images: np.ndarray, threshold: float = 0.15) -> np.ndarray:
@@ -116,14 +79,6 @@ class _nothing:
         return False
 
 
-def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray, cap: float = 60.0) -> np.ndarray:
-    """Per-image PSNR (dB) of images in [0, 1] over the pixels ``where`` (N, H, W); identical
-    pixels give ``cap`` rather than infinity, so means stay finite."""
-    squared = ((a - b) ** 2).mean(-1)
-    mse = (squared * where).sum((1, 2)) / np.maximum(where.sum((1, 2)), 1)
-    return np.minimum(10 * np.log10(1.0 / np.maximum(mse, 1e-12)), cap)
-
-
 def per_pair_scores(judge, pairs: list[dict], sources: np.ndarray, edits: np.ndarray) -> dict[str, np.ndarray]:
     """Each pair's scores (see the module doc), as arrays of length ``len(pairs)``."""
     verdict = judge.judge(edits)
@@ -136,7 +91,7 @@ def per_pair_scores(judge, pairs: list[dict], sources: np.ndarray, edits: np.nda
     outside = ~(fg_s | fg_e | target_masks)
     return {"edit_success": (name_right & colour_right).astype(float), "name_right": name_right.astype(float),
             "colour_right": colour_right.astype(float), "target_iou": iou,
-            "background_psnr": psnr(edits, sources, outside)}
+            "background_psnr": psnr(edits, sources, outside, cap=60.0)}
 
 
 def score_edits(judge, pairs: list[dict], sources: np.ndarray, edits: np.ndarray) -> dict:

@@ -1,40 +1,23 @@
-"""Attention studies on the reference models, at full size, each figure beside baselines that use
-no model: attention segmentation scored on shapes-world masks (both models, every layer, several
-timesteps, a DAAM-style aggregate; settings chosen on the validation split, reported on the test
-split; with and without position words in the captions) and attention-reuse editing of
-toy-mmdit scored against the exactly rendered target scene. Writes JSON results and heatmaps
-under ``docs/results/`` and prints the markdown tables of ``docs/attention.md``.
+"""The attention studies' report: the tables of docs/attention.md and the segmentation heatmaps,
+from the saved results (``segmentation_<model>.json``, ``editing_toy-mmdit.json``; written by
+:mod:`workbench.studies.attention.job`). No model runs here.
 
-    python benchmarks/attention_studies.py --images 200 --pairs 150
-    python benchmarks/attention_studies.py --tables      # the tables of the saved results
-    python benchmarks/attention_studies.py --update-doc  # ... written into docs/attention.md
+    python -m workbench.studies.attention.report               # print the tables
+    python -m workbench.studies.attention.report --update-doc  # write them into docs/attention.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
-import torch
 import xarray as xr
 
-import workbench as wb
-from workbench.analysis.editing import compare_methods
-from workbench.analysis.segmentation import (
-    baseline_scores,
-    cell_means,
-    segmentation_scores,
-    select_on_validation,
-    strip_positions,
-)
-from workbench.data import generate
-from workbench.models.judge import load_judge
-from workbench.results import results_dir
+from ...results import results_dir
+from ..docs import write_block
 
 MODELS = ("toy-mmdit", "toy-unet")
-CAPTIONS = {"with positions": True, "positions stripped": False}
 
 
 def heatmap(cells: xr.Dataset, thresholds: dict[str, str], path, title: str) -> None:
@@ -50,34 +33,6 @@ def heatmap(cells: xr.Dataset, thresholds: dict[str, str], path, title: str) -> 
     for i, v in enumerate(variants):
         fig.layout.annotations[i].text = f"{v} (threshold {thresholds[v]})"
     fig.write_html(path, include_plotlyjs="cdn")
-
-
-def run_segmentation(name: str, images: int, timesteps: tuple[int, ...]) -> dict:
-    model = wb.load(name)
-    splits = {split: generate(images, split=split, seed=0) for split in ("val", "test")}
-    out = {"model": name, "images_per_split": images, "timesteps": list(timesteps), "results": {}}
-    for caption_kind, position_known in CAPTIONS.items():
-        start = time.perf_counter()
-        scores, bases = {}, {}
-        for split, scenes in splits.items():
-            scenes = scenes if position_known else strip_positions(scenes)
-            scores[split] = segmentation_scores(model, scenes, timesteps=timesteps)
-            bases[split] = baseline_scores(scenes, scores[split], position_known=position_known)
-        selection = select_on_validation(scores["val"], bases["val"], scores["test"], bases["test"])
-        out["results"][caption_kind] = {
-            "objects": {s: int(scores[s].sizes["object"]) for s in scores},
-            "seconds": round(time.perf_counter() - start, 1),
-            "selection": selection,
-            "cells": {s: cell_means(scores[s]).to_dict() for s in scores},
-            "prior_cells": {s: bases[s].mean("object").to_dict() for s in bases},
-        }
-        thresholds = {r["method"]: r["setting"].rsplit("threshold ", 1)[1] for r in selection["rows"]
-                      if r["method"] in scores["test"].variant.values}
-        slug = "" if position_known else "_no-positions"
-        heatmap(cell_means(scores["test"]), thresholds, results_dir() / f"segmentation_{name}{slug}.html",
-                f"{name}: attention segmentation, test mIoU ({images} test images, {caption_kind})")
-        print(f"{name}, {caption_kind}: {time.perf_counter() - start:.0f} s", flush=True)
-    return out
 
 
 def _fmt(row: dict) -> str:
@@ -172,43 +127,15 @@ def markdown_tables() -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=200, help="images per split (val and test)")
-    parser.add_argument("--pairs", type=int, default=150)
-    parser.add_argument("--timesteps", default="100,300,500,700,900")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--reuse-steps", type=int, default=10, help="steps whose attention the edit reuses")
-    parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--skip-editing", action="store_true")
-    parser.add_argument("--skip-segmentation", action="store_true")
-    parser.add_argument("--tables", action="store_true", help="only print the markdown tables of the saved results")
     parser.add_argument("--update-doc", action="store_true",
                         help="write the tables of the saved results into docs/attention.md's generated blocks")
     args = parser.parse_args(argv)
-    if args.tables:
+    if not args.update_doc:
         print(markdown_tables())
         return
-    if args.update_doc:
-        from workbench.studies.docs import write_block
-
-        write_block("attention.md", "segmentation", segmentation_tables())
-        write_block("attention.md", "segmentation-grids", "\n".join(grid_tables(n) for n in MODELS))
-        write_block("attention.md", "editing", editing_tables())
-        return
-    torch.set_num_threads(1)
-    results_dir().mkdir(parents=True, exist_ok=True)
-    timesteps = tuple(int(t) for t in args.timesteps.split(","))
-    if not args.skip_segmentation:
-        for name in args.models.split(","):
-            saved = run_segmentation(name, args.images, timesteps)
-            (results_dir() / f"segmentation_{name}.json").write_text(json.dumps(saved, indent=1))
-        print(segmentation_tables())
-    if not args.skip_editing:
-        model, judge = wb.load("toy-mmdit"), load_judge()
-        start = time.perf_counter()
-        edits = compare_methods(model, judge, n_pairs=args.pairs, steps=args.steps, reuse_steps=args.reuse_steps)
-        edits.attrs["seconds"] = round(time.perf_counter() - start, 1)
-        (results_dir() / "editing_toy-mmdit.json").write_text(json.dumps(edits.to_dict(), indent=1))
-        print(editing_tables())
+    write_block("attention.md", "segmentation", segmentation_tables())
+    write_block("attention.md", "segmentation-grids", "\n".join(grid_tables(n) for n in MODELS))
+    write_block("attention.md", "editing", editing_tables())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""The attention studies: maps as segmentation, attention-reuse editing (docs/attention.md)."""

@@ -1,0 +1,178 @@
+"""Attention maps as segmentation, scored against shapes-world masks and against baselines
+that use no model.
+
+Real shapes-world images (whose object masks are known exactly) are noised to a timestep and
+denoised once with their caption, as DAAM and ConceptAttention score maps on real images. For each
+object, the map of its name word (shape word, or the quoted glyph) becomes a mask by a threshold
+(Otsu's, or a fixed fraction of the map's range) and is scored by IoU and pixel accuracy:
+
+* ``image->text``: columns of the word's tokens (DAAM for a U-Net's cross-attention);
+* ``text->image``: rows of the word's tokens (joint attention only: text tokens are queries there);
+* ``output``: ConceptAttention-style, the dot product of the word tokens' attention *outputs*
+  with each image token's attention output, softmaxed over the caption's words per pixel.
+
+Per layer and timestep, and as a DAAM-style aggregate (heads, layers and timesteps summed after
+upsampling each map to the image). Baselines scored the same way on the same objects:
+
+* ``position prior``: a Gaussian at the anchor the caption names. Captions name every object's
+  position, so this needs no model; with position-free captions (``strip_positions``) the prior
+  only knows where objects can be, a Gaussian at every anchor;
+* ``whole image`` (every pixel is the object) and ``all background`` (no pixel is).
+
+Every setting (layer, timestep, threshold, prior width) is chosen on a validation split and
+reported on a test split (``select_on_validation``): choosing among many cells on the images the
+figure is reported on inflates it.
+
+This module records the maps and scores them (:func:`segmentation_scores`); the mask scoring is
+:mod:`workbench.analysis.segmentation`, the baselines and the selection on validation are
+:mod:`workbench.studies.attention.protocol`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from ...analysis.segmentation import THRESHOLDS, threshold_scores
+from ...attention.maps import resize, to_grid
+from ...capture import all_sites, record
+from ...data import token_alignment
+
+VARIANTS = ("image->text", "text->image", "output")
+
+
+def object_tokens(model, captions: list[str], name_spans: np.ndarray) -> list[list[list[int]]]:
+    """Token indices on the model's text axis of each object's name word: [image][object] -> list.
+
+    ``name_spans`` is (image, object, 2) character spans (-1 where absent)."""
+    out = []
+    for offsets, spans in zip(model.token_offsets(captions), name_spans):
+        valid = [tuple(int(v) for v in span) for span in spans if span[0] >= 0]
+        out.append(token_alignment(valid, [tuple(o) for o in offsets]))
+    return out
+
+
+def _word_positions(tokens: list[str]) -> list[int]:
+    """Text positions that hold words (not start/end/padding tokens)."""
+    return [i for i, t in enumerate(tokens) if not t.startswith("<|")]
+
+
+def map_sites(model) -> dict[str, dict[str, str]]:
+    """{variant: {layer: site}} the model can record, read off its site map (not its family):
+    probability blocks from image queries to text keys (a joint block, or a cross-attention whose
+    keys are all text), from text queries to image keys, and attention modules with separate
+    image and text outputs (for the output-space variant, as ``"<layer>.out"``)."""
+    sites = all_sites(model.denoiser)
+    names = {s.name for s in sites}
+    out: dict[str, dict[str, str]] = {v: {} for v in VARIANTS}
+    for site in sites:
+        tap = site.tap
+        if getattr(tap, "role", None) != "probs":
+            continue
+        query = site.query_layout.segments if site.query_layout else ()
+        key = site.key_layout.segments if site.key_layout else ()
+        if query == ("image",) and key == ("text",):
+            out["image->text"][site.module] = site.name
+        elif query == ("text",) and key == ("image",):
+            out["text->image"][site.module] = site.name
+        if f"{site.module}.out.image" in names and f"{site.module}.out.text" in names:
+            out["output"][site.module] = f"{site.module}.out"
+    return {v: layers for v, layers in out.items() if layers}
+
+
+def _heat(rec, variant: str, site: str, image: int, tokens: list[int], words: list[int]) -> np.ndarray:
+    """The map (y, x) of ``tokens`` at one site for one image."""
+    if variant == "image->text":
+        probs = rec[site].isel(sample=image, branch=0, step=0)
+        return to_grid(probs.isel(key=tokens).sum("key"), "query").values
+    if variant == "text->image":
+        probs = rec[site].isel(sample=image, branch=0, step=0)
+        return to_grid(probs.isel(query=tokens).sum("query"), "key").values
+    pixels = rec[f"{site}.image"].isel(sample=image, branch=0, step=0)
+    text = torch.from_numpy(rec[f"{site}.text"].isel(sample=image, branch=0, step=0).values[words])
+    share = (torch.from_numpy(pixels.values) @ text.T).softmax(dim=-1).numpy()  # (pixels, words)
+    columns = [words.index(t) for t in tokens if t in words]
+    heat = pixels.isel(channel=0).copy(data=share[:, columns].sum(axis=1))
+    return to_grid(heat, "token").values
+
+
+def scored_objects(model, scenes: xr.Dataset) -> tuple[list[tuple[int, int]], list[list[int]]]:
+    """The (image, object) pairs whose name word the text encoder sees, with its tokens: objects
+    named beyond the encoder's token limit cannot be scored."""
+    captions = [str(c) for c in scenes.caption.values]
+    tokens = object_tokens(model, captions, scenes.span.sel(role="name").values)
+    pairs, object_tokens_ = [], []
+    for i, per_image in enumerate(tokens):
+        for j in range(int(scenes.n_objects.values[i])):
+            if per_image[j]:
+                pairs.append((i, j))
+                object_tokens_.append(per_image[j])
+    return pairs, object_tokens_
+
+
+def segmentation_scores(model, scenes: xr.Dataset, timesteps=(100, 300, 500, 700), *, seed: int = 0,
+                        batch: int = 25, variants=VARIANTS, thresholds=THRESHOLDS) -> xr.Dataset:
+    """IoU and pixel accuracy of every object's word maps.
+
+    Variables ``iou`` / ``pixel_accuracy`` have dims (object, variant, layer, timestep, threshold);
+    ``aggregate_iou`` / ``aggregate_accuracy`` (object, variant, threshold) score the DAAM-style
+    sum over layers and timesteps. NaN where a variant has no such layer. ``scenes`` is a
+    shapes-world Dataset (``workbench.data.generate``); only variants the model has are scored
+    (a U-Net's text tokens never query, and its text has no attention output)."""
+    available = map_sites(model)
+    variants = tuple(v for v in variants if v in available)
+    if not variants:
+        raise ValueError(f"{model.name} records no attention between image and text tokens; nothing to score")
+    layers = sorted({layer for v in variants for layer in available[v]},
+                    key=lambda n: [int(p) if p.isdigit() else p for p in n.split(".")])
+    record_sites = sorted({available[v][layer] + (".*" if v == "output" else "")
+                           for v in variants for layer in available[v]})
+    captions = [str(c) for c in scenes.caption.values]
+    pairs, tokens = scored_objects(model, scenes)
+    masks = scenes.mask.values
+    images = torch.from_numpy(scenes.image.values).permute(0, 3, 1, 2).float() / 127.5 - 1
+    size = tuple(images.shape[-2:])
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+    shape = (len(pairs), len(variants), len(layers), len(timesteps), len(thresholds), 2)
+    scores = np.full(shape, np.nan, dtype=np.float32)
+    aggregate = np.full((len(pairs), len(variants), len(thresholds), 2), np.nan, dtype=np.float32)
+    by_image: dict[int, list[int]] = {}
+    for k, (i, _) in enumerate(pairs):
+        by_image.setdefault(i, []).append(k)
+    for start in tqdm(range(0, len(captions), batch), desc=f"segmentation {model.name}", unit="batch"):
+        stop = min(start + batch, len(captions))
+        conditioning = model.encode(captions[start:stop])
+        text_tokens = model.text_tokens(captions[start:stop])
+        sums: dict[tuple[int, int], np.ndarray] = {}
+        for ti, t in enumerate(timesteps):
+            noisy = model.add_noise(images[start:stop], t, noise[start:stop])
+            with record(model, record_sites, reduce=("head",)) as rec:
+                model.predict(noisy, t, conditioning, prompts=captions[start:stop])
+            for i in range(start, stop):
+                words = _word_positions(text_tokens[i - start])
+                for k in by_image.get(i, []):
+                    truth = masks[i, pairs[k][1]]
+                    for vi, variant in enumerate(variants):
+                        for li, layer in enumerate(layers):
+                            if layer not in available[variant]:
+                                continue
+                            heat = resize(_heat(rec, variant, available[variant][layer], i - start, tokens[k], words),
+                                           size)
+                            scores[k, vi, li, ti] = threshold_scores(heat, truth, thresholds)
+                            sums[k, vi] = sums.get((k, vi), 0) + heat
+        for (k, vi), heat in sums.items():
+            aggregate[k, vi] = threshold_scores(heat, masks[pairs[k][0], pairs[k][1]], thresholds)
+    cell = ("object", "variant", "layer", "timestep", "threshold")
+    whole = ("object", "variant", "threshold")
+    return xr.Dataset(
+        {"iou": (cell, scores[..., 0]), "pixel_accuracy": (cell, scores[..., 1]),
+         "aggregate_iou": (whole, aggregate[..., 0]), "aggregate_accuracy": (whole, aggregate[..., 1])},
+        coords={"object": np.arange(len(pairs)), "image": ("object", [p[0] for p in pairs]),
+                "obj": ("object", [p[1] for p in pairs]), "variant": list(variants), "layer": layers,
+                "timestep": list(timesteps), "threshold": list(thresholds)},
+        attrs={"model": model.name, "images": len(captions), "seed": seed},
+    )
+
+

@@ -1,0 +1,1 @@
+"""The SVD latent study (docs/svd.md)."""
