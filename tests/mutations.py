@@ -49,7 +49,7 @@ def M(id, what, file, edits, tests):
 
 
 GUIDANCE, GUARDS, MASKS = "tests/test_guidance_calls.py", "tests/test_study_guards.py", "tests/test_attention_masks.py"
-SWEEPS, SEGMENTATION, SVD = "workbench/studies/localization/sweeps.py", "workbench/analysis/segmentation.py", "workbench/analysis/svd.py"
+SWEEPS, SEGMENTATION, SVD = "workbench/studies/localization/sweeps.py", "workbench/studies/attention/segmentation.py", "workbench/analysis/svd.py"
 JUDGE, CLOCK, INTERVENTIONS = "workbench/models/judge.py", "workbench/capture/clock.py", "workbench/capture/interventions.py"
 REUSE, KERNELS, FREEU = "workbench/capture/reuse.py", "workbench/attention/kernels.py", "workbench/capture/freeu.py"
 PATCHING, PROTOCOL = "workbench/studies/localization/patching.py", "workbench/studies/localization/protocol.py"

@@ -58,7 +58,7 @@ def test_interval_picks_wilson_for_0_1_and_the_bootstrap_otherwise():
 
 
 def test_editing_differences_are_paired_for_rates_and_bootstrapped_for_continuous_scores():
-    from workbench.analysis.editing import SCORES, paired_differences
+    from workbench.studies.attention.editing import SCORES, paired_differences
 
     rng = np.random.default_rng(1)
     base = {s: (rng.random(40) < 0.5).astype(float) if s in ("edit_success", "name_right", "colour_right")
