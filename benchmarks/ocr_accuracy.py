@@ -139,7 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     path = results_dir() / "ocr_accuracy.json"
     if args.update_doc:
-        from _doc import write_block
+        from workbench.studies.docs import write_block
 
         write_block("judge.md", "ocr-accuracy", tables(json.loads(path.read_text())))
         return
