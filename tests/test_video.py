@@ -230,3 +230,26 @@ def test_explorer_has_a_frame_slider_that_shows_each_frames_map(built):
         np.testing.assert_allclose(explorer.maps["A"], expected, rtol=1e-5)
         assert f"frame {frame} of 3" in explorer.status.value
     assert not np.allclose(explorer.maps["A"], to_grid(video, "query").isel(frame=0, key=2).values)
+
+
+def test_tiny_video_model_records_prompt_words_and_the_report_shows_each_frame():
+    from workbench.demo import video_section
+    from workbench.models.tiny import tiny_video_model, video_latents
+    from workbench.report import video_word_map_figure
+
+    model = tiny_video_model("cogvideox")
+    prompt = ["a red circle on the left"]
+    with wb.record(model, list(model.site_map.text_attention)) as rec:
+        wb.denoise(model, video_latents(model), steps=2, conditioning=model.encode(prompt), prompts=prompt)
+    maps = word_maps(rec)
+    assert {"red", "circle", "left"} <= set(maps.word.values) and maps.dims == ("word", "frame", "y", "x")
+    fig = video_word_map_figure(maps, max_words=3)
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heat) == 3 * VIDEO_TOKEN_GRID[0]
+    first = maps.sel(word=[w for w in maps.word.values if len(w) > 1 or w.isalnum()][0])
+    for frame in range(VIDEO_TOKEN_GRID[0]):  # row 1: the first word, one column per frame
+        np.testing.assert_allclose(np.asarray(heat[frame].z), first.isel(frame=frame).values)
+    with pytest.raises(ValueError, match=r"\(word, frame, y, x\)"):
+        video_word_map_figure(maps.isel(frame=0))
+    title, parts = video_section("a red circle on the left", steps=2)
+    assert "frame" in parts[0] and len([t for t in parts[1].data if t.type == "heatmap"]) % VIDEO_TOKEN_GRID[0] == 0

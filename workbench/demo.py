@@ -10,9 +10,9 @@ import xarray as xr
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import load, record
+from . import denoise, load, record
 from .attention import word_maps
-from .report import energy_figure, trajectory_figure, word_map_figure, write_html
+from .report import energy_figure, trajectory_figure, video_word_map_figure, word_map_figure, write_html
 
 DEMO_PROMPTS = (
     "a red circle on the left",
@@ -32,7 +32,7 @@ def sites_for(model) -> list[str]:
 
 
 def run_demo(out: str | Path = "demo-out", models=DEMO_MODELS, prompts=DEMO_PROMPTS, steps: int = 20,
-             seed: int = 0) -> Path:
+             seed: int = 0, video: bool = True) -> Path:
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     sections = []
@@ -53,7 +53,24 @@ def run_demo(out: str | Path = "demo-out", models=DEMO_MODELS, prompts=DEMO_PROM
         if model.site_map.skips:
             figures.append(energy_figure(skip_vs_backbone(rec), title="skip vs backbone: RMS per step (sample 0)"))
         sections.append((name, figures))
+    if video:
+        sections.append(video_section(prompts[0], steps=min(steps, 4), seed=seed))
     return write_html(out / "report.html", "workbench demo", sections)
+
+
+def video_section(prompt: str, steps: int = 4, seed: int = 0) -> tuple[str, list]:
+    """A video model's word maps per frame: the tiny Wan 2.1 denoiser (random weights, so the maps
+    show the geometry, (word, frame, y, x), not learned localisation), run on latents."""
+    from .models.tiny import tiny_video_model, video_latents
+
+    model = tiny_video_model("wan")
+    with record(model, list(model.site_map.text_attention)) as rec:
+        denoise(model, video_latents(model, seed=seed), steps=steps, conditioning=model.encode([prompt]), prompts=[prompt])
+    maps = word_maps(rec)
+    note = (f"{model.name}: {type(model.denoiser).__name__} with random weights, {steps} steps on a latent video of "
+            f"{maps.sizes['frame']} frames x {maps.sizes['y']} x {maps.sizes['x']} tokens; video->text attention per word "
+            "and frame (the geometry a real Wan, CogVideoX or LTX-Video recording has).")
+    return ("tiny video model", [note, video_word_map_figure(maps, title=f"{prompt!r}: attention per word and frame")])
 
 
 def skip_vs_backbone(rec) -> xr.DataArray:

@@ -33,6 +33,29 @@ def word_map_figure(image: np.ndarray, maps: xr.DataArray, title: str = "", max_
     return fig
 
 
+def video_word_map_figure(maps: xr.DataArray, title: str = "", max_words: int = 6, tile: int = 110) -> go.Figure:
+    """A video model's word maps (word, frame, y, x): one row per word, one column per latent
+    frame, all on one colour range so frames compare (where in time the word's attention goes)."""
+    if tuple(maps.dims) != ("word", "frame", "y", "x"):
+        raise ValueError(f"expected video word maps with dims (word, frame, y, x), got {tuple(maps.dims)}; "
+                         "image maps (word, y, x) go to word_map_figure")
+    words = [w for w in maps.word.values if len(str(w)) > 1 or str(w).isalnum()][:max_words]
+    frames = maps.sizes["frame"]
+    fig = make_subplots(rows=len(words), cols=frames, horizontal_spacing=0.01, vertical_spacing=0.04,
+                        column_titles=[f"frame {f}" for f in range(frames)], row_titles=[f'"{w}"' for w in words])
+    top = float(maps.sel(word=words).max())
+    for row, word in enumerate(words, start=1):
+        for col in range(frames):
+            fig.add_trace(go.Heatmap(z=maps.sel(word=word).isel(frame=col).values, colorscale="Inferno", zmin=0, zmax=top,
+                                     showscale=row == 1 and col == 0, colorbar=dict(thickness=10, len=0.8),
+                                     hovertemplate=f"{word}, frame {col}, " + "y %{y}, x %{x}: %{z:.4f}<extra></extra>"),
+                          row=row, col=col + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_layout(title=title, height=tile * len(words) + 80, width=tile * frames + 160, margin=dict(l=5, r=60, t=70, b=5))
+    return fig
+
+
 def label_facets(fig: go.Figure, labels, font_size: int | None = None) -> go.Figure:
     """Title facet ``i`` of a ``facet_col`` figure with ``labels[i]``.
 
