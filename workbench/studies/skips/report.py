@@ -32,7 +32,7 @@ def spectra_table() -> str:
         ds = xr.Dataset.from_dict(stored)
         share = ds["low_of_ac"].mean(["step", "resnet"])  # over steps and the two resnets of a stage
         label = name + (" (random weights)" if name.startswith("tiny") else "")
-        sides = json.loads(ds.attrs["stage_map_size"])  # recorded by skips_study.py spectra
+        sides = json.loads(ds.attrs["stage_map_size"])  # recorded by the spectra run (studies/skips/job.py)
         for stage in ds.stage.values:
             backbone, skip = (float(share.sel(stage=stage, kind=k)) for k in ("backbone", "skip"))
             size = "" if name.startswith("tiny") else f" ({sides[int(stage)]} x {sides[int(stage)]})"
