@@ -50,6 +50,7 @@ EXPECTED_SAMPLE_SHAPES = {
     "flux2": (2, 64, 32),  # packed 2x2 latent patches: 8 x 8 tokens of 8 x 4 channels
     "qwenimage": (2, 64, 16),  # packed 2x2 latent patches, 4 latent channels x 4
     "chroma": (2, 64, 64),  # as FLUX.1
+    "sana": (2, 4, 16, 16),
 }
 
 

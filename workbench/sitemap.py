@@ -205,6 +205,10 @@ class SiteMap:
     # ``<module>.skip.<j>``; ``<module>.backbone.<j>`` is the backbone tensor it is concatenated to (the
     # module's input for j = 0) and ``<module>.out`` the module's output.
     skips: tuple[str, ...] = ()
+    # Sites the family has in principle but the recorder cannot observe, by name, with the reason
+    # (Sana's linear self-attention has no softmax matrix and no SDPA call to intercept). Asking for
+    # one is refused with that reason instead of matching nothing or returning an empty recording.
+    unrecordable: Callable[[torch.nn.Module], dict[str, str]] | None = None
 
     def stage_of(self, site_name: str) -> int:
         """Position of the site's top-level module in the forward pass (0 for latents/unknown)."""

@@ -48,9 +48,25 @@ def resolve(denoiser, patterns: str | list[str] | tuple[str, ...]) -> list[Site]
     for pattern in patterns:
         matched = [n for n in names if fnmatchcase(n, pattern)]
         if not matched:
+            _refuse_unrecordable(denoiser, pattern)
             raise KeyError(_no_match_message(pattern, names, type(denoiser).__name__))
         chosen.update(matched)
     return [s for s in sites if s.name in chosen]
+
+
+class UnrecordableSite(ValueError):
+    """A site the family has but the recorder cannot observe (its site map says why)."""
+
+
+def _refuse_unrecordable(denoiser, pattern: str) -> None:
+    site_map = site_map_for(denoiser)
+    if site_map.unrecordable is None:
+        return
+    refused = {name: why for name, why in site_map.unrecordable(denoiser).items() if fnmatchcase(name, pattern)}
+    if refused:
+        name, why = next(iter(refused.items()))
+        more = f" (and {len(refused) - 1} more like it)" if len(refused) > 1 else ""
+        raise UnrecordableSite(f"{site_map.family}: {pattern!r} asks for {name}{more}, which cannot be recorded: {why}")
 
 
 def _no_match_message(pattern: str, names: list[str], model_name: str) -> str:

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import BPE
-from transformers import CLIPTokenizer, Qwen2Tokenizer, T5TokenizerFast
+from transformers import CLIPTokenizer, GemmaTokenizer, Qwen2Tokenizer, T5TokenizerFast
 
 __all__ = [
     "CAPTION_WORDS",
@@ -49,6 +49,7 @@ __all__ = [
     "build_clip_tokenizer",
     "build_t5_tokenizer",
     "build_qwen2_tokenizer",
+    "build_gemma_tokenizer",
     "tokenize_words",
 ]
 
@@ -398,6 +399,47 @@ def build_qwen2_tokenizer(words: Iterable[str] | None = None, model_max_length: 
     tok.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIALS[1:])})
     tok.chat_template = _CHATML_TEMPLATE
     return tok
+
+
+# ---------------------------------------------------------------------------------------------
+# Gemma (Gemma 2, the text encoder of Sana and Lumina 2): BPE over "▁"-joined text, byte fallback
+# ---------------------------------------------------------------------------------------------
+
+GEMMA_SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")  # ids 0..3, as in the released Gemma vocabularies
+
+
+@functools.lru_cache(maxsize=8)
+def _gemma_vocab_and_merges(words: tuple[str, ...]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Specials, the 256 ``<0xNN>`` byte-fallback tokens, single characters (and ``▁``), then one
+    token per merge learned on ``▁word`` and ``word``, as given and capitalised."""
+    pieces: dict[str, int] = {}
+    for word in words:
+        for form in dict.fromkeys((word, word.capitalize())):
+            for piece in (SPIECE_UNDERLINE + form, form):
+                pieces[piece] = pieces.get(piece, 0) + 1
+    merges = _learn_bpe_merges(pieces, end_of_word="")
+    vocab: dict[str, int] = {tok: i for i, tok in enumerate(GEMMA_SPECIALS)}
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    for char in sorted({c for piece in pieces for c in piece} | set(string.printable.strip()) | {SPIECE_UNDERLINE}):
+        vocab.setdefault(char, len(vocab))
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    return vocab, merges
+
+
+def build_gemma_tokenizer(words: Iterable[str] | None = None, model_max_length: int = 8192) -> GemmaTokenizer:
+    """Build a real :class:`transformers.GemmaTokenizer` (Gemma 2: the text encoder of Sana and
+    Lumina 2) whose vocabulary covers ``words``: BPE over text whose spaces become ``▁``, byte
+    fallback for anything else (nothing is unknown), ``<bos>`` prepended, ``<pad>=0``.
+
+    Example:
+        >>> tok = build_gemma_tokenizer(["red", "circle"])
+        >>> tok.tokenize("a red circle")
+        ['a', '▁red', '▁circle']
+    """
+    vocab, merges = _gemma_vocab_and_merges(_word_list(words))
+    return GemmaTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=model_max_length)
 
 
 def tokenize_words(tokenizer, words: Sequence[str]) -> dict[str, list[str]]:

@@ -1,0 +1,162 @@
+"""The 2025-26 image families (FLUX.2 klein, Qwen-Image, Chroma, Sana), built tiny from their real
+diffusers classes, recorded and intervened.
+
+Per family: attention rows sum to one, and keys masked out by the family's text mask (Qwen-Image,
+Sana) get exactly nothing; probabilities times the values reproduce the attention kernel's own
+output, both read by a spy on ``scaled_dot_product_attention`` that is not the recorder; text
+enters these four only through attention keys/values, so patching a source prompt's text K/V
+into a run with another prompt reproduces the source run bitwise. Sana's linear self-attention is
+refused by name. Chroma's guidance, run as two calls per step, is recorded with ``branch_calls``.
+(Recording every site leaves each output bitwise identical: ``test_capture`` runs that on every
+family of ``workbench.models.tiny.FAMILIES``, these included.)
+"""
+
+import copy
+from fnmatch import fnmatchcase
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+import workbench as wb
+from workbench.capture import all_sites
+from workbench.capture.resolve import UnrecordableSite
+from workbench.models.tiny import example_call_kwargs, example_inputs, tiny_denoiser, tiny_pipeline
+
+from conftest import hook_count
+
+FAMILIES = ("flux2", "qwenimage", "chroma", "sana")
+MASKED = {"qwenimage": "encoder_hidden_states_mask", "sana": "encoder_attention_mask"}  # text key masks
+TEXT_LEN = 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()  # see test_tiny_models: a second thread spin-waits on 2 cores
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def built():
+    """{family: (model, inputs, reference output)}, each model built once for the module."""
+    out = {}
+    for family in FAMILIES:
+        model = tiny_denoiser(family)
+        inputs = example_inputs(family, batch_size=2, text_len=TEXT_LEN)
+        out[family] = (model, inputs, forward(model, inputs))
+    return out
+
+
+def forward(model, inputs):
+    return model(**copy.copy(inputs), return_dict=False)[0]
+
+
+def whole_probs(model):
+    return [s.name for s in all_sites(model) if getattr(s.tap, "role", None) == "probs" and s.tap.block is None]
+
+
+class _KernelSpy(TorchFunctionMode):
+    """Keeps (value, output) of every scaled_dot_product_attention call made while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is F.scaled_dot_product_attention:
+            self.calls.append((kwargs.get("value", args[2] if len(args) > 2 else None), out))
+        return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_rows_sum_to_one_and_masked_text_keys_get_nothing(built, family):
+    model, inputs, reference = built[family]
+    sites = whole_probs(model)
+    assert sites, family
+    with wb.record(model, sites) as rec:
+        assert torch.equal(forward(model, inputs), reference)
+    for name in sites:
+        probs = rec[name]
+        np.testing.assert_allclose(probs.sum("key").values, 1.0, atol=1e-5, err_msg=name)
+        if family in MASKED:
+            mask = inputs[MASKED[family]].bool()
+            text = probs.isel(key=probs.key_kind.values == "text")
+            assert (~mask[1]).sum() == 2 and mask[0].all()  # sample 1 pads its last two text tokens
+            assert float(abs(text.isel(sample=1).values[..., (~mask[1]).numpy()]).max()) == 0.0, name
+            assert float(text.isel(sample=0).values.min()) > 0.0, name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_probs_times_v_is_the_kernels_output(built, family):
+    model, inputs, _ = built[family]
+    sites = whole_probs(model)
+    spies, handles = {}, []
+    for name in sites:
+        path = name.rsplit(".", 1)[0]
+        spy = spies[path] = _KernelSpy()
+        module = model.get_submodule(path)
+        handles += [module.register_forward_pre_hook(lambda _m, _a, spy=spy: None if spy.__enter__() else None),
+                    module.register_forward_hook(lambda _m, _a, _o, spy=spy: spy.__exit__(None, None, None),
+                                                 always_call=True)]
+    try:
+        forward(model, inputs)  # unobserved by the recorder: the spy alone
+    finally:
+        for h in handles:
+            h.remove()
+    with wb.record(model, sites) as rec:
+        forward(model, inputs)
+    for name in sites:
+        (value, out), = spies[name.rsplit(".", 1)[0]].calls
+        p = torch.from_numpy(rec[name].values[:, 0, 0]).double()  # (batch, head, query, key)
+        if value.shape[1] == p.shape[-1]:  # diffusers' dispatch: (batch, token, head, dim) -> SDPA sees it permuted
+            value, out = value.transpose(1, 2), out.transpose(1, 2)
+        np.testing.assert_allclose((p @ value.double()).numpy(), out.double().numpy(), rtol=1e-4, atol=2e-5,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_patching_text_keys_and_values_is_the_prompt_swap(built, family):
+    model, inputs, reference = built[family]
+    site_map = wb.hooks.site_map_for(model)
+    kv = [s.name for s in all_sites(model) if any(fnmatchcase(s.name, p) for p in site_map.text_keys + site_map.text_values)]
+    assert len(kv) == 2 * len(whole_probs(model)), family  # one text k and one text v per text-facing attention
+    other = dict(inputs, encoder_hidden_states=torch.randn_like(inputs["encoder_hidden_states"]))
+    with wb.record(model, kv) as source:
+        forward(model, inputs)
+    swapped = forward(model, other)
+    assert (swapped - reference).abs().max() > 1e-4  # the prompt matters
+    with wb.intervene(model, [wb.patch(name, source) for name in kv]):
+        patched = forward(model, other)
+    assert torch.equal(patched, reference)
+    assert hook_count(model) == 0
+
+
+def test_sana_linear_attention_is_refused_by_name(built):
+    model, inputs, _ = built["sana"]
+    for asked in ("transformer_blocks.0.attn1.probs", "*.attn1.k", "**.attn1.*"):
+        if asked == "**.attn1.*":  # matches the recordable attn1.out too: that one records
+            with wb.record(model, asked) as rec:
+                forward(model, inputs)
+            assert list(rec) == ["transformer_blocks.0.attn1.out", "transformer_blocks.1.attn1.out"]
+            continue
+        with pytest.raises(UnrecordableSite, match=r"sana: .*linear.*never forms a softmax matrix"):
+            wb.record(model, asked)
+    assert hook_count(model) == 0
+
+
+def test_chroma_guidance_calls_are_recorded_as_branches():
+    pipe = tiny_pipeline("chroma")
+    kwargs = example_call_kwargs("chroma", guidance_scale=4.0)
+    with wb.record(pipe, ["transformer_blocks.0.attn.probs.image->text"], branch_calls=("cond", "uncond")) as rec:
+        guided = pipe(**kwargs).images
+    probs = rec["transformer_blocks.0.attn.probs.image->text"]
+    assert list(probs.branch.values) == ["cond", "uncond"] and probs.sizes["step"] == 2
+    cond, uncond = (probs.sel(branch=b).values for b in ("cond", "uncond"))
+    assert not np.allclose(cond, uncond)  # two different prompts (the prompt and the empty negative)
+    np.testing.assert_array_equal(guided, pipe(**example_call_kwargs("chroma", guidance_scale=4.0)).images)
