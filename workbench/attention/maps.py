@@ -307,9 +307,6 @@ def daam_word_maps(recording, sample: int = 0, *, sites: str | None = None, step
     """
     from fnmatch import fnmatchcase
 
-    if getattr(recording, "family", None) not in (None, "unet"):
-        raise ValueError(f"DAAM's recipe is defined for U-Net cross-attention; this recording is of a "
-                         f"{recording.family!r} model (use method='mean')")
     geometry = getattr(recording, "geometry", None)
     if geometry is None or geometry.grid is None:
         raise ValueError("DAAM's maps live on the latent grid and this recording does not know it "

@@ -61,12 +61,12 @@ class TGate:
                                  ("ca_interval", ca_interval, 1), ("warm_up", warm_up, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"tgate's {name} must be an integer >= {low}, got {value!r}")
-        if self.model.site_map.family != "unet":
-            raise ValueError(f"T-GATE caches a U-Net's cross-attention; this is a {type(self.model.denoiser).__name__} "
-                             f"({self.model.site_map.family})")
         self.gate_step, self.sa_interval, self.ca_interval, self.warm_up = gate_step, sa_interval, ca_interval, warm_up
         self.attention = [name for name, m in self.model.denoiser.named_modules()
                           if type(m).__name__ == "Attention" and name.rsplit(".", 1)[-1] in ("attn1", "attn2")]
+        if not any(name.endswith(".attn2") for name in self.attention):
+            raise ValueError(f"T-GATE freezes the cross-attention of a U-Net's transformer blocks (attn2); this "
+                             f"{type(self.model.denoiser).__name__} has none")
         self._originals: dict[str, Any] = {}
         self._cache: dict[str, torch.Tensor] = {}
         self.step, self._last_t = -1, None
