@@ -35,7 +35,7 @@ import workbench as wb
 from workbench.capture.reuse import deepcache, encoder_propagation, middle_blocks
 from workbench.models.judge import load_judge
 
-from workbench.studies.quality.job import prompt_families, score
+from workbench.studies.quality.protocol import prompt_families, score
 
 # DeepCache's branch 1 on toy-unet: the first down stage's resnet and the whole last up stage recompute,
 # everything deeper (the first downsampler included) is reused; the scheme measured as "deepcache"

@@ -39,7 +39,7 @@ from ...capture.reuse import stage_modules
 from ...models.judge import load_judge
 from ...results import results_dir
 
-from ..quality.job import prompt_families, score
+from ..quality.protocol import prompt_families, score
 
 FAMILIES = {"single": "shape_and_colour", "glyph": "glyph"}
 
