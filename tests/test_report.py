@@ -33,3 +33,41 @@ def test_image_grid_keeps_whole_titles_and_refuses_a_count_mismatch():
         image_grid(np.zeros((6, 32, 32, 3)), titles[:5], cols=3)
     with pytest.raises(ValueError, match="facet 7 has no label"):
         label_facets(px.imshow(np.zeros((8, 4, 4)), facet_col=0, facet_col_wrap=4), ["a"] * 7)
+
+
+def _maps(words):
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    return xr.DataArray(rng.random((len(words), 8, 8)), dims=("word", "y", "x"), coords={"word": words},
+                        attrs={"layers": 4, "steps": [0, 1, 2], "heads": [0, 1, 2], "branch": "cond"})
+
+
+def test_word_map_figure_keeps_content_words_wraps_rows_and_titles_colour_bars():
+    from workbench.report import word_map_figure
+    from workbench.style import PAGE_WIDTH
+
+    words = ["a", "green", "triangle", "on", "the", "left", "and", "magenta", "cross", "right"]
+    fig = word_map_figure(np.zeros((32, 32, 3)), _maps(words), title="a green triangle on the left and a magenta cross "
+                                                                       "on the right: attention per word")
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["image", '"green"', '"triangle"', '"left"', '"magenta"', '"cross"', '"right"']
+    assert fig.layout.width <= PAGE_WIDTH
+    heatmaps = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heatmaps) == 6 and all(t.colorbar.title.text == "share" for t in heatmaps)
+    rows = {round(fig.layout[t.yaxis.replace("y", "yaxis")].domain[0], 3) for t in heatmaps}
+    assert len(rows) == 2, "seven panels do not fit one row of the page"
+    assert "averaged over 4 layers, 3 steps and 3 heads" in fig.layout.title.text
+
+
+def test_style_wraps_long_titles_and_requires_a_reading_guide():
+    import plotly.graph_objects as go
+
+    from workbench.style import PAGE_WIDTH, style
+
+    fig = style(go.Figure(go.Heatmap(z=[[0, 1]])), title="word " * 60, how_to_read="Bright: more.", x_title="x",
+                colorbar_title="share", width=2000)
+    assert fig.layout.width == PAGE_WIDTH and fig.layout.title.text.count("<br>") >= 3
+    assert fig.data[0].colorbar.title.text == "share" and fig.layout.xaxis.title.text == "x"
+    with pytest.raises(ValueError, match="how_to_read"):
+        style(go.Figure(), title="t", how_to_read="")

@@ -51,7 +51,10 @@ def run_demo(out: str | Path = "demo-out", models=DEMO_MODELS, prompts=DEMO_PROM
         frames = model.decode_latents(x0.isel(sample=0).values)
         figures.append(trajectory_figure(frames, x0.timestep.values, title=f"{prompts[0]!r}: x0 estimate over steps"))
         if model.site_map.skips:
-            figures.append(energy_figure(skip_vs_backbone(rec), title="skip vs backbone: RMS per step (sample 0)"))
+            figures.append(energy_figure(
+                skip_vs_backbone(rec), title=f"{prompts[0]!r}: skip vs backbone, RMS per step",
+                how_to_read="Per up block: the size (RMS over channels and pixels) of the skip it receives and of "
+                            "its own output; a skip far above the backbone dominates what the block sees."))
         sections.append((name, figures))
     if video:
         sections.append(video_section(prompts[0], steps=min(steps, 4), seed=seed))

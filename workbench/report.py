@@ -13,24 +13,61 @@ import plotly.graph_objects as go
 import xarray as xr
 from plotly.subplots import make_subplots
 
+from .style import PAGE_WIDTH, style
 
-def word_map_figure(image: np.ndarray, maps: xr.DataArray, title: str = "", max_words: int = 8) -> go.Figure:
-    """The generated image, then each word's attention map overlaid on it."""
-    words = [w for w in maps.word.values if len(str(w)) > 1 or str(w).isalnum()][:max_words]
-    fig = make_subplots(rows=1, cols=len(words) + 1, subplot_titles=["image"] + [f'"{w}"' for w in words],
-                        horizontal_spacing=0.01)
+
+# Words that carry no object, colour, shape or place of their own: a map of where "the" attends
+# says nothing about the picture, and the report has room for the words that do.
+STOP_WORDS = frozenset({"a", "an", "the", "and", "of", "in", "on", "at", "to", "with", "is", "are", "its"})
+TILE = 130  # px per image in a word-map row
+
+
+def content_words(words) -> list[str]:
+    """``words`` without stop words and punctuation, in order."""
+    return [str(w) for w in words if str(w).lower().strip('"') not in STOP_WORDS and any(c.isalnum() for c in str(w))]
+
+
+def averaged(maps: xr.DataArray) -> str:
+    """One line saying what a word map averages (from the attrs ``word_maps`` sets)."""
+    steps, heads = maps.attrs.get("steps"), maps.attrs.get("heads")
+    n_steps = f"{len(steps)} steps" if isinstance(steps, list) else "all steps"
+    n_heads = f"{len(heads)} heads" if isinstance(heads, list) else "heads averaged when recorded"
+    layers = maps.attrs.get("layers", "?")
+    return (f"Each map: attention from every image patch to that word, averaged over {layers} layers, {n_steps} and "
+            f"{n_heads} ({maps.attrs.get('branch', 'cond')} branch), scaled to sum to one over the image.")
+
+
+def word_map_figure(image: np.ndarray, maps: xr.DataArray, title: str = "", per_row: int | None = None) -> go.Figure:
+    """The generated image, then each content word's attention map, in rows that fit the page,
+    each map with its own colour bar (where the word attends, not how much it gets)."""
+    words = content_words(maps.word.values)
+    if not words:
+        raise ValueError(f"no content words among {list(maps.word.values)}: nothing to map")
+    per_row = per_row or max(2, (PAGE_WIDTH - 20) // (TILE + 40))
+    panels = len(words) + 1
+    rows = -(-panels // per_row)
+    cols = min(per_row, panels)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=["image"] + [f'"{w}"' for w in words],
+                        horizontal_spacing=0.6 / cols, vertical_spacing=0.12 / rows)
     pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
     fig.add_trace(go.Image(z=pixels), row=1, col=1)
     h, w = image.shape[:2]
-    for i, word in enumerate(words, start=2):
-        # each map on its own colour range: where this word's attention goes, not how much it gets
+    for i, word in enumerate(words, start=1):
+        row, col = divmod(i, cols)
         heat = _upsample(maps.sel(word=word).values, (h, w))
-        fig.add_trace(go.Heatmap(z=heat, colorscale="Inferno", showscale=False, hovertemplate="y %{y}, x %{x}: %{z:.4f}"),
-                      row=1, col=i)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, autorange="reversed")
-    fig.update_layout(title=title, height=230, width=150 * (len(words) + 1), margin=dict(l=5, r=5, t=60, b=5))
-    return fig
+        domain = fig.get_subplot(row + 1, col + 1).xaxis.domain
+        fig.add_trace(go.Heatmap(z=heat, colorscale="Inferno", hovertemplate="y %{y}, x %{x}: %{z:.4f}<extra></extra>",
+                                 colorbar=dict(x=domain[1] + 0.005, xanchor="left", len=0.85 / rows, thickness=8,
+                                               y=1 - (row + 0.5) / rows, yanchor="middle", tickfont=dict(size=8),
+                                               nticks=3, title=dict(text="share", side="right", font=dict(size=9)))),
+                      row=row + 1, col=col + 1)
+    fig.update_xaxes(visible=False, constrain="domain")
+    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", constrain="domain")
+    for axis in range(2, panels + 1):  # every panel square, not stretched to its cell
+        fig.update_layout({f"yaxis{axis}": dict(scaleanchor=f"x{axis}")})
+    fig.update_annotations(font_size=11)
+    return style(fig, title=title, how_to_read=averaged(maps) + " Brighter: more of that word's attention.",
+                 width=min(PAGE_WIDTH, cols * (TILE + 45) + 20), height=rows * (TILE + 30))
 
 
 def video_word_map_figure(maps: xr.DataArray, title: str = "", max_words: int = 6, tile: int = 110) -> go.Figure:
@@ -108,20 +145,23 @@ def trajectory_figure(frames: np.ndarray, timesteps, title: str = "") -> go.Figu
     steps = [dict(method="animate", label=f"{k} (t={float(t):.0f})",
                   args=[[str(k)], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
              for k, t in enumerate(timesteps)]
-    fig.update_layout(title=dict(text=title, y=0.97), height=360, width=360,
-                      sliders=[dict(steps=steps, currentvalue=dict(prefix="step "))], margin=dict(l=5, r=5, t=70, b=5))
+    fig.update_layout(height=380, sliders=[dict(steps=steps, currentvalue=dict(prefix="step ", font=dict(size=11)),
+                                                 pad=dict(t=10, l=10), font=dict(size=9))],
+                      margin=dict(l=10, r=30, t=70, b=10))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return fig
+    return style(fig, title=title, width=420,
+                 how_to_read="The model's guess of the final image at each step; drag the slider from noise (step 0) to the end.")
 
 
-def energy_figure(energies: xr.DataArray, title: str = "") -> go.Figure:
+def energy_figure(energies: xr.DataArray, title: str = "", y_title: str = "RMS",
+                  how_to_read: str = "One line per series: its value at each denoising step.") -> go.Figure:
     """Lines of a per-step quantity for several series (dims: series, step)."""
     fig = go.Figure()
     for name in energies.series.values:
         fig.add_trace(go.Scatter(x=energies.step.values, y=energies.sel(series=name).values, mode="lines+markers", name=str(name)))
-    fig.update_layout(title=title, xaxis_title="step", height=320, width=560, margin=dict(l=40, r=5, t=50, b=40))
-    return fig
+    fig.update_layout(height=320, margin=dict(l=50, r=5, b=40), legend=dict(font=dict(size=10)))
+    return style(fig, title=title, x_title="denoising step", y_title=y_title, width=640, how_to_read=how_to_read)
 
 
 def _upsample(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -141,7 +181,7 @@ def write_html(path: Path, title: str, sections: list[tuple[str, list[go.Figure 
             parts.append(item.to_html(full_html=False, include_plotlyjs=first, auto_play=False))
             first = False
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            "<style>body{font-family:sans-serif;margin:2em;max-width:1400px} h2{border-bottom:1px solid #ccc}</style>"
+            f"<style>body{{font-family:sans-serif;margin:2em;max-width:{PAGE_WIDTH + 40}px}} h2{{border-bottom:1px solid #ccc}}</style>"
             f"</head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>")
     path.write_text(page)
     return path
