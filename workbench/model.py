@@ -94,6 +94,8 @@ class Model:
         if self.latent_shape is not None and self.pixel_space:
             return int(self.latent_shape[-1])
         sample = self.denoiser.config.get("sample_size")
+        if sample is None and self.generate_defaults.get("height"):  # a pipeline told what size to draw
+            return int(self.generate_defaults["height"])
         if sample is None:
             raise ValueError(f"{self.name}: cannot tell its image size (no sample_size in the denoiser config)")
         sample = sample[-1] if isinstance(sample, (list, tuple)) else sample
@@ -233,7 +235,7 @@ class Model:
         prompts: str | Sequence[str],
         *,
         steps: int = 20,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         guidance_scale: float | None = None,
         height: int | None = None,
         width: int | None = None,
@@ -262,8 +264,16 @@ class Model:
         ``grad=True`` (with ``output="latents"``, models run by :func:`denoise` only) keeps autograd on
         through the whole loop, so the returned latents carry the graph back to whatever an
         intervention made require grad (attribution patching); the denoiser's own parameters stay
-        frozen. Default: no graph, as before."""
+        frozen. Default: no graph, as before.
+
+        ``seed``: one seed for the run, or one per prompt, so that a sample's image depends on its
+        own seed, not on the batch it ran in (up to the rounding of batched kernels, ~1e-6), so a
+        study's pairs run in chunks stay reproducible."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not isinstance(seed, (int, np.integer)):
+            seed = [int(s) for s in seed]
+            if len(seed) != len(prompts):
+                raise ValueError(f"seed= has {len(seed)} seeds for {len(prompts)} prompts: give one seed, or one per prompt")
         negatives = _negatives(prompts, negative_prompts)
         if grad and output != "latents":
             raise ValueError("grad=True returns latents with their graph: pass output='latents'")
@@ -302,7 +312,8 @@ class Model:
         for recorder in self._recorders:
             recorder.begin_run(prompts=prompts, branches=self.branches(kwargs.get("guidance_scale")),
                                expected_steps=steps)
-        generator = torch.Generator("cpu").manual_seed(seed)
+        generator = ([torch.Generator("cpu").manual_seed(s) for s in seed] if isinstance(seed, list)
+                     else torch.Generator("cpu").manual_seed(int(seed)))
         if facts.prompt_arg == "class_labels":  # prompts are class names or ids
             prompt_value = [self.pipeline.get_label_ids([p])[0] if isinstance(p, str) else p for p in prompts]
         else:
@@ -312,7 +323,7 @@ class Model:
         )
         return np.clip(np.asarray(result.images, dtype=np.float32), 0.0, 1.0)
 
-    def _generate_bare(self, prompts: list[str], steps: int, seed: int, guidance_scale: float | None,
+    def _generate_bare(self, prompts: list[str], steps: int, seed: int | list[int], guidance_scale: float | None,
                        latents: torch.Tensor | None, start_step: int, stop_step: int | None, output: str,
                        grad: bool = False, negatives: list[str] | None = None):
         if self.prompt_encoder is None or self.decoder is None or self.latent_shape is None:
@@ -323,7 +334,11 @@ class Model:
         if latents is None:
             if start_step:
                 raise ValueError(f"start_step={start_step} needs the latents entering that step (latents=...)")
-            latents = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+            if isinstance(seed, list):  # one noise per sample, drawn alone from its seed
+                latents = torch.cat([torch.randn((1, *shape[1:]), generator=torch.Generator("cpu").manual_seed(s))
+                                     for s in seed])
+            else:
+                latents = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(seed)))
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents have shape {tuple(latents.shape)}; {len(prompts)} prompts need {shape}")
         _require_guidance(negatives, scale)

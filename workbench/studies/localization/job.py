@@ -3,6 +3,8 @@ parses its arguments in ``workbench/cli/localize.py`` and calls :func:`run_job`)
 
     workbench localize --model toy-unet --pairs 200 --out sweep.zarr [--steps 8] [--starts 0,1,2,4]
 
+    workbench localize --model tiny-sd3 --prompts prompts.txt --scorer ocr --pairs 40 --out sd3.zarr
+
 What it does (docs/localization.md):
 
 1. *screen*: generate every glyph in ``--cells`` (colour, position, seed) cells; glyphs the judge
@@ -21,6 +23,13 @@ and each group are created atomically with consolidated metadata (they open with
 chunk): a chunk's region, then its record, then its done mark ``<out>.job/<group>-<a>-<b>.done``.
 A killed job resumes where it stopped: rerun the same command; a done chunk whose files no longer
 match its record is recomputed.
+
+Any model (a tiny family, a local checkpoint folder, a pipeline): ``prompts`` (lines with one
+quoted text, ``protocol.read_prompts``) replace the glyph cells, and a scorer
+(``workbench.scoring``: ``"ocr"``, or a callable) replaces the judge: cells are (template, seed),
+their texts screened by the scorer, pairs swap one text for another. A model that runs through its
+pipeline cannot resume mid-schedule, so each variant is one whole patched generation
+(``naive_sweep``), and the "prompt swap from step k" baseline is left out of its grid.
 """
 
 from __future__ import annotations
@@ -39,44 +48,75 @@ from ...store.jobs import ChunkRecords, StoreJob, consolidate, create_atomically
 
 def run_job(model_name: str, out, *, pairs: int, steps: int, starts: list[int], n_cells: int, per_cell: int,
             chunk: int, batch: int, seed: int = 0, max_range: int = 3, screen: bool = True,
-            progress: bool = True) -> Path:
+            progress: bool = True, prompts: str | Path | None = None, scorer="judge", shares: bool = True) -> Path:
+    """Run (or resume) the study on ``model_name`` (anything ``workbench.load`` takes by name or
+    folder) into the store ``out``. Glyph pairs scored by the judge by default; with ``prompts`` (a
+    prompt file) text pairs scored by ``scorer`` (``workbench.scoring.get_scorer``: "ocr", a callable).
+    ``shares=False`` skips measuring each text layer's parameter share (``layer_share`` is then NaN):
+    it perturbs every parameter tensor of every text layer, one one-step generation each, which on
+    a large checkpoint costs more than a small sweep."""
     from tqdm.auto import tqdm
 
     from ... import load
+    from ...scoring import JudgeReader, Reader, get_scorer
     from . import protocol as gp
     from .patching import text_layers
-    from ...models.judge import load_judge
 
+    reader = get_scorer(scorer)
+    if not isinstance(reader, Reader):
+        raise ValueError(f"the localization study reads images with a reader (judge, ocr, or a callable); "
+                         f"{reader!r} gives masks, which the segmentation study takes")
+    text = None
+    if prompts is not None:
+        if isinstance(reader, JudgeReader):
+            raise ValueError("text prompts need a scorer that reads text (--scorer ocr, or a callable): the judge "
+                             "reads shapes-world glyphs at scene anchors")
+        text = gp.read_prompts(Path(prompts).read_text().splitlines())
+    elif not isinstance(reader, JudgeReader):
+        raise ValueError(f"the glyph study is scored by the shapes-world judge; scorer {reader.name!r} needs "
+                         "text pairs: pass --prompts (a file of prompts with one quoted text each)")
     out = Path(out)
     job = job_dir(out)
     job.mkdir(parents=True, exist_ok=True)
-    settings = dict(model=model_name, pairs=pairs, steps=steps, starts=starts, cells=n_cells, per_cell=per_cell,
+    settings = dict(model=str(model_name), pairs=pairs, steps=steps, starts=starts, cells=n_cells, per_cell=per_cell,
                     chunk=chunk, seed=seed, max_range=max_range, screen=screen)
+    if not shares:
+        settings.update(shares=False)
+    if text is not None:
+        settings.update(prompts=[p.prompt for p in text], scorer=reader.name)
     _check_settings(job, settings)
     if any(s >= steps or s < 0 for s in starts):
         raise ValueError(f"--starts {starts} must lie in 0..{steps - 1} for a {steps}-step run")
     resume = (f"workbench localize --model {model_name} --pairs {pairs} --out {out} --steps {steps} "
               f"--starts {','.join(map(str, starts))} --cells {n_cells} --per-cell {per_cell} --chunk {chunk} "
-              f"--seed {seed} --max-range {max_range}" + ("" if screen else " --no-screen"))
-    model, judge = load(model_name), load_judge()
+              f"--seed {seed} --max-range {max_range}" + ("" if screen else " --no-screen")
+              + ("" if text is None else f" --prompts {prompts} --scorer {reader.name}")
+              + ("" if shares else " --no-shares"))
+    model = load(model_name)
     layers = text_layers(model)
-    shares = _SharesOnce(model, layers)
+    layer_shares = _SharesOnce(model, layers, job / "layer_shares.json", measure=shares)
+    judge = reader.judge if text is None else None
 
-    table = _pairs(job, model, judge, gp, n_cells, per_cell, pairs, steps, seed, tqdm if progress else None, screen)
-    if not len(table["target_glyph"]):
-        raise ValueError("no glyph pair qualified: the judge read too few of the model's glyphs; screen more --cells")
+    if text is None:
+        table = _pairs(job, model, judge, gp, n_cells, per_cell, pairs, steps, seed, tqdm if progress else None, screen)
+    else:
+        table = _text_pairs(job, model, reader, text, n_cells, per_cell, pairs, steps, seed, screen)
+    if not len(table["cell"]):
+        raise ValueError(f"no pair qualified: the {reader.name} scorer read too few of the model's "
+                         f"{'glyphs' if text is None else 'texts'}; screen more --cells, or pass --no-screen")
+    study = _Study(judge=judge, reader=reader, text=text is not None, resumable=model.latent_shape is not None)
 
     from .sweeps import Variant
 
     grid = [Variant((layer.index,), s) for layer in layers for s in starts]
     grid += [Variant(tuple(range(len(layers))), s) for s in starts]
     _create_root(out)
-    _run_group(out, job, "grid", model, judge, table, grid, steps, chunk, batch, gp, swap_starts=starts,
-               progress=progress, shares=shares, resume=resume)
+    _run_group(out, job, "grid", model, study, table, grid, steps, chunk, batch, gp,
+               swap_starts=starts if study.resumable else (), progress=progress, shares=layer_shares, resume=resume)
 
     focus, chosen = _focus_variants(out, model, layers, steps, max_range)
-    _run_group(out, job, "focus", model, judge, table, focus, steps, chunk, batch, gp, progress=progress,
-               attrs={"chosen": json.dumps(chosen)}, shares=shares, resume=resume)
+    _run_group(out, job, "focus", model, study, table, focus, steps, chunk, batch, gp, progress=progress,
+               attrs={"chosen": json.dumps(chosen)}, shares=layer_shares, resume=resume)
     return out  # (no metadata changed since focus was created and the store consolidated)
 
 
@@ -143,6 +183,49 @@ def _pairs(job, model, judge, gp, n_cells, per_cell, limit, steps, seed, tqdm, s
     return table
 
 
+def _text_pairs(job, model, reader, prompts, n_cells, per_cell, limit, steps, seed, screen=True) -> dict:
+    """Screen (template, seed) cells by the scorer, then pair texts it reads back (cached in the job folder)."""
+    from . import protocol as gp
+
+    path = job / "pairs.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    rng = np.random.default_rng(seed)
+    table = {k: [] for k in gp.TEXT_COLUMNS}
+    for c, (template, texts, cell_seed) in enumerate(gp.text_cells(prompts, n_cells, seed)):
+        if screen:
+            images = model.generate([template.replace("{}", t) for t in texts], steps=steps,
+                                    seed=[cell_seed] * len(texts))
+            ok = [t for t, good in zip(texts, reader.agrees(images, texts)) if good]
+        else:
+            ok = list(texts)
+        ordered = list(permutations(ok, 2))
+        rng.shuffle(ordered)
+        for a, b in ordered[:per_cell]:
+            for key, value in zip(table, (a, b, template, cell_seed, "validation" if c % 2 == 0 else "test", c)):
+                table[key].append(value)
+    keep = min(limit, len(table["cell"]))
+    table = {k: v[:keep] for k, v in table.items()}
+    write_json_atomically(path, table)
+    return table
+
+
+class _Study:
+    """What differs between the glyph study (judge) and the text study (any reader) inside a chunk."""
+
+    def __init__(self, judge, reader, text: bool, resumable: bool):
+        self.judge, self.reader, self.text, self.resumable = judge, reader, text, resumable
+
+    def score_fields(self) -> dict:
+        """Score variables per (pair, variant): name -> (dtype, fill)."""
+        from .protocol import READ_WIDTH
+
+        common = {"success": (bool, False), "psnr": (np.float32, np.nan), "ssim": (np.float32, np.nan)}
+        if self.text:
+            return common | {"read": (f"U{READ_WIDTH}", "")}
+        return common | {"colour_kept": (bool, False), "rest_kept": (bool, False), "read": ("U4", "")}
+
+
 def _pair_dataset(table: dict) -> xr.Dataset:
     n = len(table["cell"])
     return xr.Dataset({k: ("pair", np.asarray(v)) for k, v in table.items()}, coords={"pair": np.arange(n)})
@@ -158,20 +241,25 @@ def _variant_coords(variants) -> dict:
 
 
 class _SharesOnce:
-    """Each text layer's parameter share, measured on first use (it runs the model) and kept."""
+    """Each text layer's parameter share, measured on first use (it runs the model) and kept, in
+    the job folder too (a resumed job does not measure again); NaN when not ``measure``d."""
 
-    def __init__(self, model, layers):
-        self.model, self.layers, self.values = model, layers, None
+    def __init__(self, model, layers, path: Path, measure: bool = True):
+        self.model, self.layers, self.path, self.measure, self.values = model, layers, path, measure, None
 
     def __call__(self) -> list[float]:
         from .patching import layer_parameter_share
 
+        if self.values is None and self.path.exists():
+            self.values = json.loads(self.path.read_text())
         if self.values is None:
-            self.values = [layer_parameter_share(self.model, [layer]) for layer in self.layers]
+            self.values = ([layer_parameter_share(self.model, [layer]) for layer in self.layers] if self.measure
+                           else [float("nan")] * len(self.layers))
+            write_json_atomically(self.path, self.values)
         return self.values
 
 
-def _run_group(out, job, group, model, judge, table, variants, steps, chunk, batch, gp, swap_starts=(),
+def _run_group(out, job, group, model, study, table, variants, steps, chunk, batch, gp, swap_starts=(),
                progress=True, attrs=None, shares=None, resume="rerun the same command") -> None:
     """Compute and write every unfinished chunk of ``group`` (chunk i: pairs [i*chunk, (i+1)*chunk))."""
     import logging
@@ -188,7 +276,7 @@ def _run_group(out, job, group, model, judge, table, variants, steps, chunk, bat
 
     if not (out / group).exists():  # created whole (atomically) or not at all
         _allocate(out, group, pairs, variants, swap_starts, model.image_size, chunk, attrs or {}, model, steps,
-                  shares())
+                  shares(), study)
     records = ChunkRecords(out, part=group)
     for i in range(len(chunks)):  # rule 5: a done chunk whose files changed is recomputed alone
         why = records.damage(i) if is_done(i) else None
@@ -209,8 +297,11 @@ def _run_group(out, job, group, model, judge, table, variants, steps, chunk, bat
                   done_count=lambda: sum(m.exists() for m in marks)) as store_job:
         def work(i: int) -> None:
             a, b = chunks[i]
-            ds, cost = _compute_chunk(model, judge, pairs.isel(pair=slice(a, b)), variants, steps, batch, gp,
-                                      swap_starts, bar)
+            part = pairs.isel(pair=slice(a, b))
+            if study.text:
+                ds, cost = _compute_text_chunk(model, study, part, variants, steps, batch, swap_starts, bar)
+            else:
+                ds, cost = _compute_chunk(model, study.judge, part, variants, steps, batch, gp, swap_starts, bar)
             if not store_job.may_write(i):  # taken over by another job (this one looked dead): leave it
                 return
             # Data (no metadata: consolidated=False), then its record, then the done mark.
@@ -262,32 +353,73 @@ def _compute_chunk(model, judge, part, variants, steps, batch, gp, swap_starts, 
     return ds, result.cost.as_dict()
 
 
+def _compute_text_chunk(model, study, part, variants, steps, batch, swap_starts, bar) -> tuple[xr.Dataset, dict]:
+    """One chunk of text pairs: as ``_compute_chunk``, scored by the study's reader. A model that
+    resumes mid-schedule shares the pairs' prefixes (``sweep``, with the swap baseline); one run
+    by its pipeline patches whole generations (``naive_sweep``)."""
+    from .patching import prompt_token_maps
+    from .protocol import READ_WIDTH, TextPrompt, text_scores
+    from .sweeps import naive_sweep, sweep
+
+    target = [TextPrompt(t, x) for t, x in zip(part["template"].values, part["target_text"].values)]
+    source = [TextPrompt(t, x) for t, x in zip(part["template"].values, part["source_text"].values)]
+    prompts_t, prompts_s = [p.prompt for p in target], [p.prompt for p in source]
+    maps = prompt_token_maps(model, prompts_t, prompts_s, [p.span for p in target], [p.span for p in source])
+    seeds = [int(s) for s in part["seed"].values]
+    if study.resumable:
+        result = sweep(model, prompts_t, prompts_s, seeds, variants, steps=steps, token_maps=maps, batch=batch,
+                       swap_starts=swap_starts, progress=bar)
+    else:
+        result = naive_sweep(model, prompts_t, prompts_s, seeds, variants, steps=steps, token_maps=maps)
+        if bar is not None:
+            bar.update(len(variants))
+    expected = part["source_text"].values
+    scores = text_scores(study.reader, result.images, result.target, expected)
+    data = {name: scores[name] for name in scores}
+    data["image"] = (("pair", "variant", "y", "x", "rgb"), _u8(result.images))
+    data["target_image"] = (("pair", "y", "x", "rgb"), _u8(result.target))
+    data["source_image"] = (("pair", "y", "x", "rgb"), _u8(result.source))
+    base = study.reader.read(np.concatenate([result.target, result.source]))
+    k = part.sizes["pair"]
+    width = f"U{READ_WIDTH}"
+    data["target_read"] = ("pair", np.array([str(r)[:READ_WIDTH] for r in base[:k]], dtype=width))
+    data["source_read"] = ("pair", np.array([str(r)[:READ_WIDTH] for r in base[k:]], dtype=width))
+    if swap_starts:
+        swap = text_scores(study.reader, result.swaps, result.target, expected)
+        for name in swap:
+            data[f"swap_{name}"] = swap[name].rename(variant="swap_start")
+        data["swap_image"] = (("pair", "swap_start", "y", "x", "rgb"), _u8(result.swaps))
+    ds = xr.Dataset(data)
+    ds = ds.drop_vars([c for c in ds.coords], errors="ignore")
+    return ds, result.cost.as_dict()
+
+
 def _u8(images: np.ndarray) -> np.ndarray:
     return np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
 
 
-def _allocate(out, group, pairs, variants, swap_starts, side, chunk, attrs, model, steps, shares) -> None:
+def _allocate(out, group, pairs, variants, swap_starts, side, chunk, attrs, model, steps, shares, study) -> None:
     n, v = pairs.sizes["pair"], len(variants)
     dims2 = ("pair", "variant")
-    data = {
-        "success": (dims2, np.zeros((n, v), bool)),
-        "colour_kept": (dims2, np.zeros((n, v), bool)),
-        "rest_kept": (dims2, np.zeros((n, v), bool)),
-        "read": (dims2, np.full((n, v), "", dtype="U4")),
-        "psnr": (dims2, np.full((n, v), np.nan, np.float32)),
-        "ssim": (dims2, np.full((n, v), np.nan, np.float32)),
+    fields = study.score_fields()
+    read = fields["read"][0]
+    # (the glyph study's variables keep their order: its published stores stay as they were)
+    order = ["success", "colour_kept", "rest_kept", "read", "psnr", "ssim"]
+    data = {name: (dims2, np.full((n, v), fields[name][1], dtype=fields[name][0])) for name in order if name in fields}
+    data |= {
         "image": (dims2 + ("y", "x", "rgb"), np.zeros((n, v, side, side, 3), np.uint8)),
         "target_image": (("pair", "y", "x", "rgb"), np.zeros((n, side, side, 3), np.uint8)),
         "source_image": (("pair", "y", "x", "rgb"), np.zeros((n, side, side, 3), np.uint8)),
-        "target_read": ("pair", np.full(n, "", dtype="U4")),
-        "source_read": ("pair", np.full(n, "", dtype="U4")),
+        "target_read": ("pair", np.full(n, "", dtype=read)),
+        "source_read": ("pair", np.full(n, "", dtype=read)),
     }
     coords = dict(_variant_coords(variants))
     if swap_starts:
         s = len(swap_starts)
         for name in ("success", "colour_kept", "rest_kept"):
-            data[f"swap_{name}"] = (("pair", "swap_start"), np.zeros((n, s), bool))
-        data["swap_read"] = (("pair", "swap_start"), np.full((n, s), "", dtype="U4"))
+            if name in fields:
+                data[f"swap_{name}"] = (("pair", "swap_start"), np.zeros((n, s), bool))
+        data["swap_read"] = (("pair", "swap_start"), np.full((n, s), "", dtype=read))
         for name in ("psnr", "ssim"):
             data[f"swap_{name}"] = (("pair", "swap_start"), np.full((n, s), np.nan, np.float32))
         data["swap_image"] = (("pair", "swap_start", "y", "x", "rgb"), np.zeros((n, s, side, side, 3), np.uint8))
@@ -299,6 +431,8 @@ def _allocate(out, group, pairs, variants, swap_starts, side, chunk, attrs, mode
     ds = ds.assign_coords(layer_module=("layer", [layer.module for layer in layers]),
                           layer_share=("layer", list(shares)))
     ds.attrs.update(attrs, model=model.name, steps=steps, group=group)
+    if study.text:
+        ds.attrs.update(scorer=study.reader.name)
     encoding = {name: {"chunks": (chunk,) + ds[name].shape[1:]} for name in ds.data_vars if ds[name].dims[0] == "pair"}
 
     def build(folder: Path) -> None:

@@ -249,7 +249,10 @@ def cache_text(model, prompts: Sequence[str], *, steps: int, seed: int | Sequenc
     chosen = pick_layers(model, layers)
     sites = [s for layer in chosen for s in (layer.key, layer.value)]
     with record(model, sites) as rec:
-        images = model.generate(prompts, steps=steps, seed=seed if isinstance(seed, int) else 0,
+        # Given latents carry each sample's noise; without them (a pipeline) each sample draws its
+        # noise from its own seed.
+        run_seed = seed if isinstance(seed, int) else (0 if latents is not None else list(seed))
+        images = model.generate(prompts, steps=steps, seed=run_seed,
                                 guidance_scale=guidance_scale, **({} if latents is None else {"latents": latents}))
     kv = {}
     for site in sites:

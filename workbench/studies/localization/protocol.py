@@ -11,6 +11,7 @@ noise seed is shared across the split.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -123,3 +124,85 @@ def smallest_layer_set(success: Mapping[tuple[int, ...], float], target: float) 
         return None
     _, neg, layers = min(reaching)
     return list(layers), -neg
+
+
+# -- text pairs from a prompt file, scored by any reader ------------------------------------------
+# The same study on any model: a pair is (text A -> text B) in the same prompt template, from the
+# same seed; success is the scorer reading B in the patched image. The shapes world's extra checks
+# (colour and the rest of the scene kept) need the judge; here the image outside the text is
+# compared whole (PSNR / SSIM against the unpatched target), since where a model draws its text is
+# not known.
+TEXT_COLUMNS = ("target_text", "source_text", "template", "seed", "split", "cell")
+READ_WIDTH = 64  # characters of a reading kept in the store (fixed-width strings, as zarr v2 stores them)
+_QUOTED = re.compile(r'"([^"]+)"')
+
+
+@dataclass(frozen=True)
+class TextPrompt:
+    """A prompt with one quoted text: ``template`` holds ``{}`` where the text goes."""
+
+    template: str
+    text: str
+
+    @property
+    def prompt(self) -> str:
+        return self.template.replace("{}", self.text)
+
+    @property
+    def span(self) -> dict[str, tuple[int, int]]:
+        """The text's characters in the prompt, as the role ``text`` (aligned token by token)."""
+        start = self.template.index("{}")
+        return {"text": (start, start + len(self.text))}
+
+
+def read_prompts(lines) -> list[TextPrompt]:
+    """Prompts of a prompt file: one per line, each with exactly one double-quoted text (the text
+    the study swaps: ``a shop sign that says "BAKERY"``); blank lines and ``#`` comments skipped.
+    Lines that share a template (the line with its text taken out) form pairs."""
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        found = list(_QUOTED.finditer(line))
+        if len(found) != 1 or "{}" in line:
+            raise ValueError(f"prompt line {number} ({line!r}) must hold exactly one double-quoted text, "
+                             'e.g. a shop sign that says "BAKERY"')
+        match = found[0]
+        prompts.append(TextPrompt(line[:match.start(1)] + "{}" + line[match.end(1):], match.group(1)))
+    by_template: dict[str, set[str]] = {}
+    for p in prompts:
+        by_template.setdefault(p.template, set()).add(p.text)
+    if not any(len(texts) > 1 for texts in by_template.values()):
+        raise ValueError(f"no two prompts share a template ({len(prompts)} prompts): a pair swaps the quoted text "
+                         "of one prompt for another's, so give each template at least two texts")
+    return prompts
+
+
+def text_cells(prompts: list[TextPrompt], n: int, seed: int = 0) -> list[tuple[str, list[str], int]]:
+    """``n`` cells (template, its texts, noise seed), templates taken in turn (those with two
+    texts or more); seeds as the glyph cells' (1000 + i, never shared across cells)."""
+    by_template: dict[str, list[str]] = {}
+    for p in prompts:
+        texts = by_template.setdefault(p.template, [])
+        if p.text not in texts:
+            texts.append(p.text)
+    usable = [(t, texts) for t, texts in by_template.items() if len(texts) > 1]
+    return [(usable[i % len(usable)][0], usable[i % len(usable)][1], 1000 + i + seed) for i in range(n)]
+
+
+def text_scores(reader, images: np.ndarray, target_images: np.ndarray, expected: np.ndarray) -> xr.Dataset:
+    """Scores of ``images`` (pair, variant, y, x, rgb): ``success``: ``reader`` reads each pair's
+    source text; ``read``: what it read; ``psnr`` / ``ssim``: against the unpatched target, whole image."""
+    n_pair, n_var = images.shape[:2]
+    read = reader.read(images.reshape(n_pair * n_var, *images.shape[2:]))
+    success = np.array([reader.matches(got, want) for got, want in zip(read, np.repeat(expected, n_var))])
+    reference = np.broadcast_to(target_images[:, None], images.shape)
+    nowhere = np.zeros(images.shape[:-1], bool)
+    dims = ("pair", "variant")
+    return xr.Dataset({
+        "success": (dims, success.reshape(n_pair, n_var)),
+        "read": (dims, np.array([str(r)[:READ_WIDTH] for r in read], dtype=f"U{READ_WIDTH}").reshape(n_pair, n_var)),
+        "psnr": (dims, psnr_outside(images, reference, nowhere).astype(np.float32)),
+        "ssim": (dims, ssim_outside(images, reference, nowhere).astype(np.float32)),
+    })

@@ -183,20 +183,28 @@ def naive_sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Se
                 variants: Sequence[Variant], *, steps: int, guidance_scale: float | None = None,
                 token_maps: np.ndarray | None = None, pairs_per_run: int | None = None,
                 keep_latents: bool = False) -> SweepResult:
-    """One full generation per variant, nothing shared: the reference the engine must reproduce.
+    """One full generation per variant, nothing shared: the reference the engine must reproduce,
+    and the way to sweep a model that runs through its pipeline (which cannot resume mid-schedule;
+    each sample's noise then comes from its own seed, drawn by the pipeline).
 
     ``pairs_per_run=1`` is the anchor's way (one generation per prompt and variant); None batches
     all pairs of a variant in one generation (a stronger baseline)."""
     variants = list(variants)
     _check_variants(variants, steps)
     cost = Cost()
-    noise = noise_for(model, seeds)
+    if model.latent_shape is None and keep_latents:
+        raise ValueError(f"{model.name or 'this model'} runs through a pipeline, which returns images, not latents: "
+                         "sweep it with keep_latents=False")
+    noise = noise_for(model, seeds) if model.latent_shape is not None else None
     n = len(targets)
     per_run = n if pairs_per_run is None else pairs_per_run
     with _Counter(model, cost):
         source_images, cache = cache_text(model, sources, steps=steps, seed=list(seeds),
                                           guidance_scale=guidance_scale, latents=noise)
-        target_images = model.decode_latents(_run(model, targets, noise, steps, 0, steps, guidance_scale))
+        if noise is None:
+            target_images = model.generate(list(targets), steps=steps, seed=list(seeds), guidance_scale=guidance_scale)
+        else:
+            target_images = model.decode_latents(_run(model, targets, noise, steps, 0, steps, guidance_scale))
         images = np.zeros((n, len(variants), *target_images.shape[1:]), dtype=np.float32)
         kept = np.zeros((n, len(variants), *noise.shape[1:]), dtype=_np_dtype(noise)) if keep_latents else None
         for v, variant in enumerate(variants):
@@ -204,6 +212,11 @@ def naive_sweep(model, targets: Sequence[str], sources: Sequence[str], seeds: Se
                 pairs = list(range(a, min(a + per_run, n)))
                 plan = _plan(model, cache, [variant], pairs, token_maps)
                 with intervene(model, text_patches(model, cache, plan, steps)):
+                    if noise is None:
+                        images[pairs, v] = model.generate([targets[i] for i in pairs], steps=steps,
+                                                          seed=[int(seeds[i]) for i in pairs],
+                                                          guidance_scale=guidance_scale)
+                        continue
                     out = _run(model, [targets[i] for i in pairs], noise[pairs], steps, 0, steps, guidance_scale)
                 images[pairs, v] = model.decode_latents(out)
                 if kept is not None:
