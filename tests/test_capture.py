@@ -46,10 +46,12 @@ def test_attention_probabilities_are_exact(family_model):
         q = _joined(rec, f"{path}.q")
         k = _joined(rec, f"{path}.k")
         logits = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
-        text_mask = inputs.get("encoder_hidden_states_mask")  # Qwen-Image masks padded text keys
-        if text_mask is not None:
+        # Qwen-Image and Sana mask padded text keys
+        text_mask = inputs.get("encoder_hidden_states_mask", inputs.get("encoder_attention_mask"))
+        text_keys = probs.key_kind.values == "text" if "key_kind" in probs.coords else np.ones(logits.shape[-1], bool)
+        if text_mask is not None and text_keys.sum() == text_mask.shape[1]:
             keep = torch.ones(logits.shape[0], logits.shape[-1], dtype=torch.bool)
-            keep[:, probs.key_kind.values == "text"] = text_mask.bool()
+            keep[:, text_keys] = text_mask.bool()
             logits = logits.masked_fill(~keep[:, None, None, :], float("-inf"))
         direct = torch.softmax(logits, dim=-1)
         np.testing.assert_allclose(probs.values[:, 0, 0], direct.numpy(), atol=1e-5, err_msg=name)
