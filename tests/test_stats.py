@@ -70,3 +70,13 @@ def test_editing_differences_are_paired_for_rates_and_bootstrapped_for_continuou
     assert out["difference_low"][1][1, i] < 0 < out["difference_high"][1][1, i]  # Newcombe: not zero-width
     j = list(SCORES).index("target_iou")
     assert out["difference_low"][1][1, j] == out["difference_high"][1][1, j] == 0  # a bootstrap of zeros
+
+
+def test_unpaired_difference_of_counts_is_the_square_and_add_of_wilson():
+    from workbench.analysis.stats import difference
+
+    low, high = difference(99, 100, 100, 100)
+    assert low < -0.01 < high and high > 0  # one failure in 100 is no evidence of a loss
+    l1, u1 = wilson(99, 100)
+    l2, u2 = wilson(100, 100)
+    assert low == pytest.approx(-0.01 - np.hypot(0.99 - l1, u2 - 1.0))

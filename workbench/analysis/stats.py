@@ -76,6 +76,17 @@ def paired_difference(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tupl
     return float(max(d - below, -1.0)), float(min(d + above, 1.0))
 
 
+def difference(successes_a: int, n_a: int, successes_b: int, n_b: int, level: float = 0.95) -> tuple[float, float]:
+    """Interval of the difference of two proportions a - b when only their counts are known
+    (Newcombe's square-and-add of the Wilson intervals, method 10 with no pairing). For outcomes on
+    the same items, :func:`paired_difference` is narrower when the pairs agree."""
+    l1, u1 = wilson(successes_a, n_a, level)
+    l2, u2 = wilson(successes_b, n_b, level)
+    p1, p2 = successes_a / n_a, successes_b / n_b
+    d = p1 - p2
+    return float(max(d - np.hypot(p1 - l1, u2 - p2), -1.0)), float(min(d + np.hypot(u1 - p1, p2 - l2), 1.0))
+
+
 def interval(values: np.ndarray, level: float = 0.95, n_boot: int = 2000) -> tuple[float, float]:
     """The interval of the mean of ``values``: Wilson for 0/1 outcomes, the bootstrap otherwise."""
     values = np.asarray(values, dtype=float)

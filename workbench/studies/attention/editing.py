@@ -45,6 +45,7 @@ METHODS = {
                                    "transformer_blocks.*.attn.probs.text->image"),
 }
 SCORES = ("edit_success", "name_right", "colour_right", "target_iou", "background_psnr")
+RATES = ("edit_success", "name_right", "colour_right")  # 0/1 per pair
 
 
 def foreground(images: np.ndarray, threshold: float = 0.15) -> np.ndarray:
@@ -150,5 +151,7 @@ def compare_methods(model, judge, n_pairs: int = 150, methods=tuple(METHODS), **
     if "prompt-swap" in per_pair:
         base = per_pair["prompt-swap"]
         summary = summary.assign(**paired_differences(per_pair, base))
+        summary.attrs["difference_interval"] = ("Newcombe's paired interval for the 0/1 scores, the bootstrap of the "
+                                                "per-pair differences for IoU and PSNR")
     return summary.assign_attrs(pairs=n_pairs, model=model.name, **{k: v for k, v in options.items()
                                                                    if isinstance(v, (int, float, str))})

@@ -16,6 +16,8 @@ import xarray as xr
 
 from ...results import results_dir
 from ..docs import write_block
+from ...analysis.stats import wilson
+from .editing import RATES
 
 MODELS = ("toy-mmdit", "toy-unet")
 
@@ -96,20 +98,24 @@ def editing_tables() -> str:
             cells = []
             for score in ds.score.values:
                 m, lo, hi = (float(ds[v].sel({"method": method, "kind": kind, "score": score})) for v in ("mean", "ci_low", "ci_high"))
+                if score in RATES:  # a rate is a count over n pairs: its Wilson interval follows exactly
+                    n = int(ds.n.sel(kind=kind))
+                    lo, hi = wilson(int(round(m * n)), n)
                 digits = 1 if score == "background_psnr" else 2 if score != "target_iou" else 3
                 cells.append(f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]")
             out.append(f"| {method} | " + " | ".join(cells) + " |")
     if "difference" in ds:
-        out.append("\n**Each method minus prompt-swap, paired over all pairs** (95% CI: Newcombe's paired interval for edit "
-                   "success, the bootstrap of per-pair differences for IoU and PSNR)\n")
+        how = ds.attrs.get("difference_interval", "percentile bootstrap of the per-pair differences (saved before "
+                                                  "issue 23: rerun for Newcombe's paired interval on edit success)")
+        out.append(f"\n**Each method minus prompt-swap, paired over all pairs** (95% CI: {how})\n")
         out.append("| method | edit success | IoU vs target mask | background PSNR (dB) |\n| --- | --- | --- | --- |")
         for method in ds.method.values:
             if method == "prompt-swap":
                 continue
             cells = []
             for score, digits in (("edit_success", 2), ("target_iou", 3), ("background_psnr", 1)):
-                m, lo, hi = (float(ds[v].sel({"method": method, "score": score}))
-                             for v in ("difference", "difference_low", "difference_high"))
+                where = {"method": method, "score": score, **({"kind": "all"} if "kind" in ds["difference"].dims else {})}
+                m, lo, hi = (float(ds[v].sel(where)) for v in ("difference", "difference_low", "difference_high"))
                 cells.append(f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]")
             out.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(out)
