@@ -176,6 +176,9 @@ def scratch_copy() -> Path:
         elif source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
+    # the installed package maps workbench.hooks to the repository's hooks/ (pyproject package-dir);
+    # link it inside the copy so the copy never imports the working tree's hooks
+    (target / "workbench" / "hooks").symlink_to(Path("..") / "hooks")
     return target
 
 
@@ -193,9 +196,11 @@ def run_tests(scratch: Path, tests: tuple[str, ...]) -> tuple[int, str, float]:
     with contextlib.redirect_stdout(capture):
         code = pytest.main(["-q", "-x", "-n", "0", "-p", "no:cacheprovider", "-rf", *tests])
     import workbench
+    import workbench.hooks
 
-    if not workbench.__file__.startswith(str(scratch)):
-        raise RuntimeError(f"the tests imported {workbench.__file__}, not the scratch copy under {scratch}")
+    for module in (workbench, workbench.hooks):
+        if not module.__file__.startswith(str(scratch)):
+            raise RuntimeError(f"the tests imported {module.__file__}, not the scratch copy under {scratch}")
     return int(code), capture.getvalue(), time.perf_counter() - start
 
 
@@ -214,13 +219,30 @@ def apply(scratch: Path, mutation: Mutation) -> str:
     return original
 
 
+def baseline_selections(selected: list[Mutation]) -> list[tuple[str, ...]]:
+    """At most two runs covering every selection: the whole files some mutation runs whole, and
+    the other files under the union of the ``-k`` expressions (a superset of each selection)."""
+    whole, filtered, expressions = set(), set(), []
+    for m in selected:
+        files = [t for t in m.tests if t.startswith("tests/")]
+        if "-k" in m.tests:
+            filtered.update(files)
+            expressions.append(m.tests[m.tests.index("-k") + 1])
+        else:
+            whole.update(files)
+    runs = [tuple(sorted(whole))] if whole else []
+    if filtered - whole:
+        runs.append((*sorted(filtered - whole), "-k", " or ".join(dict.fromkeys(expressions))))
+    return runs
+
+
 def run(selected: list[Mutation]) -> dict:
     scratch = scratch_copy()
     here = os.getcwd()
     os.chdir(scratch)
     sys.path.insert(0, str(scratch))
     try:
-        for tests in dict.fromkeys(m.tests for m in selected):  # the guards pass on the correct code
+        for tests in baseline_selections(selected):  # the guards pass on the correct code
             code, out, _ = run_tests(scratch, tests)
             if code != 0:
                 raise RuntimeError(f"tests {' '.join(tests)} fail on the unmutated code:\n{out[-3000:]}")
