@@ -23,10 +23,16 @@ EPS = 1e-3
 # by 7.8e-3 (estimate 0.0154, difference 0.0076, toy-unet layer 0: 16 float32 steps of a metric
 # near 10, so not the rounding of the metric alone) while the strongest layer is > 1.
 REL, ABS = 0.06, 1e-2
-# toy-mmdit, whose text K/V follow the image tokens through the run: 4.1% on the round-4 weights,
-# 9.6% on round 7 (block 3, start 0: estimate -3.07, difference -2.80). Not explained yet: the
-# bound is widened to what was measured, not to what the method promises.
-REL_MMDIT = 0.12
+# toy-mmdit (issue 23): the metric is sharply curved in alpha there, so at alpha = +-1e-3 the central
+# difference still carries a truncation error (~eps^2 f'''/6) of several percent -- that was the 9.6%
+# gap. benchmarks/attribution_fd_scan.py (docs/results/attribution_fd_scan.json; block 3, start 0,
+# estimate -3.074) shows the central difference converging on the estimate as eps shrinks:
+# -0.09, +1.06, -1.19, -2.21, -2.83, -3.03, -3.00 at eps 1e-1 ... 1e-3, 3e-4, 1e-4, until float32
+# rounding takes over (forward and backward at 1e-4: -2.90 and -3.11, a rounding of ~1e-5 in the
+# metric divided by eps). So toy-mmdit uses eps 3e-4: truncation ~(0.3)^2 of the 1e-3 gap (< 1%),
+# rounding ~1e-5 / 3e-4 ~ 0.04 absolute; the bound is REL 6% plus that rounding term.
+EPS_MMDIT = 3e-4
+REL_MMDIT, ABS_MMDIT = REL, 0.05
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +54,12 @@ def _metric_at(model, pair, cache, alpha, **where):
     return float(pair.metric.on_images(A.differentiable_images(model, latents), np.arange(1)))
 
 
-def _finite_difference(model, pair, cache, **where):
-    return (_metric_at(model, pair, cache, EPS, **where) - _metric_at(model, pair, cache, -EPS, **where)) / (2 * EPS)
+def _finite_difference(model, pair, cache, eps=EPS, **where):
+    return (_metric_at(model, pair, cache, eps, **where) - _metric_at(model, pair, cache, -eps, **where)) / (2 * eps)
 
 
-def _close(estimate, fd, rel=REL):
-    return abs(estimate - fd) <= rel * abs(fd) + ABS
+def _close(estimate, fd, rel=REL, absolute=ABS):
+    return abs(estimate - fd) <= rel * abs(fd) + absolute
 
 
 def test_the_gradient_estimate_equals_finite_differences_per_layer_head_and_start(unet, judge):
@@ -88,8 +94,8 @@ def test_the_gradient_estimate_follows_a_text_stream_that_changes_per_step(mmdit
     for layer in (2, 3):
         for start in (0, 1):
             estimate = float(A.layer_effects(result.contributions, start).sel(layer=layer)[0])
-            fd = _finite_difference(mmdit, pair, cache, layers=[layer], start=start)
-            assert _close(estimate, fd, REL_MMDIT), (layer, start, estimate, fd)
+            fd = _finite_difference(mmdit, pair, cache, EPS_MMDIT, layers=[layer], start=start)
+            assert _close(estimate, fd, REL_MMDIT, ABS_MMDIT), (layer, start, estimate, fd)
 
 
 def test_a_full_blend_is_activation_patching(unet, judge):
