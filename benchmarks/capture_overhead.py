@@ -11,6 +11,9 @@ counts only this process's work, so the CPU-time ratio is the one to read there.
 
     python benchmarks/capture_overhead.py                      # all configurations, markdown table
     python benchmarks/capture_overhead.py --python .bench-venv/bin/python   # nnsight lives there
+    python benchmarks/capture_overhead.py --record      # workbench vs hand-written hooks side by side at
+                                                        # widths 512 and 64 -> docs/results/capture_overhead.json
+    python benchmarks/capture_overhead.py --update-doc  # its table into docs/benchmarks.md
 
 nnsight is not a workbench dependency; install it in its own environment, e.g.
 ``python -m venv --system-site-packages .bench-venv && .bench-venv/bin/pip install nnsight``.
@@ -189,6 +192,65 @@ def measure(names: list[str], width: int, layers: int, steps: int, repeats: int,
     } for name in names]
 
 
+# The recorded comparison (issue 25's target: block recording within 2% of a hand-written hook loop):
+# (width, steps, repeats); width 64 makes hook overhead a larger share of the work.
+RECORDED = ((512, 3, 5), (64, 10, 9))
+SIDE_BY_SIDE = "blocks_workbench+blocks_handwritten"
+
+
+def run_group(python: str, group: str, width: int, layers: int, steps: int, repeats: int, threads: int) -> list[dict]:
+    """One subprocess measuring the configurations of ``group`` ('a+b' side by side)."""
+    cmd = [python, __file__, "--one", group, "--width", str(width), "--layers", str(layers),
+           "--steps", str(steps), "--repeats", str(repeats), "--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{group} at width {width} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def record(python: str, layers: int, threads: int) -> dict:
+    """workbench.record and the hand-written hook loop side by side at each width of RECORDED; per
+    repeat, the gap is workbench's CPU-time ratio minus the hand-written loop's (same bare median,
+    same repeat), so the spread of the gaps is the machine's noise on the comparison itself."""
+    import torch
+
+    rows = []
+    for width, steps, repeats in RECORDED:
+        by_name = {r["config"]: r for r in run_group(python, SIDE_BY_SIDE, width, layers, steps, repeats, threads)}
+        wb, hand = by_name["blocks_workbench"], by_name["blocks_handwritten"]
+        gaps = sorted(a - b for a, b in zip(wb["cpu_ratios"], hand["cpu_ratios"]))
+        rows.append({"width": width, "steps": steps, "repeats": repeats, "workbench": wb, "handwritten": hand,
+                     "gap": wb["ratio"] - hand["ratio"], "gap_per_repeat": gaps,
+                     "gap_median_per_repeat": statistics.median(gaps),
+                     "gap_quartiles": [float(q) for q in statistics.quantiles(gaps, n=4)]})
+        print(f"width {width}: workbench {wb['ratio']:.3f}x, hand-written {hand['ratio']:.3f}x, gap "
+              f"{100 * rows[-1]['gap']:+.1f}% (per repeat {', '.join(f'{100 * g:+.1f}' for g in gaps)})", file=sys.stderr)
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "target_gap": 0.02,
+            "machine": f"{platform.processor() or platform.machine()}, {threads} thread(s), torch {torch.__version__}",
+            "model": f"SD3Transformer2DModel, {layers} layers, 1024 image + 77 text tokens", "rows": rows}
+
+
+def overhead_table(saved: dict) -> str:
+    """docs/benchmarks.md's side-by-side table, from the saved results."""
+    out = [f"Measured {saved['date']} ({saved['machine']}; {saved['model']}); CPU time on one thread, workbench, "
+           "hand-written and bare runs in turn in one process. *gap* = workbench's ratio minus the hand-written "
+           "loop's; *per-repeat gaps* pair the two runs of each repeat (same bare median), sorted, so their range "
+           "is the noise on the comparison itself.", "",
+           "| width, steps, repeats | workbench.record vs bare | per repeat | hand-written hooks vs bare | per repeat "
+           "| gap (medians) | per-repeat gaps: median [quartiles], range | within 2%? |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in saved["rows"]:
+        wb, hand, gaps = r["workbench"], r["handwritten"], r["gap_per_repeat"]
+        q1, _, q3 = r["gap_quartiles"]
+        verdict = "yes" if r["gap"] <= saved["target_gap"] else "**no**"
+        out.append(f"| {r['width']}, {r['steps']} steps, median of {r['repeats']} | {wb['ratio']:.3f}x | "
+                   f"{', '.join(f'{x:.3f}' for x in wb['cpu_ratios'])} | {hand['ratio']:.3f}x | "
+                   f"{', '.join(f'{x:.3f}' for x in hand['cpu_ratios'])} | {100 * r['gap']:+.1f}% | "
+                   f"{100 * r['gap_median_per_repeat']:+.1f}% [{100 * q1:+.1f}, {100 * q3:+.1f}], "
+                   f"{100 * gaps[0]:+.1f} to {100 * gaps[-1]:+.1f}% | {verdict} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default=",".join(CONFIGS),
@@ -201,10 +263,27 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: CPU time is exact)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the subprocesses (one with nnsight)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--record", action="store_true",
+                        help="measure workbench vs hand-written hooks side by side at widths 512 and 64 and write "
+                        "docs/results/capture_overhead.json")
+    parser.add_argument("--update-doc", action="store_true",
+                        help="write the saved comparison into docs/benchmarks.md's generated block")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(measure(args.one.split("+"), args.width, args.layers, args.steps, args.repeats, args.threads)))
+        return
+    from workbench.results import results_dir
+
+    saved_path = results_dir() / "capture_overhead.json"
+    if args.record:
+        saved_path.write_text(json.dumps(record(args.python, args.layers, args.threads), indent=1) + "\n")
+        print(overhead_table(json.loads(saved_path.read_text())))
+        return
+    if args.update_doc:
+        from workbench.studies.docs import write_block
+
+        write_block("benchmarks.md", "capture-overhead", overhead_table(json.loads(saved_path.read_text())))
         return
     results = []
     groups = args.configs.split(",")
