@@ -107,3 +107,28 @@ def test_get_scorer_names_what_is_valid():
         get_scorer(3)
     reader = CallableReader(lambda x: ["a"] * len(x), name="mine")
     assert get_scorer(reader) is reader and isinstance(reader, Reader)
+
+
+@pytest.mark.slow
+def test_mask_folder_feeds_the_segmentation_study(tmp_path):
+    """Real images + masks from a folder, scored like shapes-world objects (toy-unet, one timestep)."""
+    import workbench as wb
+    from workbench.studies.attention.segmentation import folder_scenes, segmentation_scores
+
+    (tmp_path / "images").mkdir(), (tmp_path / "masks").mkdir()
+    scenes = {shape: make_scene([dict(shape=shape, colour="red", position=pos, template=0)], seed=i)
+              for i, (shape, pos) in enumerate((("circle", "left"), ("square", "right")))}
+    for shape, scene in scenes.items():
+        Image.fromarray(scene.image).save(tmp_path / "images" / f"{shape}.png")
+        Image.fromarray(scene.masks[0].astype(np.uint8) * 255).save(tmp_path / "masks" / f"{shape}.png")
+    with pytest.raises(ValueError, match="has no words.txt"):
+        folder_scenes(tmp_path, 32)
+    (tmp_path / "words.txt").write_text("circle\tcircle\nsquare\tsquare\n")
+    model = wb.load("toy-unet")
+    data = folder_scenes(tmp_path, model.image_size, caption="a red {} on the left")
+    assert list(data.caption.values) == ["a red circle on the left", "a red square on the left"]
+    assert np.array_equal(data.mask.values[:, 0], np.stack([scenes[s].masks[0] for s in ("circle", "square")]))
+    assert np.array_equal(data.image.values, np.stack([scenes[s].image for s in ("circle", "square")]))
+    scores = segmentation_scores(model, data, timesteps=(300,), thresholds=("otsu",))
+    assert scores.sizes["object"] == 2 and list(scores.variant.values) == ["image->text"]
+    assert ((scores.aggregate_iou >= 0) & (scores.aggregate_iou <= 1)).all()

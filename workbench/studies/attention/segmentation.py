@@ -176,3 +176,33 @@ def segmentation_scores(model, scenes: xr.Dataset, timesteps=(100, 300, 500, 700
     )
 
 
+
+
+def folder_scenes(folder, size: int, caption: str = "a photo of a {}", word: str | None = None) -> xr.Dataset:
+    """Real images and their masks from an image folder (``workbench.scoring.MaskFolder``, or
+    ``"masks:FOLDER"``), laid out as :func:`segmentation_scores` reads a shapes-world Dataset: one
+    object per image, named by the folder's ``words.txt`` (or ``word`` for all), captioned
+    ``caption.format(word)``; images resized to ``size`` (the model's image size)."""
+    from ...scoring import MaskFolder, get_scorer
+
+    folder = get_scorer(folder if isinstance(folder, MaskFolder) else f"masks:{folder}")
+    if "{}" not in caption:
+        raise ValueError(f"caption {caption!r} needs a {{}} where the object's word goes")
+    if word is None and folder.words is None:
+        raise ValueError(f"{folder.folder} has no words.txt (NAME<TAB>word per image): pass word= to name the object")
+    words = [word if word is not None else folder.words.get(name) for name in folder.names]
+    missing = [name for name, w in zip(folder.names, words) if not w]
+    if missing:
+        raise ValueError(f"{folder.folder}/words.txt names no word for {missing[:3]} ({len(missing)} in all)")
+    captions = [caption.format(w) for w in words]
+    start = caption.index("{}")
+    spans = np.array([[[[start, start + len(w)]]] for w in words])  # (image, obj, role, 2)
+    images = np.round(folder.images(size) * 255).astype(np.uint8)
+    return xr.Dataset(
+        {"image": (("sample", "y", "x", "rgb"), images),
+         "mask": (("sample", "obj", "y", "x"), folder.masks(size)[:, None]),
+         "caption": ("sample", np.array(captions)),
+         "span": (("sample", "obj", "role", "bound"), spans),
+         "n_objects": ("sample", np.ones(len(words), dtype=np.int64))},
+        coords={"sample": np.arange(len(words)), "role": ["name"], "file": ("sample", folder.names)},
+    )
