@@ -215,7 +215,7 @@ def test_flow_inversion_reconstructs_and_refuses_other_schedulers(model):
     assert invertible(model.scheduler)
     for scheduler in (DPMSolverMultistepScheduler(), EulerAncestralDiscreteScheduler()):
         assert not invertible(scheduler)
-        other = dataclasses.replace(model, scheduler=scheduler, _recorders=[])
+        other = dataclasses.replace(model, scheduler=scheduler)
         with pytest.raises(ValueError, match=f"runs {type(scheduler).__name__}, which workbench cannot invert"):
             inversion.invert(other, torch.zeros(1, 3, 32, 32), ["x"], steps)
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from .chain import RunAnnouncement, announce_run
 from .hooks import pipeline_facts_for, site_map_for
 from .schedulers import add_noise, resumable, timestep_range
 from .sitemap import PipelineFacts, SiteMap
@@ -52,7 +53,6 @@ class Model:
     guidance_scale: float | None = None  # generate()'s default (None: the pipeline's own default)
     generate_defaults: dict = field(default_factory=dict)  # extra pipeline call arguments
     provenance: dict = field(default_factory=dict)  # where the weights come from (a training record)
-    _recorders: list = field(default_factory=list, repr=False)
 
     def __post_init__(self):
         site_map_for(self.denoiser)  # fail early on an unsupported architecture
@@ -221,8 +221,7 @@ class Model:
         """One denoiser call on ``noisy`` at ``timestep`` (a single step: what probes and
         segmentation on real images run). Recording contexts see it as one step."""
         site_map = self.site_map
-        for recorder in self._recorders:
-            recorder.begin_run(prompts=prompts, branches=("cond",), expected_steps=None)
+        announce_run(self.denoiser, RunAnnouncement(prompts, ("cond",), expected_steps=None))
         call = {
             site_map.latent_input.kwarg: noisy,
             site_map.timestep_input.kwarg: torch.full((noisy.shape[0],), float(timestep)),
@@ -309,9 +308,8 @@ class Model:
             kwargs["height"] = height
         if width is not None:
             kwargs["width"] = width
-        for recorder in self._recorders:
-            recorder.begin_run(prompts=prompts, branches=self.branches(kwargs.get("guidance_scale")),
-                               expected_steps=steps)
+        announce_run(self.denoiser, RunAnnouncement(prompts, self.branches(kwargs.get("guidance_scale")),
+                                                    expected_steps=steps))
         generator = ([torch.Generator("cpu").manual_seed(s) for s in seed] if isinstance(seed, list)
                      else torch.Generator("cpu").manual_seed(int(seed)))
         if facts.prompt_arg == "class_labels":  # prompts are class names or ids
@@ -419,9 +417,8 @@ def _denoise(model, latents, *, steps, conditioning, negative, guidance_scale, s
         raise ValueError(f"{type(scheduler).__name__} keeps a history of past predictions: a run cannot stop or "
                          "resume mid-schedule with it; use an Euler, flow-matching Euler or DDIM scheduler")
     cfg = negative is not None and guidance_scale > 1.0
-    for recorder in model._recorders:
-        recorder.begin_run(prompts=prompts, branches=("uncond", "cond") if cfg else ("cond",), expected_steps=steps,
-                           first_step=start_step)
+    announce_run(denoiser, RunAnnouncement(prompts, ("uncond", "cond") if cfg else ("cond",), expected_steps=steps,
+                                           first_step=start_step))
     conditioning = conditioning or {}
     if cfg:
         conditioning = {k: _concat(negative[k], v) for k, v in conditioning.items()}

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..attention import kernels
+from ..chain import ModelHook
 from .layout import token_spans
 
 # The engine (``Recorder``) and its ``SitePlan`` are named in annotations only: this module must not
@@ -60,8 +61,12 @@ def check_backend(path: str, module) -> None:
         )
 
 
-class AttentionInterceptor:
-    """Watches one attention module for the sites planned on it."""
+class AttentionInterceptor(ModelHook):
+    """Watches one attention module for the sites planned on it: an entry of that module's hook
+    chain that enters the kernel observer before the call and leaves it after, also when the call
+    raised (``always_call``)."""
+
+    always_call = True
 
     def __init__(self, recorder: "Recorder", path: str, module: torch.nn.Module, plans: list["SitePlan"]):
         check_backend(path, module)
@@ -69,25 +74,19 @@ class AttentionInterceptor:
         self.backend = backend_of(module)
         self._mode: _KernelObserver | None = None
 
-    def attach(self) -> list:
-        return [
-            self.module.register_forward_pre_hook(self._enter, with_kwargs=True),
-            self.module.register_forward_hook(self._leave, with_kwargs=True, always_call=True),
-        ]
-
     def close(self) -> None:
         """Leave the mode if a forward raised between our pre- and post-hook."""
         if self._mode is not None:
             mode, self._mode = self._mode, None
             mode.__exit__(None, None, None)
 
-    def _enter(self, module, args, kwargs):
+    def pre_forward(self, module, args, kwargs):
         self.recorder.firing.entered.add(self.path)
         if self.recorder.wants(self.plans):
             self._mode = _KernelObserver(self)
             self._mode.__enter__()
 
-    def _leave(self, module, args, kwargs, output):
+    def post_forward(self, module, args, kwargs, output):
         self.close()
 
     # -- at the kernel call -----------------------------------------------------------------------

@@ -4,12 +4,17 @@ A diffusion run calls the denoiser once per step (guidance batched into the call
 times per step (guidance run as separate calls, ``branch_calls``). The clock counts calls into
 steps, says which guidance branch each batch row holds, and whether the current step is one the
 user selected (by index, ``steps=``, or by timestep value, ``timesteps=``).
+
+This is the only step clock. Each recorder and each feature-reuse context attaches one to the
+denoiser's hook chain (``workbench.chain``) as an entry ahead of its own, so it has counted the
+call before they look at it, and hears the runner's announcement of a run (``begin_run``).
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..chain import ModelHook, RunAnnouncement
 from ..sitemap import kwarg_or_arg
 from .interventions import step_selected
 
@@ -29,10 +34,15 @@ def check_step_selection(steps, timesteps):
     return steps, timesteps
 
 
-class StepClock:
-    """Counts denoiser calls into (step, call) and knows the guidance branch of every batch row."""
+class StepClock(ModelHook):
+    """Counts denoiser calls into (step, call) and knows the guidance branch of every batch row.
 
-    def __init__(self, site_map, *, steps, timesteps, branches, branch_calls, expected_steps, model, scheduler):
+    ``new_run_when_timestep_rises``: a timestep higher than the last one starts a new run at
+    ``first_step`` (what a cache needs when a pipeline is called twice without an announcement);
+    a recorder leaves it off and numbers the steps of consecutive runs on."""
+
+    def __init__(self, site_map, *, steps=None, timesteps=None, branches=None, branch_calls=None,
+                 expected_steps=None, model, scheduler, new_run_when_timestep_rises: bool = False):
         self.site_map = site_map
         self.steps, self.timesteps = check_step_selection(steps, timesteps)
         self.branches = branches  # batched guidance branch order, None = ask the pipeline
@@ -41,18 +51,32 @@ class StepClock:
         self.model, self.scheduler = model, scheduler
         self.first_step = 0  # a resumed run (denoise(start_step=k)) starts counting at k
         self.announced = False
+        self.new_run_when_timestep_rises = new_run_when_timestep_rises
+        self.run_index = 0  # counts the runs this clock has seen start
         self.reset()
 
     def reset(self) -> None:
-        self.step, self.call, self.timestep = -1, 0, None
+        self.step, self.call, self.timestep = self.first_step - 1, 0, None
+        self.new_step, self.previous_step = False, self.step
         self.row_branches: list[str] = []
         self.selected_now = False
         self.total_steps: int | None = None
         self._first_call_checked = False
 
+    # -- chain entry ------------------------------------------------------------------------------
+    def pre_forward(self, module, args, kwargs):
+        self.tick(args, kwargs, kwarg_or_arg(args, kwargs, self.site_map.latent_input))
+
+    def begin_run(self, run: RunAnnouncement) -> None:
+        self.announce(branches=run.branches, expected_steps=run.expected_steps, first_step=run.first_step)
+
     def announce(self, *, branches, expected_steps, first_step: int = 0) -> None:
         """What a runner (``Model.generate`` / ``denoise``) says before a run."""
-        if self.step < 0:
+        if self.new_run_when_timestep_rises:  # every announced run starts from its first step
+            self.first_step = first_step
+            self.reset()
+            self.run_index += 1
+        elif self.step < 0:
             self.first_step = first_step
             self.step = first_step - 1
         if self.branches is None and self.branch_calls is None:
@@ -62,9 +86,14 @@ class StepClock:
         self.announced = True  # the runner said how long the run is, even if "unknown" (None)
 
     def tick(self, args, kwargs, latent: torch.Tensor) -> bool:
-        """Advance for a new denoiser call; True when it starts a new step."""
+        """Advance for a new denoiser call; True when it starts a new step (``new_step``; the step
+        before it is ``previous_step``)."""
         t_value = kwarg_or_arg(args, kwargs, self.site_map.timestep_input)
         t = float(torch.as_tensor(t_value).flatten()[0]) if t_value is not None else float("nan")
+        if self.new_run_when_timestep_rises and self.timestep is not None and t > self.timestep:
+            self.reset()  # the timestep went back up: a new run nobody announced
+            self.run_index += 1
+        self.previous_step = self.step
         same_step = self.branch_calls is not None and self.call + 1 < len(self.branch_calls) and self.timestep == t
         if same_step:
             self.call += 1
@@ -74,7 +103,8 @@ class StepClock:
         self.row_branches = self._branches_for_batch(latent.shape[0])
         self._validate_first_call()
         self.selected_now = self.selected(self.step, t)
-        return not same_step
+        self.new_step = not same_step
+        return self.new_step
 
     @property
     def calls_per_step(self) -> int:

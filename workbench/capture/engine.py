@@ -3,9 +3,12 @@
 ``record(model, sites, ...)`` is a context manager around any run of the model (a diffusers
 pipeline call, ``Model.generate``, a bare denoising loop). It attaches torch hooks to the
 instances that hold the chosen sites, counts denoiser calls into steps (``clock.py``), and removes
-every hook on exit, also when the run raises. Nothing global is patched: attention is observed
-through a mode active only inside a watched attention module's forward (``attention.py``), and
-the scheduler's ``step`` is wrapped on the instance and restored afterwards.
+every hook on exit, also when the run raises. Every hook is a named entry of its module's hook
+chain (``workbench.chain``): the step clock and the denoiser call on the denoiser, one entry per
+module that holds sites, the attention observer, and an ``around`` entry on the scheduler's
+``step`` for ``latent.x0``. Nothing global is patched: attention is observed through a mode active
+only inside a watched attention module's forward (``attention.py``). A ``Model`` announces each
+run to the denoiser's chain (``chain.announce_run``); the recorder's entries hear it.
 
 Every requested site must fire at every step where it is due, or the run fails (``firing.py``).
 Compiled models run eagerly while recorded (``compiled.py``).
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..chain import ModelHook, RunAnnouncement, attach
 from ..schedulers import x0_from_step
 from ..sitemap import AttentionTap, InputTap, LatentTap, OutputTap, Site, kwarg_or_arg
 from .attention import FLEX_BACKEND, AttentionInterceptor, backend_of
@@ -29,6 +33,9 @@ from .interventions import CallContext, Intervention
 from .recording import CallInfo, Recording
 from .resolve import as_model, resolve
 from .streaming import flush_step
+
+
+_serial = iter(range(1, 1 << 62))  # names a recorder's chain entries apart from a nested one's
 
 
 @dataclass
@@ -86,13 +93,12 @@ class Recorder:
         self.firing = FiringLog()
         self._x0_fired = True
         self._stance = EagerStance()
-        self._handles: list = []
+        self.name = f"record.{next(_serial)}"
+        self._attachments: list = []
         self._interceptors: list[AttentionInterceptor] = []
-        self._scheduler_step = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> Recording:
-        self.model._recorders.append(self)  # a workbench Model tells us about its runs
         try:
             self._attach()
         except BaseException:
@@ -105,19 +111,23 @@ class Recorder:
         if exc_type is None:
             self._finish()
 
-    def begin_run(self, *, prompts, branches, expected_steps, first_step: int = 0) -> None:
-        """Called by ``Model.generate`` / ``denoise`` before a run: what the hooks cannot see.
+    def begin_run(self, run: RunAnnouncement) -> None:
+        """Announced by ``Model.generate`` / ``predict`` / ``denoise`` before a run, through the
+        denoiser's chain: the prompts label the samples (the clock hears the rest itself).
 
-        ``first_step``: a run resumed from step k (``denoise(start_step=k)``) numbers its first
+        ``run.first_step``: a run resumed from step k (``denoise(start_step=k)``) numbers its first
         denoiser call k, so step selections mean the same steps as in the full run."""
-        if prompts is not None:
-            self.recording.prompts = list(prompts)
-        self.clock.announce(branches=branches, expected_steps=expected_steps, first_step=first_step)
+        if run.prompts is not None:
+            self.recording.prompts = list(run.prompts)
 
     def _attach(self) -> None:
         root = self.denoiser
-        self._handles.append(root.register_forward_pre_hook(self._on_denoiser_call, with_kwargs=True))
-        self._handles.append(root.register_forward_hook(self._on_denoiser_return, with_kwargs=True, always_call=True))
+
+        def entry(owner, role: str, hook: ModelHook, method: str = "forward") -> None:
+            self._attachments.append(attach(owner, f"{self.name}.{role}", hook, method))
+
+        entry(root, "clock", self.clock)  # first: the calls' step is counted before anything reads it
+        entry(root, "denoiser", _DenoiserCall(self))
         by_module: dict[tuple[str, type], list[SitePlan]] = defaultdict(list)
         for plan in self.plans.values():
             if not isinstance(plan.site.tap, LatentTap):
@@ -125,36 +135,26 @@ class Recorder:
         for (path, tap_type), plans in by_module.items():
             module = root.get_submodule(path)
             if tap_type is OutputTap:
-                self._handles.append(module.register_forward_hook(self._output_hook(plans)))
+                entry(module, "outputs", _OutputSites(self, plans))
             elif tap_type is InputTap:
-                self._handles.append(module.register_forward_pre_hook(self._input_hook(plans), with_kwargs=True))
+                entry(module, "inputs", _InputSites(self, plans))
             elif tap_type is AttentionTap:
                 interceptor = AttentionInterceptor(self, path, module, plans)
                 self._interceptors.append(interceptor)
-                self._handles += interceptor.attach()
+                entry(module, "attention", interceptor)
         if "latent.x0" in self.plans:
             if self.scheduler is None:
                 raise ValueError("latent.x0 needs a scheduler: record a pipeline or a workbench Model, not a bare denoiser")
-            self._wrap_scheduler()
+            entry(self.scheduler, "x0", _SchedulerStep(self, self.plans["latent.x0"]), method="step")
         if self._compiled or any(i.backend == FLEX_BACKEND for i in self._interceptors):
             self._stance.enter()  # compiled code (and flex's own compile) runs eagerly while we watch
 
     def _detach(self) -> None:
-        if self in self.model._recorders:
-            self.model._recorders.remove(self)
         self._stance.exit()
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        while self._attachments:  # last attached first: the chains unwind as they were built
+            self._attachments.pop().remove()
         for interceptor in self._interceptors:
             interceptor.close()
-        if self._scheduler_step is not None:
-            original = self._scheduler_step
-            self._scheduler_step = None
-            if original is _NO_INSTANCE_ATTR:
-                del self.scheduler.step
-            else:
-                self.scheduler.step = original
 
     def _finish(self) -> None:
         if self.clock.step < self.clock.first_step:
@@ -171,9 +171,10 @@ class Recorder:
 
     # -- the denoiser call ------------------------------------------------------------------------
     def _on_denoiser_call(self, module, args, kwargs):
+        """After the clock (the chain entry before ours) has counted this call."""
         latent = kwarg_or_arg(args, kwargs, self.site_map.latent_input)
-        previous = self.clock.step
-        if self.clock.tick(args, kwargs, latent) and previous >= self.clock.first_step:
+        previous = self.clock.previous_step
+        if self.clock.new_step and previous >= self.clock.first_step:
             self._check_x0_fired()
             if self.store is not None:
                 flush_step(self.recording, self.store, previous)
@@ -266,73 +267,96 @@ class Recorder:
                 return x.to("cpu", dtype=self.dtype or x.dtype)
         return x.to("cpu", dtype=self.dtype or x.dtype, copy=True)
 
-    def _output_hook(self, plans: list[SitePlan]):
-        def hook(module, args, output):
-            if not self.wants(plans):
-                return None
-            for plan in plans:
-                index = plan.site.tap.index
-                if index is not None and isinstance(output, torch.Tensor):
-                    # indexing would silently take one sample of the batch
-                    raise TypeError(
-                        f"{plan.site.name}: the site map reads element {index} of a tuple, but "
-                        f"{type(module).__name__} returned one tensor; fix the family's site map in hooks/"
-                    )
-                value = output if index is None else output[index]
-                if value is None:
-                    continue  # the site does not fire: the firing check names it
-                new = self.visit(plan, value)
-                if new is not value:
-                    output = new if index is None else _replace_index(output, index, new)
-            return output
-
-        return hook
-
-    def _input_hook(self, plans: list[SitePlan]):
-        def hook(module, args, kwargs):
-            if not self.wants(plans):
-                return None
-            for plan in plans:
-                tap = plan.site.tap
-                value = kwarg_or_arg(args, kwargs, tap)
-                element = value[-tap.from_end] if tap.from_end else value
-                new = self.visit(plan, element)
-                if new is not element:
-                    if tap.from_end:
-                        items = list(value)
-                        items[len(items) - tap.from_end] = new
-                        new = type(value)(items)
-                    args, kwargs = _replace_arg(args, kwargs, tap, new)
-            return args, kwargs
-
-        return hook
-
     def wants(self, plans: list[SitePlan]) -> bool:
         """Whether any of ``plans`` is due now (recorded at a selected step, or intervened on)."""
         return self.clock.selected_now or any(i.active_at(self.clock.step) for p in plans for i in p.interventions)
 
-    # -- scheduler --------------------------------------------------------------------------------
-    def _wrap_scheduler(self) -> None:
-        scheduler = self.scheduler
-        original = scheduler.__dict__.get("step", _NO_INSTANCE_ATTR)
-        bound = scheduler.step
-        plan = self.plans["latent.x0"]
 
-        def step(model_output, timestep, sample, *args, **kwargs):
-            output = bound(model_output, timestep, sample, *args, **kwargs)
-            if self.clock.selected_now:
-                x0 = x0_from_step(scheduler, output, model_output, sample, timestep)
-                n_rows, row_branches = x0.shape[0], self.clock.row_branches
-                rows = ["guided"] * n_rows if n_rows * len(set(row_branches)) == len(row_branches) else row_branches
-                self.visit(plan, x0, rows)
-                self._x0_fired = True
-            return output
+class _DenoiserCall(ModelHook):
+    """The recorder's entry on the denoiser: per call, firing checks, ``latent.in`` / ``latent.pred``."""
 
-        scheduler.step = step
-        self._scheduler_step = original
+    always_call = True  # a forward that raised still ends the call (its error is what the user sees)
+
+    def __init__(self, recorder: Recorder):
+        self.recorder = recorder
+
+    def pre_forward(self, module, args, kwargs):
+        return self.recorder._on_denoiser_call(module, args, kwargs)
+
+    def post_forward(self, module, args, kwargs, output):
+        return self.recorder._on_denoiser_return(module, args, kwargs, output)
+
+    def begin_run(self, run: RunAnnouncement) -> None:
+        self.recorder.begin_run(run)
 
 
-_NO_INSTANCE_ATTR = object()
+class _OutputSites(ModelHook):
+    """The output sites of one module (``out``, ``out.image``, ...), visited after its call."""
+
+    def __init__(self, recorder: Recorder, plans: list[SitePlan]):
+        self.recorder, self.plans = recorder, plans
+
+    def post_forward(self, module, args, kwargs, output):
+        recorder = self.recorder
+        if not recorder.wants(self.plans):
+            return None
+        for plan in self.plans:
+            index = plan.site.tap.index
+            if index is not None and isinstance(output, torch.Tensor):
+                # indexing would silently take one sample of the batch
+                raise TypeError(
+                    f"{plan.site.name}: the site map reads element {index} of a tuple, but "
+                    f"{type(module).__name__} returned one tensor; fix the family's site map in hooks/"
+                )
+            value = output if index is None else output[index]
+            if value is None:
+                continue  # the site does not fire: the firing check names it
+            new = recorder.visit(plan, value)
+            if new is not value:
+                output = new if index is None else _replace_index(output, index, new)
+        return output
+
+
+class _InputSites(ModelHook):
+    """The input sites of one module (``skip.j``, ``backbone.j``), visited before its call."""
+
+    def __init__(self, recorder: Recorder, plans: list[SitePlan]):
+        self.recorder, self.plans = recorder, plans
+
+    def pre_forward(self, module, args, kwargs):
+        recorder = self.recorder
+        if not recorder.wants(self.plans):
+            return None
+        for plan in self.plans:
+            tap = plan.site.tap
+            value = kwarg_or_arg(args, kwargs, tap)
+            element = value[-tap.from_end] if tap.from_end else value
+            new = recorder.visit(plan, element)
+            if new is not element:
+                if tap.from_end:
+                    items = list(value)
+                    items[len(items) - tap.from_end] = new
+                    new = type(value)(items)
+                args, kwargs = _replace_arg(args, kwargs, tap, new)
+        return args, kwargs
+
+
+class _SchedulerStep(ModelHook):
+    """Around the scheduler's ``step``: ``latent.x0`` from what the step computed."""
+
+    def __init__(self, recorder: Recorder, plan: SitePlan):
+        self.recorder, self.plan = recorder, plan
+
+    def around(self, step, model_output, timestep, sample, *args, **kwargs):
+        output = step(model_output, timestep, sample, *args, **kwargs)
+        recorder, clock = self.recorder, self.recorder.clock
+        if clock.selected_now:
+            x0 = x0_from_step(recorder.scheduler, output, model_output, sample, timestep)
+            n_rows, row_branches = x0.shape[0], clock.row_branches
+            rows = ["guided"] * n_rows if n_rows * len(set(row_branches)) == len(row_branches) else row_branches
+            recorder.visit(self.plan, x0, rows)
+            recorder._x0_fired = True
+        return output
 
 
 def _callers_of(target, model) -> list:

@@ -7,6 +7,12 @@ returns the kept output instead. The wrapper is removed on exit, also when the r
 diffusers class is touched. Forward hooks on a cached module still fire (they see the reused
 output), so recording its ``.out`` site keeps working; sites *inside* it do not fire at reused steps.
 
+Steps are counted by the one step clock (``clock.StepClock``), attached to the denoiser's hook
+chain; the wrappers are ``around`` entries of the cached modules' chains (``workbench.chain``).
+A new run (announced by a ``Model``, or a timestep that goes back up) starts with an empty cache.
+Guidance run as separate denoiser calls per step is declared with ``branch_calls=`` (as for
+``record``), so the calls of one step share a step index and each keeps its own cached output.
+
 Three schemes from the literature are choices of modules, read from the site map's stages:
 
 * :func:`deepcache` (Ma et al.): DeepCache's branches, by its branch id: the layers above the cut
@@ -28,10 +34,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..sitemap import OutputTap, kwarg_or_arg
+from ..chain import ModelHook, attach
+from ..sitemap import OutputTap
+from .clock import StepClock
 from .resolve import as_model, resolve
 
-_NO_INSTANCE_FORWARD = object()
+_serial = iter(range(1, 1 << 62))  # names this context's chain entries apart from a nested one's
 
 
 def _clone(value: Any) -> Any:
@@ -68,7 +76,7 @@ class Reuse:
 
     def __init__(self, model, modules: Sequence[str], *, every: int | None = None,
                  key_steps: Sequence[int] | None = None, schedule: Callable[[int], Sequence[int]] | None = None,
-                 label: str = ""):
+                 label: str = "", branch_calls: tuple[str, ...] | None = None):
         self.model = as_model(model)
         if sum(x is not None for x in (every, key_steps, schedule)) != 1:
             raise ValueError("choose the key steps either by interval (every=N), as a list (key_steps=[...]) "
@@ -85,10 +93,12 @@ class Reuse:
         self.schedule = schedule  # run length -> key steps, resolved when a runner announces the length
         self.modules = list(dict.fromkeys(modules))
         self.stats = ReuseStats()
+        self.clock = StepClock(self.model.site_map, branch_calls=branch_calls, model=self.model,
+                               scheduler=self.model.scheduler, new_run_when_timestep_rises=True)
+        self.name = f"reuse.{next(_serial)}"
         self._cache: dict[tuple[str, int], Any] = {}
-        self._originals: dict[str, Any] = {}
-        self._handle = None
-        self._reset_clock()
+        self._cache_run = self.clock.run_index  # the run the cache was filled in
+        self._attachments: list = []
 
     def __repr__(self) -> str:
         when = (f"every={self.every}" if self.every is not None else
@@ -104,78 +114,71 @@ class Reuse:
                              "Model.generate or workbench.denoise, which announce it")
         return step in self.key_steps
 
-    def _reset_clock(self) -> None:
-        self._step, self._call, self._last_t = -1, 0, None
-        self._cache.clear()
-
     # -- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> "Reuse":
         denoiser = self.model.denoiser
         try:
+            self._attachments.append(attach(denoiser, f"{self.name}.clock", self.clock))
+            self._attachments.append(attach(denoiser, f"{self.name}.key_steps", _KeyStepLog(self)))
             for path in self.modules:
-                self._wrap(path, denoiser.get_submodule(path))
-            self._handle = denoiser.register_forward_pre_hook(self._on_denoiser_call, with_kwargs=True)
-            self.model._recorders.append(self)
+                self._attachments.append(attach(denoiser.get_submodule(path), self.name, _Reused(self, path)))
         except BaseException:
-            self._restore()
+            self._detach()
             raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._restore()
+        self._detach()
 
-    def _restore(self) -> None:
-        if self in self.model._recorders:
-            self.model._recorders.remove(self)
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-        denoiser = self.model.denoiser
-        for path, original in self._originals.items():
-            module = denoiser.get_submodule(path)
-            if original is _NO_INSTANCE_FORWARD:
-                del module.forward
-            else:
-                module.forward = original
-        self._originals.clear()
+    def _detach(self) -> None:
+        while self._attachments:
+            self._attachments.pop().remove()
         self._cache.clear()
 
-    def begin_run(self, *, prompts=None, branches=None, expected_steps=None, first_step: int = 0) -> None:
-        """Called by ``Model.generate`` / ``denoise`` before each run: a new run starts with an empty cache."""
-        self._reset_clock()
-        self._step = first_step - 1
-        if self.schedule is not None:
-            self.key_steps = None if expected_steps is None else sorted(int(k) for k in self.schedule(expected_steps))
+    def _current_cache(self) -> dict:
+        """The cache of the run in progress: a new run starts empty."""
+        if self._cache_run != self.clock.run_index:
+            self._cache.clear()
+            self._cache_run = self.clock.run_index
+        return self._cache
 
-    # -- the step clock and the wrappers ------------------------------------------------------------
-    def _on_denoiser_call(self, module, args, kwargs):
-        t_value = kwarg_or_arg(args, kwargs, self.model.site_map.timestep_input)
-        t = float(torch.as_tensor(t_value).flatten()[0]) if t_value is not None else float("nan")
-        if self._last_t is not None and t == self._last_t:
-            self._call += 1  # guidance branches run as separate calls of one step
-        else:
-            if self._last_t is not None and t > self._last_t:
-                self._reset_clock()  # the timestep went back up: a new run nobody announced
-            self._step, self._call = self._step + 1, 0
-            if self.is_key(self._step):
-                self.stats.key_steps.append(self._step)
-        self._last_t = t
 
-    def _wrap(self, path: str, module: torch.nn.Module) -> None:
-        self._originals[path] = module.__dict__.get("forward", _NO_INSTANCE_FORWARD)
-        compute = module.forward
+class _KeyStepLog(ModelHook):
+    """After the clock: notes each key step as it starts (``ReuseStats.key_steps``), and resolves
+    a schedule's key steps when a runner announces the run's length."""
 
-        def forward(*args, **kwargs):
-            key = (path, self._call)
-            if not self.is_key(self._step) and key in self._cache:
-                self.stats.reused[path] += 1
-                return _clone(self._cache[key])
-            output = compute(*args, **kwargs)
-            self._cache[key] = _clone(output)
-            self.stats.computed[path] += 1
-            return output
+    def __init__(self, reuse: Reuse):
+        self.reuse = reuse
 
-        module.forward = forward
+    def begin_run(self, run) -> None:
+        reuse = self.reuse
+        if reuse.schedule is not None:
+            steps = run.expected_steps
+            reuse.key_steps = None if steps is None else sorted(int(k) for k in reuse.schedule(steps))
+
+    def pre_forward(self, module, args, kwargs):
+        clock = self.reuse.clock
+        if clock.new_step and self.reuse.is_key(clock.step):
+            self.reuse.stats.key_steps.append(clock.step)
+
+
+class _Reused(ModelHook):
+    """Around one cached module: compute and keep at key steps, hand the kept output back otherwise."""
+
+    def __init__(self, reuse: Reuse, path: str):
+        self.reuse, self.path = reuse, path
+
+    def around(self, compute, *args, **kwargs):
+        reuse, clock = self.reuse, self.reuse.clock
+        cache = reuse._current_cache()
+        key = (self.path, clock.call)
+        if not reuse.is_key(clock.step) and key in cache:
+            reuse.stats.reused[self.path] += 1
+            return _clone(cache[key])
+        output = compute(*args, **kwargs)
+        cache[key] = _clone(output)
+        reuse.stats.computed[self.path] += 1
+        return output
 
 
 def _modules_of_sites(model, sites: Sequence[str]) -> list[str]:
@@ -191,16 +194,20 @@ def _modules_of_sites(model, sites: Sequence[str]) -> list[str]:
 
 
 def reuse(model, sites: Sequence[str], *, every: int | None = None, key_steps: Sequence[int] | None = None,
-          label: str = "") -> Reuse:
+          label: str = "", branch_calls: tuple[str, ...] | None = None) -> Reuse:
     """Reuse the outputs of the modules behind ``sites`` (output sites such as ``up_blocks.1.out``)
     at every step that is not a key step: every ``every``-th step from 0, or the listed ``key_steps``.
 
     >>> with wb.reuse(model, ["up_blocks.1.out"], every=3) as cache:
     ...     images = model.generate(prompts, steps=20)
     >>> cache.stats.share_reused()
+
+    ``branch_calls``: the guidance branches, in call order, of a pipeline that runs them as separate
+    denoiser calls per step (as for ``record``); each call keeps its own cached output.
     """
     model = as_model(model)
-    return Reuse(model, _modules_of_sites(model, sites), every=every, key_steps=key_steps, label=label)
+    return Reuse(model, _modules_of_sites(model, sites), every=every, key_steps=key_steps, label=label,
+                 branch_calls=branch_calls)
 
 
 def stage_modules(model) -> list[str]:
@@ -217,14 +224,16 @@ def stage_modules(model) -> list[str]:
     return paths
 
 
-def middle_blocks(model, *, every: int | None = None, key_steps=None, keep: int = 1) -> Reuse:
+def middle_blocks(model, *, every: int | None = None, key_steps=None, keep: int = 1,
+                  branch_calls: tuple[str, ...] | None = None) -> Reuse:
     """Reuse every top-level block except the first and last ``keep`` (the deep path)."""
     model = as_model(model)
     blocks = stage_modules(model)
     if keep < 1 or 2 * keep >= len(blocks):
         raise ValueError(f"keep={keep} leaves nothing to cache among this model's {len(blocks)} blocks "
                          f"({', '.join(blocks)}); choose 1 <= keep < {len(blocks) / 2:g}")
-    return Reuse(model, blocks[keep:-keep], every=every, key_steps=key_steps, label=f"middle blocks (keep {keep})")
+    return Reuse(model, blocks[keep:-keep], every=every, key_steps=key_steps, label=f"middle blocks (keep {keep})",
+                 branch_calls=branch_calls)
 
 
 # DeepCache numbers its cut points 3 * block + layer whatever the U-Net (SD's down blocks hold two
@@ -312,7 +321,7 @@ def deepcache_key_steps(steps: int, every: int, *, uniform: bool = True, pow: fl
 
 
 def deepcache(model, *, every: int | None = None, key_steps=None, branch: int = 0, uniform: bool = True,
-              pow: float = 1.4, center: int = 15) -> Reuse:
+              pow: float = 1.4, center: int = 15, branch_calls: tuple[str, ...] | None = None) -> Reuse:
     """DeepCache (Ma et al.) branch ``branch`` (its ``cache_branch_id``; 0, its default, recomputes
     the least): see :func:`deepcache_modules` for what is reused. Key steps: every ``every``-th
     step, or DeepCache's non-uniform schedule for interval ``every`` (``uniform=False``, with its
@@ -322,13 +331,15 @@ def deepcache(model, *, every: int | None = None, key_steps=None, branch: int = 
     modules = deepcache_modules(model, branch)
     label = f"DeepCache (branch {branch})"
     if uniform:
-        return Reuse(model, _checked_sites(model, modules), every=every, key_steps=key_steps, label=label)
+        return Reuse(model, _checked_sites(model, modules), every=every, key_steps=key_steps, label=label,
+                     branch_calls=branch_calls)
     if every is None or key_steps is not None:
         raise ValueError("DeepCache's non-uniform schedule is set by the cache interval: pass every=N (no key_steps)")
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"the cache interval every= must be an integer >= 1, got {every!r}")
     schedule = _NonUniform(every, pow, center)
-    return Reuse(model, _checked_sites(model, modules), schedule=schedule, label=label + f", non-uniform {schedule}")
+    return Reuse(model, _checked_sites(model, modules), schedule=schedule, label=label + f", non-uniform {schedule}",
+                 branch_calls=branch_calls)
 
 
 @dataclass(frozen=True)
@@ -349,7 +360,8 @@ def _checked_sites(model, modules: list[str]) -> list[str]:
     return _modules_of_sites(model, [f"{m}.out" for m in modules])
 
 
-def encoder_propagation(model, *, every: int | None = None, key_steps=None) -> Reuse:
+def encoder_propagation(model, *, every: int | None = None, key_steps=None,
+                        branch_calls: tuple[str, ...] | None = None) -> Reuse:
     """Faster Diffusion: reuse the encoder's blocks (the site map's first stage) at non-key steps;
     the bottleneck and decoder run every step on the propagated encoder features."""
     model = as_model(model)
@@ -358,4 +370,5 @@ def encoder_propagation(model, *, every: int | None = None, key_steps=None) -> R
         raise ValueError(f"encoder propagation needs an encoder, bottleneck and decoder joined by skips; "
                          f"this {type(model.denoiser).__name__} has stages {stages}")
     encoder = [p for p in stage_modules(model) if p.split(".")[0] == stages[0]]
-    return Reuse(model, encoder, every=every, key_steps=key_steps, label="encoder propagation")
+    return Reuse(model, encoder, every=every, key_steps=key_steps, label="encoder propagation",
+                 branch_calls=branch_calls)

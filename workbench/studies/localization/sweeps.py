@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from ...capture import intervene
+from ...chain import ModelHook, attach
+from ...sitemap import kwarg_or_arg
 from .patching import PatchPlan, TextCache, cache_text, head_mask, pick_layers, text_patches
 
 
@@ -74,21 +76,20 @@ def noise_for(model, seeds: Sequence[int]) -> torch.Tensor:
                       for s in seeds]).to(dtype)
 
 
-class _Counter:
-    """Counts denoiser calls and their batch rows while active (a hook on the instance, removed after)."""
+class _Counter(ModelHook):
+    """Counts denoiser calls and their batch rows while active (an entry of the denoiser's hook
+    chain, removed after)."""
 
     def __init__(self, model, cost: Cost):
         self.model, self.cost = model, cost
 
+    def pre_forward(self, module, args, kwargs):
+        latent = kwarg_or_arg(args, kwargs, self.model.site_map.latent_input)
+        self.cost.calls += 1
+        self.cost.rows += int(latent.shape[0])
+
     def __enter__(self):
-        kwarg = self.model.site_map.latent_input.kwarg
-
-        def count(module, args, kwargs):
-            latent = kwargs.get(kwarg, args[0] if args else None)
-            self.cost.calls += 1
-            self.cost.rows += int(latent.shape[0])
-
-        self.handle = self.model.denoiser.register_forward_pre_hook(count, with_kwargs=True)
+        self.handle = attach(self.model.denoiser, "sweep.cost", self)
         self.cpu, self.wall = time.process_time(), time.perf_counter()
         return self
 
