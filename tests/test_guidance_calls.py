@@ -91,7 +91,9 @@ def test_tokens_select_exactly_the_listed_token_positions(unet, inputs):
 
 def test_reuse_keeps_one_cached_output_per_guidance_call(unet, inputs):
     latents, conditioning = inputs
-    with wb.reuse(unet, [SITE], every=2) as cache, wb.record(unet.denoiser, [SITE], branch_calls=CALLS) as rec:
+    # reuse and record each declare the separate calls: both count steps with the one StepClock
+    with wb.reuse(unet, [SITE], every=2, branch_calls=CALLS) as cache, \
+            wb.record(unet.denoiser, [SITE], branch_calls=CALLS) as rec:
         _separate_calls(unet, latents, conditioning)
     assert cache.stats.reused["down_blocks.1"] == 2  # step 1, both calls
     da = rec[SITE]  # the site's hook sees what the cached module handed on

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import workbench as wb
 from workbench.attention import word_maps
+from workbench.chain import attached_names
 
 PROMPT = "a red circle left of a blue square"
 
@@ -351,7 +352,7 @@ def test_tgate_detaches_on_errors_and_checks_its_input(unet, mmdit):
                 unet.generate([PROMPT], steps=2, seed=0)
     finally:
         handle.remove()
-    assert all("forward" not in m.__dict__ for m in unet.denoiser.modules()) and not unet._recorders
+    assert all("forward" not in m.__dict__ for m in unet.denoiser.modules()) and not attached_names(unet.denoiser)
     with pytest.raises(ValueError, match="guidance scale > 1"), wb.tgate(unet, gate_step=1):
         unet.generate([PROMPT], steps=2, seed=0, guidance_scale=1.0)
     with pytest.raises(ValueError, match="gate_step must be an integer >= 1"):

@@ -15,8 +15,9 @@ a U-Net with batched guidance. It follows T-GATE 1.0's schedule, step by step (`
   row is handed back twice, so the runner's guidance formula ``u + g (c - u)`` returns it
   unchanged, and no pipeline code is touched.
 
-Everything is attached to the instances (the denoiser's and its attention modules' ``forward``)
-and removed on exit, also when the run raises. After the gate, hooks inside the denoiser see one
+Everything attaches through the hook chains (``workbench.chain``): the one step clock on the
+denoiser, and ``around`` entries on the denoiser and its attention modules (which wrap those
+instances' ``forward``); all are removed on exit, also when the run raises. After the gate, hooks inside the denoiser see one
 row: recording sites in the same run is refused.
 """
 
@@ -26,10 +27,11 @@ from typing import Any
 
 import torch
 
-from ..sitemap import kwarg_or_arg
+from ..chain import ModelHook, RunAnnouncement, attach, attached_names
+from .clock import StepClock
 from .resolve import as_model
 
-_NO_INSTANCE_FORWARD = object()
+_serial = iter(range(1, 1 << 62))  # names this context's chain entries apart from another's
 
 
 def _cond_rows(value: Any) -> Any:
@@ -67,9 +69,11 @@ class TGate:
         if not any(name.endswith(".attn2") for name in self.attention):
             raise ValueError(f"T-GATE freezes the cross-attention of a U-Net's transformer blocks (attn2); this "
                              f"{type(self.model.denoiser).__name__} has none")
-        self._originals: dict[str, Any] = {}
+        self.clock = StepClock(self.model.site_map, model=self.model, scheduler=self.model.scheduler,
+                               new_run_when_timestep_rises=True)
+        self.name = f"tgate.{next(_serial)}"
+        self._attachments: list = []
         self._cache: dict[str, torch.Tensor] = {}
-        self.step, self._last_t = -1, None
         self.rows_run: list[int] = []  # denoiser rows per step: 2 before the gate, 1 after
 
     def __repr__(self) -> str:
@@ -93,88 +97,78 @@ class TGate:
     def gated(self, step: int) -> bool:
         return step >= self.gate_step
 
+    @property
+    def step(self) -> int:
+        return self.clock.step
+
     # -- lifecycle ----------------------------------------------------------------------------------
     def __enter__(self) -> "TGate":
-        others = [r for r in self.model._recorders if type(r).__name__ not in ("Reuse", "TGate")]
-        if others:
+        denoiser = self.model.denoiser
+        if any(name.startswith("record.") for name in attached_names(denoiser)):
             raise ValueError("tgate runs one guidance row after the gate, which recording sites in the same run "
                              "cannot label; record without tgate, or tgate without recording")
-        denoiser = self.model.denoiser
         try:
+            self._attachments.append(attach(denoiser, f"{self.name}.clock", self.clock))
+            self._attachments.append(attach(denoiser, self.name, _GatedDenoiser(self)))
             for path in self.attention:
-                self._wrap_attention(path, denoiser.get_submodule(path))
-            self._wrap("", denoiser, self._denoiser_forward(denoiser.forward))
-            self.model._recorders.append(self)
+                self._attachments.append(attach(denoiser.get_submodule(path), self.name, _GatedAttention(self, path)))
         except BaseException:
-            self._restore()
+            self._detach()
             raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._restore()
+        self._detach()
 
-    def _restore(self) -> None:
-        if self in self.model._recorders:
-            self.model._recorders.remove(self)
-        denoiser = self.model.denoiser
-        for path, original in self._originals.items():
-            module = denoiser.get_submodule(path) if path else denoiser
-            if original is _NO_INSTANCE_FORWARD:
-                del module.forward
-            else:
-                module.forward = original
-        self._originals.clear()
+    def _detach(self) -> None:
+        while self._attachments:
+            self._attachments.pop().remove()
         self._cache.clear()
 
-    def begin_run(self, *, prompts=None, branches=None, expected_steps=None, first_step: int = 0) -> None:
-        """Called by ``Model.generate`` / ``denoise`` before each run."""
-        if tuple(branches or ()) != ("uncond", "cond"):
+
+class _GatedDenoiser(ModelHook):
+    """Around the denoiser: two rows before the gate, the conditional row alone after it."""
+
+    def __init__(self, tgate: TGate):
+        self.tgate = tgate
+
+    def begin_run(self, run: RunAnnouncement) -> None:
+        if tuple(run.branches or ()) != ("uncond", "cond"):
             raise ValueError(f"T-GATE drops classifier-free guidance after the gate; this run's guidance branches are "
-                             f"{tuple(branches or ())} (use a guidance scale > 1)")
-        if first_step:
+                             f"{tuple(run.branches or ())} (use a guidance scale > 1)")
+        if run.first_step:
             raise ValueError("tgate needs the whole run (its caches fill before the gate); start_step must be 0")
-        self.step, self._last_t = -1, None
-        self._cache.clear()
-        self.rows_run = []
+        self.tgate._cache.clear()
+        self.tgate.rows_run = []
 
-    # -- the wrappers -------------------------------------------------------------------------------
-    def _wrap(self, path: str, module: torch.nn.Module, forward) -> None:
-        self._originals[path] = module.__dict__.get("forward", _NO_INSTANCE_FORWARD)
-        module.forward = forward
+    def around(self, compute, *args, **kwargs):
+        tgate = self.tgate
+        if not tgate.gated(tgate.step):
+            tgate.rows_run.append(2)
+            return compute(*args, **kwargs)
+        tgate.rows_run.append(1)
+        return _twice(compute(*[_cond_rows(a) for a in args], **_cond_rows(kwargs)))
 
-    def _denoiser_forward(self, compute):
-        timestep_input = self.model.site_map.timestep_input
 
-        def forward(*args, **kwargs):
-            t = float(torch.as_tensor(kwarg_or_arg(args, kwargs, timestep_input)).flatten()[0])
-            if t != self._last_t:
-                self.step += 1
-                self._last_t = t
-            if not self.gated(self.step):
-                self.rows_run.append(2)
-                return compute(*args, **kwargs)
-            self.rows_run.append(1)
-            return _twice(compute(*[_cond_rows(a) for a in args], **_cond_rows(kwargs)))
+class _GatedAttention(ModelHook):
+    """Around one attention module: run, keep or reuse its output as T-GATE's schedule says."""
 
-        return forward
+    def __init__(self, tgate: TGate, path: str):
+        self.tgate, self.path = tgate, path
 
-    def _wrap_attention(self, path: str, module: torch.nn.Module) -> None:
-        compute = module.forward
-
-        def forward(*args, **kwargs):
-            cross = _argument(args, kwargs, "encoder_hidden_states", 1) is not None
-            plan = self.plan(self.step, cross)
-            if plan == "reuse" and path in self._cache:
-                return self._cache[path]
-            output = compute(*args, **kwargs)
-            if plan == "keep":
-                self._cache[path] = output
-            elif plan == "keep-mean":
-                uncond, cond = output.chunk(2)
-                self._cache[path] = (uncond + cond) / 2
-            return output
-
-        self._wrap(path, module, forward)
+    def around(self, compute, *args, **kwargs):
+        tgate, path = self.tgate, self.path
+        cross = _argument(args, kwargs, "encoder_hidden_states", 1) is not None
+        plan = tgate.plan(tgate.step, cross)
+        if plan == "reuse" and path in tgate._cache:
+            return tgate._cache[path]
+        output = compute(*args, **kwargs)
+        if plan == "keep":
+            tgate._cache[path] = output
+        elif plan == "keep-mean":
+            uncond, cond = output.chunk(2)
+            tgate._cache[path] = (uncond + cond) / 2
+        return output
 
 
 def _argument(args, kwargs, name: str, position: int):
