@@ -81,6 +81,12 @@ def _sd3_tokens(pipeline, prompts: list[str], text_len: int) -> list[list[str]] 
     return [padded_tokens(clip, p, clip_len) + padded_tokens(t5, p, text_len - clip_len) for p in prompts]
 
 
+def _sd3_encoders(pipeline, text_len: int) -> list[tuple[str, int]]:
+    # CLIP-L and CLIP-G read the same tokens and are joined on channels: one stretch, "clip"
+    clip_len = pipeline.tokenizer.model_max_length
+    return [("clip", clip_len), ("t5", text_len - clip_len)]
+
+
 def _sd3_encode(pipeline, prompts: list[str], device) -> dict:
     embeds, _, pooled, _ = pipeline.encode_prompt(
         prompt=prompts, prompt_2=None, prompt_3=None, device=device, do_classifier_free_guidance=False
@@ -94,6 +100,7 @@ PIPELINES = (
         pipeline_classes=("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline"),
         denoiser_attribute="transformer",
         text_tokens=_sd3_tokens,
+        text_encoders=_sd3_encoders,
         encode_prompts=_sd3_encode,
         description="SD3: [uncond | cond] batched guidance; text axis [CLIP-L+G (77) | T5]",
     ),

@@ -160,3 +160,29 @@ def test_chroma_guidance_calls_are_recorded_as_branches():
     cond, uncond = (probs.sel(branch=b).values for b in ("cond", "uncond"))
     assert not np.allclose(cond, uncond)  # two different prompts (the prompt and the empty negative)
     np.testing.assert_array_equal(guided, pipe(**example_call_kwargs("chroma", guidance_scale=4.0)).images)
+
+
+def test_sd3_text_tokens_say_their_encoder_and_word_maps_split_by_it():
+    from workbench.attention.maps import word_maps
+
+    model = wb.load("tiny-sd3")
+    with wb.record(model, ["transformer_blocks.0.attn.probs.image->text"]) as rec:
+        model.generate(["a red circle on the left"], steps=1, guidance_scale=1.0)
+    probs = rec["transformer_blocks.0.attn.probs.image->text"]
+    clip_len = model.pipeline.tokenizer.model_max_length
+    assert list(probs.key_encoder.values) == ["clip"] * clip_len + ["t5"] * (probs.sizes["key"] - clip_len)
+    summed, each = word_maps(rec), word_maps(rec, encoder="each")
+    assert list(each.encoder.values) == ["clip", "t5", "all"] and list(each.word.values) == list(summed.word.values)
+    np.testing.assert_allclose(each.sel(encoder="all").values, summed.values)
+    np.testing.assert_allclose(each.sel(encoder="t5").values, word_maps(rec, encoder="t5").values)
+    for name in ("clip", "t5"):  # each encoder's word maps are its own tokens' columns, normalised
+        np.testing.assert_allclose(each.sel(encoder=name).sum(["y", "x"]).values, 1.0, rtol=1e-5)
+    assert not np.allclose(each.sel(encoder="clip").values, each.sel(encoder="t5").values)
+    with pytest.raises(ValueError, match="valid are clip, t5"):
+        word_maps(rec, encoder="umt5")
+    flux = wb.load(tiny_pipeline("chroma"))  # one encoder: no encoder coordinate, and asking is an error
+    with wb.record(flux, ["transformer_blocks.0.attn.probs.image->text"]) as one:
+        flux.generate(["a red circle"], steps=1, guidance_scale=1.0)
+    assert "key_encoder" not in one["transformer_blocks.0.attn.probs.image->text"].coords
+    with pytest.raises(ValueError, match="one encoder"):
+        word_maps(one, encoder="t5")

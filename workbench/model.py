@@ -141,6 +141,14 @@ class Model:
         except (TypeError, ValueError):  # a tokenizer that cannot pad to this length: leave tokens unlabelled
             return None
 
+    def text_encoders(self, text_len: int) -> list[tuple[str, int]] | None:
+        """Which encoder made each stretch of the denoiser's text axis, as ``[(encoder, positions)]``
+        in axis order, where several encoders' tokens are joined on it (SD3: CLIP then T5); None
+        where one encoder fills it or it is unknown."""
+        if self.pipeline is None or self.facts is None or self.facts.text_encoders is None:
+            return None
+        return self.facts.text_encoders(self.pipeline, text_len)
+
     def token_offsets(self, prompts: Sequence[str]) -> list[list[tuple[int, int]]]:
         """Per prompt, the (start, stop) character span of each token on the text axis ((0, 0) for
         special and padding tokens): what aligns caption words to text tokens."""

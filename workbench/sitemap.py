@@ -337,4 +337,7 @@ class PipelineFacts:
     encode_prompts: Callable[[Any, list[str], Any], dict] | None = None
     # (pipeline, latents) -> latents as the VAE takes them (FLUX unpacks its token packing)
     unpack_latents: Callable[[Any, Any], Any] | None = None
+    # (pipeline, text_len) -> [(encoder, positions), ...] in text-axis order, where the text axis
+    # joins several encoders' tokens (SD3: [CLIP | T5]); None where one encoder fills it
+    text_encoders: Callable[[Any, int], list[tuple[str, int]]] | None = None
     description: str = ""

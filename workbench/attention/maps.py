@@ -141,7 +141,8 @@ METHODS = ("mean", "daam")
 
 
 def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=None, heads=None, layers=None,
-              size: tuple[int, int] | None = None, branch: str = "cond", method: str = "mean") -> xr.DataArray:
+              size: tuple[int, int] | None = None, branch: str = "cond", method: str = "mean",
+              encoder: str | None = None) -> xr.DataArray:
     """Per-word attention maps over the image: dims (word, y, x); over the video of a video
     model: dims (word, frame, y, x).
 
@@ -159,6 +160,11 @@ def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=Non
     attention sites this call uses, in recorded order (``sites`` narrows that list by name first).
     The result's attrs name what was averaged: ``sites``, ``steps``, ``heads``, ``branch``,
     ``model`` and ``prompt``.
+
+    ``encoder`` (where several text encoders' tokens share the text axis, e.g. SD3's CLIP | T5, whose
+    ``key_encoder`` coordinate names them): None sums every encoder's tokens as above; an encoder's
+    name keeps only its tokens; ``"each"`` returns dims (encoder, word, ...) with one map per
+    encoder and their sum (``"all"``), words missing from an encoder giving zero maps.
 
     ``method="daam"`` reproduces DAAM's heat maps (Tang et al. 2023, ``daam`` 0.2.0) from the same
     run; see :func:`daam_word_maps` for the recipe. Its maps are DAAM's raw values (not normalised)
@@ -218,20 +224,39 @@ def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=Non
                          "choose sites of one temporal resolution with sites=")
     tokens = _tokens(first)
     stacked = np.mean([resize(p.transpose("key", *grid).values, size) for p in per_layer], axis=0)
-    words, maps = [], []
-    for word, positions in words_of(tokens):
-        words.append(word)
-        maps.append(stacked[positions].sum(axis=0))
-    maps = np.asarray(maps)
-    every_position = tuple(range(1, maps.ndim))
-    maps = maps / np.clip(maps.sum(axis=every_position, keepdims=True), 1e-12, None)
-    merged: dict[str, list[np.ndarray]] = {}
-    for word, m in zip(words, maps):
-        merged.setdefault(word, []).append(m)
+
+    def maps_of(tokens: list[str]) -> dict[str, np.ndarray]:
+        words, maps = [], []
+        for word, positions in words_of(tokens):
+            words.append(word)
+            maps.append(stacked[positions].sum(axis=0))
+        maps = np.asarray(maps)
+        every_position = tuple(range(1, maps.ndim))
+        maps = maps / np.clip(maps.sum(axis=every_position, keepdims=True), 1e-12, None)
+        merged: dict[str, list[np.ndarray]] = {}
+        for word, m in zip(words, maps):
+            merged.setdefault(word, []).append(m)
+        return {word: np.mean(v, axis=0) for word, v in merged.items()}
+
+    if encoder is None:
+        merged = maps_of(tokens)
+        values, dims = np.stack(list(merged.values())), ("word", *grid)
+    else:
+        made_by = _encoders(first, encoder)
+        only = {e: maps_of([t if by == e else "" for t, by in zip(tokens, made_by)]) for e in dict.fromkeys(made_by) if e}
+        chosen = list(only) + ["all"] if encoder == "each" else [encoder]
+        per = {**only, "all": maps_of(tokens)}
+        merged = per["all"] if encoder == "each" else per[encoder]
+        zero = np.zeros_like(next(iter(per["all"].values())))
+        values = np.stack([[per[e].get(w, zero) for w in merged] for e in chosen])
+        dims = ("encoder", "word", *grid)
+        if encoder != "each":
+            values, dims = values[0], dims[1:]
     return xr.DataArray(
-        np.stack([np.mean(v, axis=0) for v in merged.values()]),
-        dims=("word", *grid),
+        values,
+        dims=dims,
         coords={"word": list(merged), **({"frame": np.arange(first.sizes["frame"])} if "frame" in grid else {}),
+                **({"encoder": chosen} if encoder == "each" else {}),
                 "y": np.arange(size[0]), "x": np.arange(size[1])},
         attrs={"layers": len(per_layer), "sample": sample, "method": "mean", **_provenance(candidates, sample, branch),
                "steps": _chosen(steps, candidates[0][1], "step"), "heads": _chosen(heads, candidates[0][1], "head")},
@@ -273,6 +298,18 @@ def _image_to_text(probs: xr.DataArray, sample: int, branch: str, steps, visual:
     if steps is not None:
         probs = probs.sel(step=list(steps))
     return probs.isel(query=(probs.query_kind == visual).values, key=(probs.key_kind == "text").values)
+
+
+def _encoders(layer: xr.DataArray, encoder: str) -> list[str]:
+    """Which encoder made each key token, checking that ``encoder`` is one of them (or "each")."""
+    if "key_encoder" not in layer.coords:
+        raise ValueError(f"encoder={encoder!r}: this recording's text axis comes from one encoder (no key_encoder "
+                         "coordinate); leave encoder=None")
+    made_by = [str(e) for e in layer.key_encoder.values]
+    names = [e for e in dict.fromkeys(made_by) if e]
+    if encoder != "each" and encoder not in names:
+        raise ValueError(f"encoder={encoder!r} is not on this text axis: valid are {', '.join(names)} or 'each'")
+    return made_by
 
 
 def _tokens(layer: xr.DataArray) -> list[str]:

@@ -231,6 +231,7 @@ class Recorder:
         if prompts is None or not self.geometry.text_len:
             return
         self.recording.text_tokens = self.model.text_tokens(prompts, self.geometry.text_len)
+        self.recording.text_encoders = self.model.text_encoders(self.geometry.text_len)
 
     # -- visiting a site --------------------------------------------------------------------------
     def visit(self, plan: SitePlan, x: torch.Tensor, rows: list[str] | None = None) -> torch.Tensor:

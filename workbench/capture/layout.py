@@ -45,10 +45,12 @@ def token_kind(layout: TokenLayout | None) -> str:
 
 
 def token_coords(axis: str, layout: TokenLayout, length: int, geometry: Geometry,
-                 text_tokens: list[list[str]] | None, n_samples: int) -> dict:
+                 text_tokens: list[list[str]] | None, n_samples: int,
+                 text_encoders: list[tuple[str, int]] | None = None) -> dict:
     """Coordinates of a token axis: ``{axis}_kind``, the grid position of image/video tokens
-    (``{axis}_y``/``{axis}_x``, plus ``{axis}_frame`` on an axis with video tokens; -1 for text)
-    and ``{axis}_token`` (the text token per sample, when known)."""
+    (``{axis}_y``/``{axis}_x``, plus ``{axis}_frame`` on an axis with video tokens; -1 for text),
+    ``{axis}_token`` (the text token per sample, when known) and, where several text encoders'
+    tokens share the axis, ``{axis}_encoder`` (which encoder made each text token; "" elsewhere)."""
     text_len = geometry.text_len if len(layout.segments) > 1 else 0
     grid_axes = GRID_AXES.get(layout.visual, ("y", "x"))
     kinds, text_pos = [], []
@@ -72,6 +74,10 @@ def token_coords(axis: str, layout: TokenLayout, length: int, geometry: Geometry
         if all(len(t) >= max(text_pos) + 1 for t in text_tokens):
             labelled = [[tokens[p] if 0 <= p < len(tokens) else "" for p in text_pos] for tokens in text_tokens]
             coords[f"{axis}_token"] = (("sample", axis), np.array(labelled, dtype=object).astype(str))
+    if "text" in kinds and text_encoders:
+        made_by = [name for name, n in text_encoders for _ in range(n)]
+        if len(made_by) == max(text_pos) + 1:  # the declared stretches tile this text axis
+            coords[f"{axis}_encoder"] = (axis, np.array([made_by[p] if p >= 0 else "" for p in text_pos]))
     return coords
 
 

@@ -41,6 +41,7 @@ class Recording(Mapping):
     dtype: str | None = None
     prompts: list[str] | None = None
     text_tokens: list[list[str]] | None = None
+    text_encoders: list[tuple[str, int]] | None = None  # [(encoder, positions)] along the text axis
     geometry: Geometry | None = None
     interventions: list[str] = field(default_factory=list)
     transform: str = ""  # the name of record(transform=...): captures are its results, not the site's dims
@@ -241,7 +242,8 @@ class Recording(Mapping):
         for axis, layout in layouts.items():
             if axis not in sizes or layout is None or self.geometry is None:
                 continue
-            coords.update(token_coords(axis, layout, sizes[axis], self.geometry, self.text_tokens, sizes["sample"]))
+            coords.update(token_coords(axis, layout, sizes[axis], self.geometry, self.text_tokens, sizes["sample"],
+                                       self.text_encoders))
         for axis in ("y", "x", "head"):
             if axis in sizes:
                 coords[axis] = np.arange(sizes[axis])
