@@ -3,7 +3,8 @@ maps, and T-GATE and every DeepCache branch as caching schemes, with FLOPs per s
 measured speed-ups.
 
     python benchmarks/peers.py daam    [--prompts 24 --steps 20]           # docs/results/peers_daam.json
-    python benchmarks/peers.py caching [--n 50 --steps 20 --repeats 5]     # docs/results/peers_caching.json
+    python benchmarks/peers.py caching [--steps 20 --repeats 5]            # docs/results/peers_caching.json
+    python benchmarks/peers.py judge   [--n 50 --steps 20]                 # docs/results/peers_judged.json
     python benchmarks/peers.py --update-doc                                # tables in skips.md, attention.md
 
 daam: for each prompt (the quality benchmark's single-object and glyph captions), one run recorded
@@ -14,7 +15,9 @@ caching: each variant (uncached, T-GATE at each gate, DeepCache's 9 branches at 
 DeepCache's non-uniform schedule on branch 0) is timed right beside an uncached run of the same
 prompts and seed (close pairs, order alternated, median of the per-pair ratios, wall and CPU), its
 images compared with the uncached ones (PSNR), its FLOPs per step counted
-(``workbench.capture.flops``); T-GATE and the uncached run are also judged (shape+colour on single
+(``workbench.capture.flops``).
+
+judge: the uncached run and T-GATE at each gate are judged (shape+colour on single
 objects, glyph on glyphs; Wilson 95% intervals).
 """
 
@@ -93,11 +96,11 @@ def _timed(model, factory, prompts, steps):
     return time.perf_counter() - w0, time.process_time() - c0
 
 
-def measure_caching(model_name: str, every: int, gates: list[int], n: int, steps: int, repeats: int,
+def measure_caching(model_name: str, every: int, gates: list[int], steps: int, repeats: int,
                     timing_prompts: int, out: Path) -> dict:
     model = wb.load(model_name)
     results = json.loads(out.read_text()) if out.exists() else {}
-    entry = results.setdefault(model_name, {"steps": steps, "every": every, "n": n, "repeats": repeats,
+    entry = results.setdefault(model_name, {"steps": steps, "every": every, "repeats": repeats,
                                             "timing_prompts": timing_prompts, "threads": torch.get_num_threads(),
                                             "variants": {}})
     prompts = _captions(2 * timing_prompts)[:timing_prompts]
@@ -122,15 +125,21 @@ def measure_caching(model_name: str, every: int, gates: list[int], n: int, steps
             row["speedup_wall"] = round(statistics.median(b[0] / v[0] for b, v in pairs), 3)
             row["speedup_cpu"] = round(statistics.median(b[1] / v[1] for b, v in pairs), 3)
         _save(results, out)
-    judge = None
-    families = prompt_families(n, seed=0)
-    for name, factory in variants(every, gates).items():
-        row = entry["variants"][name]
-        if not (factory is None or name.startswith("T-GATE")) or "judged" in row:
-            continue
-        from workbench.models.judge import load_judge
+    return results
 
-        judge = judge or load_judge()
+
+def judge_variants(model_name: str, gates: list[int], n: int, steps: int, out: Path) -> dict:
+    """The judge's accuracy on the uncached run and on T-GATE at each gate (``n`` test prompts per
+    family, seeds as the quality benchmark's), with Wilson 95% intervals."""
+    from workbench.models.judge import load_judge
+
+    model, judge = wb.load(model_name), load_judge()
+    results = json.loads(out.read_text()) if out.exists() else {}
+    entry = results.setdefault(model_name, {"steps": steps, "n": n, "variants": {}})
+    families = prompt_families(n, seed=0)
+    for name, factory in variants(3, gates).items():
+        if not (factory is None or name.startswith("T-GATE")) or name in entry["variants"]:
+            continue
         judged = {}
         for family, key in FAMILIES.items():
             captions = [c for c, _ in families[family]]
@@ -140,7 +149,7 @@ def measure_caching(model_name: str, every: int, gates: list[int], n: int, steps
             right = round(rate[key] * rate["n"] / 100)
             judged[key] = {"right": right, "n": rate["n"], "percent": rate[key],
                            "wilson95": [round(100 * x, 1) for x in wilson(right, rate["n"])]}
-        row["judged"] = judged
+        entry["variants"][name] = judged
         _save(results, out)
     return results
 
@@ -153,15 +162,15 @@ def _save(results: dict, out: Path) -> None:
 
 # -- doc tables -------------------------------------------------------------------------------------
 
-def caching_table(results: dict) -> str:
+def caching_table(results: dict, judged: dict) -> str:
     lines = ["| model | variant | FLOPs per step (mean, G) | FLOPs ratio | speed-up wall | speed-up CPU | PSNR vs uncached (dB) "
              "| shape+colour % [95% CI] | glyph % [95% CI] |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for model_name, entry in results.items():
         for name, row in entry["variants"].items():
-            judged = row.get("judged", {})
-            cells = [f"{judged[k]['percent']:g} [{judged[k]['wilson95'][0]:g}, {judged[k]['wilson95'][1]:g}]"
-                     if k in judged else "-" for k in FAMILIES.values()]
+            verdict = judged.get(model_name, {}).get("variants", {}).get(name, {})
+            cells = [f"{verdict[k]['percent']:g} [{verdict[k]['wilson95'][0]:g}, {verdict[k]['wilson95'][1]:g}]"
+                     if k in verdict else "-" for k in FAMILIES.values()]
             flops = row["flops_per_step"]
             lines.append(f"| {model_name} | {name} | {sum(flops) / len(flops) / 1e9:.3f} | {row['flops_ratio']:.2f}x | "
                          f"{row.get('speedup_wall', 1.0):.2f}x | {row.get('speedup_cpu', 1.0):.2f}x | "
@@ -178,23 +187,24 @@ def daam_table(result: dict) -> str:
 
 def update_doc() -> None:
     daam = RESULTS / "peers_daam.json"
-    caching = RESULTS / "peers_caching.json"
+    caching, judged = RESULTS / "peers_caching.json", RESULTS / "peers_judged.json"
     if daam.exists():
         write_block("attention.md", "peers-daam", daam_table(json.loads(daam.read_text())))
     if caching.exists():
-        write_block("skips.md", "peers-caching", caching_table(json.loads(caching.read_text())))
+        verdicts = json.loads(judged.read_text()) if judged.exists() else {}
+        write_block("skips.md", "peers-caching", caching_table(json.loads(caching.read_text()), verdicts))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", nargs="?", choices=["daam", "caching"])
+    parser.add_argument("part", nargs="?", choices=["daam", "caching", "judge"])
     parser.add_argument("--update-doc", action="store_true")
     parser.add_argument("--model", default="toy-unet")
     parser.add_argument("--prompts", type=int, default=24, help="daam: prompts")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--every", type=int, default=3, help="caching: DeepCache's interval")
     parser.add_argument("--gates", nargs="+", type=int, default=[5, 10])
-    parser.add_argument("--n", type=int, default=50, help="caching: judged prompts per family")
+    parser.add_argument("--n", type=int, default=50, help="judge: test prompts per family")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--timing-prompts", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
@@ -209,9 +219,11 @@ def main(argv: list[str] | None = None) -> int:
             (RESULTS / "peers_daam.json").write_text(json.dumps(result, indent=1))
             print(daam_table(result))
         elif args.part == "caching":
-            results = measure_caching(args.model, args.every, args.gates, args.n, args.steps, args.repeats,
+            results = measure_caching(args.model, args.every, args.gates, args.steps, args.repeats,
                                       args.timing_prompts, RESULTS / "peers_caching.json")
-            print(caching_table(results))
+            print(caching_table(results, {}))
+        elif args.part == "judge":
+            judge_variants(args.model, args.gates, args.n, args.steps, RESULTS / "peers_judged.json")
     if args.update_doc:
         update_doc()
     return 0
