@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import workbench.data as wd
 from workbench.studies.localization import attribution as A
 from workbench.studies.localization import patching as L
 from workbench.studies.localization import sweeps as S
@@ -25,7 +24,7 @@ EPS = 1e-3
 REL, ABS = 0.06, 1e-2
 # toy-mmdit (issue 23): the metric is sharply curved in alpha there, so at alpha = +-1e-3 the central
 # difference still carries a truncation error (~eps^2 f'''/6) of several percent -- that was the 9.6%
-# gap. benchmarks/attribution_fd_scan.py (docs/results/attribution_fd_scan.json; block 3, start 0,
+# gap. workbench/studies/localization/attribution_fd_scan.py (docs/results/attribution_fd_scan.json; block 3, start 0,
 # estimate -3.074) shows the central difference converging on the estimate as eps shrinks:
 # -0.09, +1.06, -1.19, -2.21, -2.83, -3.03, -3.00 at eps 1e-1 ... 1e-3, 3e-4, 1e-4, until float32
 # rounding takes over (forward and backward at 1e-4: -2.90 and -3.11, a rounding of ~1e-5 in the
@@ -41,17 +40,11 @@ def judge():
 
 
 def _pair(model, judge, a="K", b="7", colour="red", position="left", seed=3):
-    target, source = (wd.make_scene([dict(glyph=g, colour=colour, position=position, template=0)], seed=seed)
-                      for g in (a, b))
-    maps = L.prompt_token_maps(model, [target.caption], [source.caption], [target.spans[0]], [source.spans[0]])
-    return SimpleNamespace(target=target.caption, source=source.caption, seeds=[seed], maps=maps,
-                           metric=A.GlyphMetric(judge, [position], [a], [b]))
+    return A.glyph_pair(model, judge, a, b, colour, position, seed)
 
 
 def _metric_at(model, pair, cache, alpha, **where):
-    latents = A.blended_generate(model, [pair.target], cache, pair.seeds, alpha=alpha, steps=STEPS,
-                                 token_maps=pair.maps, **where)
-    return float(pair.metric.on_images(A.differentiable_images(model, latents), np.arange(1)))
+    return A.blended_metric(model, pair, cache, alpha, steps=STEPS, **where)
 
 
 def _finite_difference(model, pair, cache, eps=EPS, **where):

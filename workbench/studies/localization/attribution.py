@@ -44,7 +44,8 @@ import torch
 import xarray as xr
 
 from ...capture import edit, intervene
-from .patching import TextCache, TextLayer, cache_text, pick_layers
+from ...data import make_scene
+from .patching import TextCache, TextLayer, cache_text, pick_layers, prompt_token_maps
 from .sweeps import Cost, Variant, _Counter, noise_for
 
 Metric = Callable[[torch.Tensor, np.ndarray], torch.Tensor]  # (final latents, pair indices) -> (pairs,)
@@ -389,3 +390,32 @@ def blended_generate(model, targets: Sequence[str], cache: TextCache, seeds: Seq
     with intervene(model, patches):
         return model.generate(list(targets), steps=steps, latents=noise_for(model, seeds),
                               guidance_scale=guidance_scale, output="latents")
+
+
+# -- one glyph pair, checked by finite differences ----------------------------------------------
+@dataclass
+class GlyphPair:
+    """One glyph swap A -> B in one shapes-world cell: the two captions, the noise seed, the
+    target -> source token map and the judge's logit-gap metric at the glyph's position."""
+
+    target: str
+    source: str
+    seeds: list[int]
+    maps: np.ndarray
+    metric: GlyphMetric
+
+
+def glyph_pair(model, judge, a: str, b: str, colour: str, position: str, seed: int) -> GlyphPair:
+    """The pair that renders glyph ``a`` (target) or ``b`` (source) in ``colour`` at ``position``."""
+    target, source = (make_scene([dict(glyph=g, colour=colour, position=position, template=0)], seed=seed)
+                      for g in (a, b))
+    maps = prompt_token_maps(model, [target.caption], [source.caption], [target.spans[0]], [source.spans[0]])
+    return GlyphPair(target.caption, source.caption, [seed], maps, GlyphMetric(judge, [position], [a], [b]))
+
+
+def blended_metric(model, pair: GlyphPair, cache: TextCache, alpha: float, *, steps: int, **where) -> float:
+    """The pair's metric on the image of one blended run (:func:`blended_generate` at ``alpha``;
+    ``where``: its ``layers``, ``heads``, ``start``): what a finite difference of the estimate reads."""
+    latents = blended_generate(model, [pair.target], cache, pair.seeds, alpha=alpha, steps=steps,
+                               token_maps=pair.maps, **where)
+    return float(pair.metric.on_images(differentiable_images(model, latents), np.arange(1)))

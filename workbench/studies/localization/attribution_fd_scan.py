@@ -3,51 +3,47 @@ one block's effect against central, forward and backward finite differences of t
 several step sizes, on the pair and run that ``tests/test_attribution.py`` checks (toy-mmdit,
 block 3, start 0, 3 steps). Writes ``docs/results/attribution_fd_scan.json``.
 
-    python benchmarks/attribution_fd_scan.py
+    python -m workbench.studies.localization.attribution_fd_scan
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from ... import load
+from ...models.judge import load_judge
+from ...results import results_dir
+from . import attribution as A
+from . import patching as L
+from . import sweeps as S
 
-import workbench as wb  # noqa: E402
-import test_attribution as T  # noqa: E402  (the test's own pair, metric and blended run)
-from workbench.models.judge import load_judge  # noqa: E402
-from workbench.results import results_dir  # noqa: E402
-from workbench.studies.localization import attribution as A  # noqa: E402
-from workbench.studies.localization import patching as L  # noqa: E402
-from workbench.studies.localization import sweeps as S  # noqa: E402
+STEPS = 3  # the run tests/test_attribution.py checks
 
 STEP_SIZES = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
 
 
 def main() -> None:
     torch.set_num_threads(1)
-    model, judge = wb.load("toy-mmdit"), load_judge()
+    model, judge = load("toy-mmdit"), load_judge()
     layer, start = 3, 0
     with torch.no_grad():
-        pair = T._pair(model, judge, "A", "3", "blue", "right", 5)
-        _, cache = L.cache_text(model, [pair.source], steps=T.STEPS, seed=pair.seeds, latents=S.noise_for(model, pair.seeds))
-    result = A.attribute(model, [pair.target], [pair.source], pair.seeds, pair.metric, steps=T.STEPS,
+        pair = A.glyph_pair(model, judge, "A", "3", "blue", "right", 5)
+        _, cache = L.cache_text(model, [pair.source], steps=STEPS, seed=pair.seeds, latents=S.noise_for(model, pair.seeds))
+    result = A.attribute(model, [pair.target], [pair.source], pair.seeds, pair.metric, steps=STEPS,
                          token_maps=pair.maps, layers=[layer])
     estimate = float(A.layer_effects(result.contributions, start).sel(layer=layer)[0])
     rows = []
     with torch.no_grad():
-        at = lambda alpha: T._metric_at(model, pair, cache, alpha, layers=[layer], start=start)  # noqa: E731
+        at = lambda alpha: A.blended_metric(model, pair, cache, alpha, steps=STEPS, layers=[layer], start=start)  # noqa: E731
         zero = at(0.0)
         for eps in STEP_SIZES:
             plus, minus = at(eps), at(-eps)
             rows.append({"eps": eps, "central": (plus - minus) / (2 * eps), "forward": (plus - zero) / eps,
                          "backward": (zero - minus) / eps})
             print(rows[-1], flush=True)
-    saved = {"model": "toy-mmdit", "layer": layer, "start": start, "steps": T.STEPS, "estimate": estimate, "rows": rows}
+    saved = {"model": "toy-mmdit", "layer": layer, "start": start, "steps": STEPS, "estimate": estimate, "rows": rows}
     (results_dir() / "attribution_fd_scan.json").write_text(json.dumps(saved, indent=1) + "\n")
     print(f"estimate {estimate:.4f}")
 
