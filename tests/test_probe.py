@@ -119,6 +119,14 @@ def test_heatmaps_one_panel_per_label_and_probe_and_side_by_side():
     assert list(fig.data[0].x) == ["100", "500"]
     both = compare({"model A": grid, "model B": grid})
     assert len(both.data) == 4 and "model B linear colour" in [a.text for a in both.layout.annotations]
+    # Same sites: row labels once, on the left, so the second panel's cannot print over the first.
+    assert both.layout.yaxis.showticklabels and both.layout.yaxis2.showticklabels is False
+    other = grid.assign_coords(site=["a much longer site name.out", "another long site name.out"])
+    mixed = compare({"model A": grid, "model B": other})
+    assert mixed.layout.yaxis2.showticklabels
+    gap_px = (mixed.layout.xaxis2.domain[0] - mixed.layout.xaxis.domain[1]) * mixed.layout.width
+    assert gap_px >= 7 * len("a much longer site name.out"), "the gap must hold the second panel's row labels"
+    assert mixed.layout.width <= 900 and mixed.data[0].colorbar.title.text == "test accuracy"
 
 
 def test_probe_cli_on_an_extracted_store(tmp_path, capsys):

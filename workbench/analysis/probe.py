@@ -37,6 +37,8 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from ..style import PAGE_WIDTH, style, wrap
+
 PROBES = ("linear", "mlp")
 #: Weight decays (L2 penalty on the weights, added to the mean cross-entropy) tried per probe
 #: kind; the one with the best validation accuracy is reported.
@@ -317,8 +319,17 @@ def compare(grids: dict[str, xr.Dataset], probe: str | None = None, title: str |
     titles = [
         " ".join(x for x in (name, kind, label) if x) for label in labels for name, kind in columns
     ]
-    fig = make_subplots(rows=len(labels), cols=len(columns), subplot_titles=titles,
-                        horizontal_spacing=0.12, vertical_spacing=max(0.04, 0.3 / len(labels)))
+    # Panels of grids with the same sites share their row labels (shown once, on the left); grids of
+    # different models each need theirs, and the gap between panels must hold the longest one.
+    same_sites = len({tuple(map(str, g["site"].values)) for g in grids.values()}) == 1
+    label_px = 7 * max(len(str(s)) for g in grids.values() for s in g["site"].values) + 10
+    panel_px = 260
+    width = label_px + len(columns) * panel_px + (0 if same_sites else (len(columns) - 1) * label_px) + 90
+    shown = min(width, PAGE_WIDTH)  # style() caps the width at the page: the gap is a share of what is shown
+    gap = 20 / shown if same_sites else label_px / shown
+    gap = min(gap, 0.8 / (len(columns) - 1)) if len(columns) > 1 else 0.0
+    fig = make_subplots(rows=len(labels), cols=len(columns), subplot_titles=[wrap(t, panel_px, 11) for t in titles],
+                        horizontal_spacing=gap, vertical_spacing=max(0.04, 0.35 / len(labels)))
     for r, label in enumerate(labels, start=1):
         for c, (name, kind) in enumerate(columns, start=1):
             grid = grids[name]
@@ -337,6 +348,10 @@ def compare(grids: dict[str, xr.Dataset], probe: str | None = None, title: str |
                 row=r, col=c,
             )
             fig.update_xaxes(title_text="timestep", type="category", row=r, col=c)
-    height = 120 + len(labels) * (60 + 22 * len(first["site"]))
-    fig.update_layout(title=title or "probe accuracy (test split)", height=height, width=max(500, 420 * len(columns)))
-    return fig
+            fig.update_yaxes(showticklabels=c == 1 or not same_sites, tickfont=dict(size=10), row=r, col=c)
+    fig.update_annotations(font_size=11)
+    height = len(labels) * (70 + 22 * len(first["site"]))
+    fig.update_layout(height=height, margin=dict(l=label_px, r=10, b=40))
+    return style(fig, title=title or "Probe accuracy (test split)", width=width, colorbar_title="test accuracy",
+                 how_to_read="Each cell: test accuracy of a probe reading the label from that site's features at that "
+                             "timestep (hover: validation accuracy and chance); bright = the feature holds the label.")
