@@ -35,7 +35,10 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 # JupyterLab settings that keep the page quiet and offline: no news or update checks (and so no
 # toast asking about them covering the notebook).
 LAB_SETTINGS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
-                                                                                      "checkForUpdates": False}}
+                                                                                      "checkForUpdates": False},
+                # Render every cell: JupyterLab 4 otherwise drops cells scrolled out of view from the
+                # page, and a widget output above the last cell could not be found after Run All.
+                "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"}}
 
 
 def _requirements() -> str | None:
@@ -243,3 +246,56 @@ def test_svd_explorer_in_chromium(tmp_path):
         assert after != before, "moving the singular-value slider did not redraw the images"
         assert len(after) == 2 and all(a != b for a, b in zip(after, before)), "both x0 and the final image change"
         explorer.screenshot(path=str(tmp_path / "svd_explorer.png"))
+
+
+# Notebook 04's variant picker: its widget output, found by its "pair" dropdown.
+PICKER = ".jp-OutputArea-output:has(.js-plotly-plot):has(.widget-label:text-is('pair'))"
+LOCALIZATION_NOTEBOOK = REPO / "notebooks" / "04_text_localization.ipynb"
+
+
+def _dropdown(output, label: str):
+    return output.locator(f".widget-dropdown:has(.widget-label:text-is('{label}')) select").first
+
+
+@pytest.mark.slow
+def test_localization_picker_after_run_all(tmp_path):
+    """Run All of notebook 04, then use its picker: a cell after the picker once rebound a global
+    its callback read, so after Run All every choice said "not in the live sweep" and the images
+    never changed. Waits for the last cell to finish, picks another pair and another layer."""
+    reason = _requirements()
+    if reason:
+        pytest.skip(reason)
+    shutil.copy(LOCALIZATION_NOTEBOOK, tmp_path / LOCALIZATION_NOTEBOOK.name)
+    with _notebook_in_chromium(tmp_path, LOCALIZATION_NOTEBOOK.name) as (page, errors):
+        prompts = page.locator(".jp-CodeCell .jp-InputPrompt")
+        deadline = time.monotonic() + 300
+
+        def finished() -> bool:  # every cell has run, the ones after the picker included
+            texts = prompts.all_inner_texts()
+            return bool(texts) and all(re.search(r"\[\d+\]", t) for t in texts)
+
+        while not finished() and time.monotonic() < deadline:
+            page.wait_for_timeout(1000)
+        assert finished(), "Run All did not finish"
+        picker = page.locator(PICKER).first
+        picker.scroll_into_view_if_needed()
+        picker.locator(".imagelayer image").first.wait_for(timeout=30_000)
+        outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+        assert not any("Traceback" in text for text in outputs), [t for t in outputs if "Traceback" in t]
+        heads_shown = _dropdown(picker, "heads").evaluate("s => s.options[s.selectedIndex].text")
+        assert heads_shown.replace("\xa0", " ") == "all heads", heads_shown  # ipywidgets renders spaces as nbsp
+
+        for label, choice in (("pair", 1), ("layer", 0)):
+            before = picker.evaluate(IMAGES_JS)
+            _dropdown(picker, label).select_option(index=choice)
+            deadline, after = time.monotonic() + 30, before
+            while after == before and time.monotonic() < deadline:
+                page.wait_for_timeout(200)
+                after = picker.evaluate(IMAGES_JS)
+            note = picker.locator(".widget-html").first.inner_text()
+            assert "not in the live sweep" not in note, note
+            assert after != before, f"choosing another {label} did not change the images"
+        picker.screenshot(path=str(tmp_path / "picker.png"))
+        assert not [e for e in errors if "plotly" in e.lower() or "widget" in e.lower()], errors
+    if os.environ.get("WORKBENCH_UPDATE_SCREENSHOT") == "1":
+        shutil.copy(tmp_path / "picker.png", REPO / "docs" / "img" / "notebook04_picker.png")

@@ -37,13 +37,17 @@ class SVDExplorer(widgets.VBox):
             "step": widgets.IntSlider(value=step, min=0, max=session.steps - 1, description="step",
                                       continuous_update=False),
             **{f"s{i + 1}": widgets.FloatSlider(value=1.0, min=0.0, max=3.0, step=0.25, description=f"gain s{i + 1}",
-                                                continuous_update=False) for i in range(values)},
+                                                continuous_update=False, readout=True, readout_format=".2f",
+                                                # wide enough that the value beside the slider is not cut off
+                                                style={"description_width": "60px"}, layout=widgets.Layout(width="250px"))
+                for i in range(values)},
             "k": widgets.Dropdown(options=[k for k in (1, 2, 4, 8) if k <= session.max_rank], value=1,
                                   description="heatmap k"),
         }
         self.status = widgets.HTML()
         self.figure = self._image_figure()
-        self.heatmap = go.FigureWidget(go.Figure(go.Heatmap(colorscale="Viridis", zmin=0.0)))
+        self.heatmap = go.FigureWidget(go.Figure(go.Heatmap(
+            colorscale="Viridis", zmin=0.0, colorbar=dict(title=dict(text="distance", side="right")))))
         self.heatmap.update_layout(height=330, width=380, margin=dict(l=40, r=10, t=40, b=40),
                                    xaxis_title="step", yaxis_title="step")
         sliders = [self.controls[f"s{i + 1}"] for i in range(values)]
