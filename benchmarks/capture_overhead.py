@@ -208,26 +208,48 @@ def run_group(python: str, group: str, width: int, layers: int, steps: int, repe
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def record(python: str, layers: int, threads: int) -> dict:
+def _compare(python: str, width: int, layers: int, steps: int, repeats: int, threads: int) -> dict:
+    """One side-by-side run of workbench.record and the hand-written loop, with its gaps."""
+    by_name = {r["config"]: r for r in run_group(python, SIDE_BY_SIDE, width, layers, steps, repeats, threads)}
+    wb, hand = by_name["blocks_workbench"], by_name["blocks_handwritten"]
+    gaps = sorted(a - b for a, b in zip(wb["cpu_ratios"], hand["cpu_ratios"]))
+    return {"workbench": wb, "handwritten": hand, "gap": wb["ratio"] - hand["ratio"], "gap_per_repeat": gaps,
+            "gap_median_per_repeat": statistics.median(gaps),
+            "gap_quartiles": [float(q) for q in statistics.quantiles(gaps, n=4)]}
+
+
+def record(python: str, layers: int, threads: int, before: str | None = None) -> dict:
     """workbench.record and the hand-written hook loop side by side at each width of RECORDED; per
     repeat, the gap is workbench's CPU-time ratio minus the hand-written loop's (same bare median,
-    same repeat), so the spread of the gaps is the machine's noise on the comparison itself."""
+    same repeat), so the spread of the gaps is the machine's noise on the comparison itself.
+
+    ``before``: an interpreter whose ``workbench`` is an earlier version of the code; at each width
+    it is measured the same way right before this version (same run, same machine moment), under
+    ``rows[i]["before"]``, so a change to the engine is judged against the code it replaced."""
     import torch
 
     rows = []
     for width, steps, repeats in RECORDED:
-        by_name = {r["config"]: r for r in run_group(python, SIDE_BY_SIDE, width, layers, steps, repeats, threads)}
-        wb, hand = by_name["blocks_workbench"], by_name["blocks_handwritten"]
-        gaps = sorted(a - b for a, b in zip(wb["cpu_ratios"], hand["cpu_ratios"]))
-        rows.append({"width": width, "steps": steps, "repeats": repeats, "workbench": wb, "handwritten": hand,
-                     "gap": wb["ratio"] - hand["ratio"], "gap_per_repeat": gaps,
-                     "gap_median_per_repeat": statistics.median(gaps),
-                     "gap_quartiles": [float(q) for q in statistics.quantiles(gaps, n=4)]})
-        print(f"width {width}: workbench {wb['ratio']:.3f}x, hand-written {hand['ratio']:.3f}x, gap "
-              f"{100 * rows[-1]['gap']:+.1f}% (per repeat {', '.join(f'{100 * g:+.1f}' for g in gaps)})", file=sys.stderr)
+        row = {"width": width, "steps": steps, "repeats": repeats}
+        if before is not None:
+            row["before"] = _compare(before, width, layers, steps, repeats, threads)
+            row["before"]["workbench_version"] = _version_of(before)
+        row.update(_compare(python, width, layers, steps, repeats, threads))
+        rows.append(row)
+        print(f"width {width}: workbench {row['workbench']['ratio']:.3f}x, hand-written {row['handwritten']['ratio']:.3f}x, "
+              f"gap {100 * row['gap']:+.1f}% (per repeat {', '.join(f'{100 * g:+.1f}' for g in row['gap_per_repeat'])})"
+              + (f"; before: gap {100 * row['before']['gap']:+.1f}%" if before else ""), file=sys.stderr)
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "target_gap": 0.02,
             "machine": f"{platform.processor() or platform.machine()}, {threads} thread(s), torch {torch.__version__}",
             "model": f"SD3Transformer2DModel, {layers} layers, 1024 image + 77 text tokens", "rows": rows}
+
+
+def _version_of(python: str) -> str:
+    """Which workbench checkout ``python`` imports, and its commit (for the record of a comparison)."""
+    code = ("import subprocess, workbench, pathlib; root = pathlib.Path(workbench.__file__).parents[1]; "
+            "print(root, subprocess.run(['git', '-C', str(root), 'rev-parse', '--short', 'HEAD'], "
+            "capture_output=True, text=True).stdout.strip())")
+    return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip()
 
 
 def overhead_table(saved: dict) -> str:
@@ -248,6 +270,17 @@ def overhead_table(saved: dict) -> str:
                    f"{', '.join(f'{x:.3f}' for x in hand['cpu_ratios'])} | {100 * r['gap']:+.1f}% | "
                    f"{100 * r['gap_median_per_repeat']:+.1f}% [{100 * q1:+.1f}, {100 * q3:+.1f}], "
                    f"{100 * gaps[0]:+.1f} to {100 * gaps[-1]:+.1f}% | {verdict} |")
+    if any("before" in r for r in saved["rows"]):
+        out += ["", "The same comparison for the code before the change named here, measured in the same run "
+                "just before each row above:", "",
+                "| width | code | workbench.record vs bare | hand-written hooks vs bare | gap (medians) | "
+                "per-repeat gaps: median [quartiles] |", "| --- | --- | --- | --- | --- | --- |"]
+        for r in saved["rows"]:
+            for label, m in (("before: " + r["before"]["workbench_version"].split()[-1], r["before"]), ("this", r)):
+                q1, _, q3 = m["gap_quartiles"]
+                out.append(f"| {r['width']} | {label} | {m['workbench']['ratio']:.3f}x | {m['handwritten']['ratio']:.3f}x | "
+                           f"{100 * m['gap']:+.1f}% | {100 * m['gap_median_per_repeat']:+.1f}% "
+                           f"[{100 * q1:+.1f}, {100 * q3:+.1f}] |")
     return "\n".join(out)
 
 
@@ -266,6 +299,9 @@ def main(argv=None) -> None:
     parser.add_argument("--record", action="store_true",
                         help="measure workbench vs hand-written hooks side by side at widths 512 and 64 and write "
                         "docs/results/capture_overhead.json")
+    parser.add_argument("--before", metavar="PYTHON",
+                        help="with --record: also measure the workbench this interpreter imports (an earlier "
+                        "checkout), right before each width's run")
     parser.add_argument("--update-doc", action="store_true",
                         help="write the saved comparison into docs/benchmarks.md's generated block")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
@@ -277,7 +313,7 @@ def main(argv=None) -> None:
 
     saved_path = results_dir() / "capture_overhead.json"
     if args.record:
-        saved_path.write_text(json.dumps(record(args.python, args.layers, args.threads), indent=1) + "\n")
+        saved_path.write_text(json.dumps(record(args.python, args.layers, args.threads, args.before), indent=1) + "\n")
         print(overhead_table(json.loads(saved_path.read_text())))
         return
     if args.update_doc:

@@ -80,12 +80,13 @@ def run_handwritten(model, n: int, out: Path) -> float:
 
     from workbench.data import default_recipe, sample_scene
     from workbench.features.noising import batch_noise
+    from workbench.sitemap import parse_site
 
     wall, cpu = time.perf_counter(), time.process_time()
     recipe = dataclasses.replace(default_recipe(), max_objects=1)
     unet = model.denoiser
     captured: dict[str, torch.Tensor] = {}
-    modules = {site: unet.get_submodule(site.rsplit(".", 1)[0]) for site in SITES}
+    modules = {site: unet.get_submodule(parse_site(site).module) for site in SITES}
 
     def keep(name):
         def hook(module, args, output):

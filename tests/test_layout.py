@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Who may import whom: a module may import its own subpackage and anything on a LOWER layer.
 # ``workbench`` itself is the public facade (it re-exports capture, loading, model, store).
 LAYERS = {
-    "workbench.style": -1,
-    "workbench.sitemap": 0, "workbench.schedulers": 0, "workbench.chain": 0, "workbench.data": 0, "workbench.attention": 0,
+    "workbench.style": -1, "workbench.sitemap": -1,
+    "workbench.schedulers": 0, "workbench.chain": 0, "workbench.data": 0, "workbench.attention": 0,
     "workbench.store": 0, "workbench.report": 0,
     "workbench.hooks": 1,
     "workbench.model": 2,

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from . import denoise, load, record
 from .attention import word_maps
 from .report import energy_figure, trajectory_figure, video_word_map_figure, word_map_figure, write_html
+from .sitemap import parse_site, site_name
 
 DEMO_PROMPTS = (
     "a red circle on the left",
@@ -27,7 +28,7 @@ def sites_for(model) -> list[str]:
     """What the demo records: image->text attention everywhere, latents, and where the model has
     long skips, each skip and the output of the block that consumes it."""
     site_map = model.site_map
-    skip_blocks = [pattern.rsplit(".skip.", 1)[0] + ".out" for pattern in site_map.skips]
+    skip_blocks = list(dict.fromkeys(site_name(parse_site(pattern).module, "out") for pattern in site_map.skips))
     return [*site_map.text_attention, *site_map.skips, *skip_blocks, "latent.*"]
 
 
@@ -80,8 +81,9 @@ def skip_vs_backbone(rec) -> xr.DataArray:
     """RMS of each up block's first skip and of the backbone it is joined to, per step."""
     series, values = [], []
     for name in rec:
-        if ".skip.0" in name:
-            block = name.split(".skip")[0]
+        parts = parse_site(name)
+        if parts.kind == "skip" and parts.index == 0:
+            block = parts.module
             skip = rec[name].isel(sample=0, branch=-1)
             series.append(f"{block} skip")
             values.append(np.sqrt((skip**2).mean(("channel", "y", "x"))).values)

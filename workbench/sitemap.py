@@ -36,6 +36,15 @@ QKV_DIMS = ("head", "token", "channel")  # per-head queries/keys/values as the k
 
 ATTENTION_BLOCKS = ("image->image", "image->text", "text->image", "text->text")
 
+# The site-name grammar, owned here and parsed only by ``parse_site``:
+#   <module>.out[.<stream>]          a module's output (one stream of a joint block's output)
+#   <module>.probs[.<q>-><k>]        attention probabilities (one query->key block of them)
+#   <module>.{q,k,v}[.<stream>]      queries / keys / values as the attention kernel sees them
+#   <module>.skip.<j> / .backbone.<j>  what an up block concatenates, and what it is joined to
+#   latent.in / latent.pred / latent.x0   the denoising loop's latent, prediction and x0
+STREAMS = ("image", "text", "video")  # token kinds a stream, segment or block can name
+SITE_KINDS = ("out", "probs", "q", "k", "v", "skip", "backbone", "latent.in", "latent.pred", "latent.x0")
+
 # Token kinds laid on a grid, with the grid's axes. A family declares which one its visual tokens
 # are through the segments of its TokenLayouts ("video" for a video denoiser's (frame, y, x)
 # tokens); the engine labels every kind listed here the same way, so no family is special-cased.
@@ -128,6 +137,93 @@ class TokenLayout:
 
 
 @dataclass(frozen=True)
+class SiteName:
+    """A site name taken apart (:func:`parse_site`).
+
+    ``module``: the module path the name starts with ("" for latents). ``kind``: one of
+    :data:`SITE_KINDS`. ``block``: the query->key block of a probabilities site ("image->text"),
+    else None. ``stream``: the token kind of an ``out``/``q``/``k``/``v`` site that keeps one
+    ("image", "text", "video"), else None. ``index``: j of ``skip.j`` / ``backbone.j``, else None.
+    """
+
+    name: str
+    module: str
+    kind: str
+    block: str | None = None
+    stream: str | None = None
+    index: int | None = None
+
+    def as_attrs(self) -> dict[str, str | int]:
+        """The parts as attributes a recording's variables carry (netCDF/zarr-safe: no None)."""
+        return {"site_module": self.module, "site_kind": self.kind, "site_block": self.block or "",
+                "site_stream": self.stream or "", "site_index": -1 if self.index is None else self.index}
+
+
+_GRAMMAR = ("<module>.out[.<stream>], <module>.probs[.<query>-><key>], <module>.q|k|v[.<stream>], "
+            "<module>.skip.<j>, <module>.backbone.<j>, latent.in|pred|x0")
+
+
+def parse_site(name: str) -> SiteName:
+    """Take a site name apart: module, kind, block, stream (and the index of skip/backbone).
+
+    >>> parse_site("transformer_blocks.3.attn.probs.image->text")
+    SiteName(name='transformer_blocks.3.attn.probs.image->text', module='transformer_blocks.3.attn', kind='probs', block='image->text', stream=None, index=None)
+
+    The one parser of the grammar above; a malformed name raises ``ValueError`` saying what is
+    wrong and what is valid. The module part may be a glob (``transformer_blocks.*``).
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a site name must be a non-empty string, got {name!r}; valid forms: {_GRAMMAR}")
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"malformed site name {name!r}: {why}; valid forms: {_GRAMMAR}")
+
+    parts = name.split(".")
+    if parts[0] == "latent" and len(parts) == 2:
+        if name not in SITE_KINDS:
+            raise bad(f"the latent sites are latent.in, latent.pred and latent.x0, not latent.{parts[1]}")
+        return SiteName(name, "", name)
+    if any(not p for p in parts):
+        raise bad("an empty part between dots")
+    last = parts[-1]
+    block = stream = index = None
+    if "->" in last:
+        query, _, key = last.partition("->")
+        if query not in STREAMS or key not in STREAMS:
+            raise bad(f"the block {last!r} must be <query>-><key> with each one of {', '.join(STREAMS)}")
+        block, parts = last, parts[:-1]
+        if parts[-1] != "probs":
+            raise bad(f"a query->key block follows 'probs', not {parts[-1]!r}")
+    elif last in STREAMS:
+        stream, parts = last, parts[:-1]
+        if parts[-1] not in ("out", "q", "k", "v"):
+            raise bad(f"a stream ({last}) follows out, q, k or v, not {parts[-1]!r}")
+    elif last.isdigit():
+        index, parts = int(last), parts[:-1]
+        if parts[-1] not in ("skip", "backbone"):
+            raise bad(f"an index ({last}) follows skip or backbone, not {parts[-1]!r}")
+    elif last in ("skip", "backbone"):
+        raise bad(f"{last} needs its index j ({last}.0, {last}.1, ...)")
+    kind = parts[-1]
+    if kind not in ("out", "probs", "q", "k", "v", "skip", "backbone"):
+        raise bad(f"it ends in {last!r}, which is no site kind, stream, block or index")
+    module = ".".join(parts[:-1])
+    if not module:
+        raise bad(f"{kind} needs the module it belongs to in front of it")
+    return SiteName(name, module, kind, block, stream, index)
+
+
+def site_name(module: str, kind: str, *, block: str | None = None, stream: str | None = None,
+              index: int | None = None) -> str:
+    """The name of a site from its parts: the inverse of :func:`parse_site` (checked by it)."""
+    parts = [module, kind] if module else [kind]
+    parts += [str(x) for x in (block, stream, index) if x is not None]
+    name = ".".join(parts)
+    parse_site(name)  # refuses parts that make no valid name
+    return name
+
+
+@dataclass(frozen=True)
 class Site:
     """One recordable place. ``module`` is the path relative to the denoiser ("" for the root)."""
 
@@ -141,7 +237,14 @@ class Site:
 
     @property
     def kind(self) -> str:
-        return self.name[len(self.module) + 1 :] if self.module else self.name
+        """What follows the module in the name (``out.image``, ``probs.image->text``, ``skip.0``)."""
+        parsed = parse_site(self.name)
+        return self.name[len(parsed.module) + 1 :] if parsed.module else self.name
+
+    @property
+    def parts(self) -> SiteName:
+        """The name taken apart (:func:`parse_site`): module, kind, block, stream, index."""
+        return parse_site(self.name)
 
 
 @dataclass
@@ -212,8 +315,14 @@ class SiteMap:
 
     def stage_of(self, site_name: str) -> int:
         """Position of the site's top-level module in the forward pass (0 for latents/unknown)."""
-        head = site_name.split(".", 1)[0]
-        return self.stages.index(head) if head in self.stages else 0
+        return stage_index(self.stages, site_name)
+
+
+def stage_index(stages: tuple[str, ...], site_name: str) -> int:
+    """Position, in ``stages``, of the top-level module a site belongs to (0 for latents/unknown)."""
+    module = parse_site(site_name).module
+    head = module.split(".", 1)[0]  # a module path, not a site name: its first part is the stage
+    return stages.index(head) if head in stages else 0
 
 
 def kwarg_or_arg(args: tuple, kwargs: dict, tap: InputTap) -> Any:

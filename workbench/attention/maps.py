@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ..sitemap import parse_site
+
 KINDS = ("image", "text")  # the kinds of an image model; kinds_of() reads a recording's own
 _SPECIAL = re.compile(r"^(<\|startoftext\|>|<\|endoftext\|>|</s>|<pad>|<unk>|<s>|\[PAD\]|)$")
 
@@ -183,7 +185,8 @@ def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=Non
     for name in recording:
         if sites is not None and not fnmatchcase(name, sites):
             continue
-        if not (name.endswith((".probs.image->text", ".probs.video->text")) or name.endswith(".probs")):
+        parts = parse_site(name)
+        if parts.kind != "probs" or parts.block not in (None, "image->text", "video->text"):
             continue
         probs = recording[name]
         if "key_kind" not in probs.coords or "text" not in set(probs.key_kind.values):
@@ -351,7 +354,9 @@ def daam_word_maps(recording, sample: int = 0, *, sites: str | None = None, step
     latent = tuple(int(v) for v in geometry.grid)
     per_head, tokens, used = [], None, []
     for name in recording:
-        if not name.endswith(".attn2.probs") or name.startswith("mid_block."):
+        parts = parse_site(name)
+        module_path = parts.module.split(".")  # a torch module path: its own grammar, not a site name's
+        if parts.kind != "probs" or module_path[-1] != "attn2" or module_path[0] == "mid_block":
             continue
         if sites is not None and not fnmatchcase(name, sites):
             continue

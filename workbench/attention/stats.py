@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from ..sitemap import parse_site
+
 
 def entropy(probs: xr.DataArray, normalise: bool = True) -> xr.DataArray:
     """Entropy of each query's distribution over keys, in nats; with ``normalise`` the block's
@@ -41,7 +43,8 @@ def validate(recording, atol: float = 1e-3):
 
     records = []
     for name in recording:
-        if not name.endswith(".probs"):
+        parts = parse_site(name)
+        if parts.kind != "probs" or parts.block is not None:  # a block holds part of each row
             continue
         probs = recording[name]
         if "key" not in probs.dims or "query" not in probs.dims:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..sitemap import parse_site, site_name
 from .interventions import CallContext, Intervention
 from .resolve import as_model, resolve
 
@@ -105,7 +106,7 @@ def freeu(model, s1: float, s2: float, b1: float, b2: float, *, threshold: int =
     interventions: list[Intervention] = []
     for (module, skips), (s, b) in zip(stages[:2], ((s1, b1), (s2, b2))):
         for skip in skips:
-            j = skip.rsplit(".", 1)[1]
-            interventions.append(ScaleFirstChannels(f"{module}.backbone.{j}", steps=steps, factor=b, label="freeu"))
+            backbone = site_name(module, "backbone", index=parse_site(skip).index)
+            interventions.append(ScaleFirstChannels(backbone, steps=steps, factor=b, label="freeu"))
             interventions.append(FourierFilter(skip, steps=steps, scale=s, threshold=threshold, label="freeu"))
     return interventions

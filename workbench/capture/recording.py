@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..sitemap import Geometry, Site
+from ..sitemap import Geometry, Site, parse_site, stage_index
 from .layout import clashing_dims, token_coords, with_sized_dims
 
 
@@ -228,7 +228,8 @@ class Recording(Mapping):
             "meaning": site.meaning,
             "model": self.model_name,
             "family": self.family,
-            "stage": self.stages.index(name.split(".", 1)[0]) if name.split(".", 1)[0] in self.stages else 0,
+            "stage": stage_index(self.stages, name),
+            **parse_site(name).as_attrs(),  # module, kind, block, stream, index: the Site's parts
             "reduce": ",".join(f"{d}:mean" for d in self.reduce) or "none",
             "dtype": str(data.dtype).replace("torch.", ""),
             "interventions": "; ".join(self.interventions) or "none",

@@ -15,7 +15,6 @@ head or word controls afterwards only indexes into them.
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -25,13 +24,13 @@ import xarray as xr
 
 from ..attention.maps import KINDS, resize, words_of
 from ..capture.layout import plain_dims
+from ..sitemap import parse_site, site_name
 
 BLOCKS = tuple(f"{q}->{k}" for q in KINDS for k in KINDS)  # image->image, image->text, text->image, text->text
 VIDEO_KINDS = ("video", "text")
 WHOLE = "whole"  # the key under which a layer keeps its whole-matrix site
 ALL_LAYERS = "all layers (mean)"
 
-_PROBS_SITE = re.compile(r"^(?P<layer>.+\.probs)(?:\.(?P<block>(?:image|video|text)->(?:image|video|text)))?$")
 # Words the explorer does not pick by default: they rarely have a localised map.
 _FUNCTION_WORDS = {"a", "an", "the", "on", "in", "of", "at", "to", "and", "with", "is"}
 
@@ -70,11 +69,11 @@ def find_layers(recording: Mapping[str, xr.DataArray]) -> list[Layer]:
     """Every attention layer in ``recording``, in recording order; raises if there is none."""
     layers: dict[str, Layer] = {}
     for site in recording:
-        match = _PROBS_SITE.match(str(site))
-        if not match:
+        parts = parse_site(str(site))
+        if parts.kind != "probs":
             continue
-        layer = layers.setdefault(match["layer"], Layer(match["layer"]))
-        layer.sites[match["block"] or WHOLE] = str(site)
+        name = site_name(parts.module, "probs")
+        layers.setdefault(name, Layer(name)).sites[parts.block or WHOLE] = str(site)
     if not layers:
         recorded = ", ".join(map(str, recording)) or "nothing"
         raise NoAttentionError(
@@ -87,8 +86,9 @@ def find_layers(recording: Mapping[str, xr.DataArray]) -> list[Layer]:
 def depth_order(recording: Mapping[str, xr.DataArray], site: str) -> tuple:
     """Sort key putting sites in forward-pass order: the stage the site map gave the site when it
     was recorded (a zarr store lists its groups in no particular order), then numbers numerically."""
-    parts = site.split(".")
-    return (int(recording[site].attrs.get("stage", 0)),) + tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+    path = parse_site(site).module.split(".")  # the module path, numbered parts compared as numbers
+    return ((int(recording[site].attrs.get("stage", 0)),) + tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path)
+            + ((1, 0, site),))
 
 
 class AttentionSource:

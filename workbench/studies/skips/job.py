@@ -38,6 +38,7 @@ from ...capture.freeu import freeu, skip_stages
 from ...capture.reuse import stage_modules
 from ...models.judge import load_judge
 from ...results import results_dir
+from ...sitemap import parse_site, site_name
 
 from ..quality.protocol import prompt_families, score
 
@@ -56,19 +57,24 @@ def _save(obj: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def _backbone_of(skip: str) -> str:
+    """The backbone site a skip site is concatenated to (``up_blocks.i.skip.j`` -> ``up_blocks.i.backbone.j``)."""
+    parts = parse_site(skip)
+    return site_name(parts.module, "backbone", index=parts.index)
+
+
 def spectra(model_name: str, prompts: list[str], steps: int) -> xr.Dataset:
     """Low-frequency shares of backbone against skip features, per decoder stage, site and step."""
     model = load(model_name)
     stages = skip_stages(model)
-    sites = [s for _, skips in stages for s in skips] + [s.replace(".skip.", ".backbone.") for _, skips in stages
-                                                         for s in skips]
+    sites = [s for _, skips in stages for s in skips] + [_backbone_of(s) for _, skips in stages for s in skips]
     with record(model, sites) as rec:
         model.generate(prompts, steps=steps, seed=0)
     rows = []
     for stage_index, (module, skips) in enumerate(stages):
         for skip in skips:
-            j = skip.rsplit(".", 1)[1]
-            for kind, site in (("skip", skip), ("backbone", f"{module}.backbone.{j}")):
+            j = parse_site(skip).index
+            for kind, site in (("skip", skip), ("backbone", _backbone_of(skip))):
                 shares = spectral_shares(rec[site]).mean(("sample", "branch"))
                 profile = radial_spectrum(rec[site])
                 rows.append(shares.assign(radial=profile).expand_dims(

@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from ...results import results_dir
+from ...sitemap import parse_site
 from ..docs import write_block
 
 RESULTS = results_dir()
@@ -41,10 +42,10 @@ def spectra_table() -> str:
 
 
 def _short(site: str) -> str:
+    parts = parse_site(site)
     if site.startswith("transformer_blocks."):
-        index, stream = site.split(".")[1], site.rsplit(".", 1)[1]
-        return f"block {index} {stream}"
-    return site.removesuffix(".out")
+        return f"block {parts.module.split('.')[1]} {parts.stream or parts.kind}"  # module path transformer_blocks.<i>
+    return parts.module if parts.kind == "out" and parts.stream is None else site
 
 
 def dynamics_table() -> str:
