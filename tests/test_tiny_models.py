@@ -51,6 +51,7 @@ EXPECTED_SAMPLE_SHAPES = {
     "qwenimage": (2, 64, 16),  # packed 2x2 latent patches, 4 latent channels x 4
     "chroma": (2, 64, 64),  # as FLUX.1
     "sana": (2, 4, 16, 16),
+    "hunyuandit": (2, 8, 16, 16),  # eps + learned variance
 }
 
 

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import BPE
-from transformers import CLIPTokenizer, GemmaTokenizer, Qwen2Tokenizer, T5TokenizerFast
+from transformers import BertTokenizer, CLIPTokenizer, GemmaTokenizer, Qwen2Tokenizer, T5TokenizerFast
 
 __all__ = [
     "CAPTION_WORDS",
@@ -50,6 +50,7 @@ __all__ = [
     "build_t5_tokenizer",
     "build_qwen2_tokenizer",
     "build_gemma_tokenizer",
+    "build_bert_tokenizer",
     "tokenize_words",
 ]
 
@@ -440,6 +441,22 @@ def build_gemma_tokenizer(words: Iterable[str] | None = None, model_max_length: 
     """
     vocab, merges = _gemma_vocab_and_merges(_word_list(words))
     return GemmaTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=model_max_length)
+
+
+def build_bert_tokenizer(words: Iterable[str] | None = None, model_max_length: int = 512) -> BertTokenizer:
+    """Build a real :class:`transformers.BertTokenizer` (WordPiece; HunyuanDiT's first encoder)
+    whose vocabulary covers ``words`` (lowercased): BERT's specials, every word, and every
+    character both word-initial and as a ``##`` continuation, so nothing printable is unknown.
+
+    Example:
+        >>> build_bert_tokenizer(["red", "circle"]).tokenize("a red circle")
+        ['a', 'red', 'circle']
+    """
+    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = sorted(set(string.printable.strip().lower()))
+    pieces += chars + [f"##{c}" for c in chars] + [w.lower() for w in _word_list(words)]
+    vocab = {piece: i for i, piece in enumerate(dict.fromkeys(pieces))}
+    return BertTokenizer(vocab=vocab, model_max_length=model_max_length)
 
 
 def tokenize_words(tokenizer, words: Sequence[str]) -> dict[str, list[str]]:
