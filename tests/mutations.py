@@ -83,7 +83,7 @@ MUTATIONS = [
     M("S9", "tokens= shifted by one", INTERVENTIONS,
       ("selections[token_dim] = self.tokens", "selections[token_dim] = [t + 1 for t in self.tokens]"), [GUIDANCE]),
     M("S10", "reuse cache key ignores the call index", REUSE,
-      ("key = (path, self._call)", "key = (path, 0)"), [GUIDANCE]),
+      ("key = (self.path, clock.call)", "key = (self.path, 0)"), [GUIDANCE]),
     M("S11", "attention probabilities drop attn_mask", KERNELS,
       ("bias = _mask_bias(_causal_or(attn_mask, is_causal, q, k), q.dtype)\n    out = torch.empty",
        "bias = _mask_bias(_causal_or(None, is_causal, q, k), q.dtype)\n    out = torch.empty"), [MASKS]),
@@ -105,7 +105,7 @@ MUTATIONS = [
        "return step in range(selection.start or 0, selection.stop if selection.stop is not None else 1 << 30)"),
       [GUARDS, "-k", "stride"]),
     M("S17", "reuse hands out the cached tensor itself", REUSE,
-      ("return _clone(self._cache[key])", "return self._cache[key]"), [GUIDANCE]),
+      ("return _clone(cache[key])", "return cache[key]"), [GUIDANCE]),
     # -- O: the kind the suite caught before (reconstructed) ------------------------------------------
     M("O1", "scale adds instead of multiplying", INTERVENTIONS,
       ("return x * self.factor", "return x + self.factor"), ["tests/test_capture_api.py", "-k", "edit_runs"]),
@@ -298,12 +298,12 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown mutation ids {unknown}; valid: {', '.join(m.id for m in MUTATIONS)}")
     selected = [m for m in MUTATIONS if not args.only or m.id in args.only]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()  # the code the scratch copy was made from
     results = run(selected)
     print(summary(results))
     if args.label:
         record = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": {}}
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip()
         record["runs"][args.label] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
                                       "summary": summary(results), "results": results}
         RESULTS.write_text(json.dumps(record, indent=1) + "\n")
