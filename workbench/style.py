@@ -72,8 +72,12 @@ def table(frame: pd.DataFrame | pd.Series, digits: int = DIGITS) -> pd.DataFrame
 
 
 def quiet() -> None:
-    """No library warnings or progress bars on stderr: a notebook's outputs are its figures and
-    tables. Call once at the top of a notebook (the CLI keeps its progress bars)."""
+    """No library warnings or logging on stderr: a notebook's outputs are its figures and tables.
+    Call once at the top of a notebook (the CLI keeps its progress bars).
+
+    Progress bars: tqdm reads ``TQDM_DISABLE`` once, when it is first imported, so the variable set
+    here reaches only processes started later; workbench functions that show a bar take
+    ``progress=False`` for notebooks."""
     os.environ["TRANSFORMERS_VERBOSITY"] = "error"
     os.environ["TQDM_DISABLE"] = "1"
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"

@@ -113,8 +113,9 @@ def scored_objects(model, scenes: xr.Dataset) -> tuple[list[tuple[int, int]], li
 
 
 def segmentation_scores(model, scenes: xr.Dataset, timesteps=(100, 300, 500, 700), *, seed: int = 0,
-                        batch: int = 25, variants=VARIANTS, thresholds=THRESHOLDS) -> xr.Dataset:
-    """IoU and pixel accuracy of every object's word maps.
+                        batch: int = 25, variants=VARIANTS, thresholds=THRESHOLDS, progress: bool = True) -> xr.Dataset:
+    """IoU and pixel accuracy of every object's word maps (``progress=False``: no progress bar, as
+    in a notebook's outputs).
 
     Variables ``iou`` / ``pixel_accuracy`` have dims (object, variant, layer, timestep, threshold);
     ``aggregate_iou`` / ``aggregate_accuracy`` (object, variant, threshold) score the DAAM-style
@@ -141,7 +142,8 @@ def segmentation_scores(model, scenes: xr.Dataset, timesteps=(100, 300, 500, 700
     by_image: dict[int, list[int]] = {}
     for k, (i, _) in enumerate(pairs):
         by_image.setdefault(i, []).append(k)
-    for start in tqdm(range(0, len(captions), batch), desc=f"segmentation {model.name}", unit="batch"):
+    for start in tqdm(range(0, len(captions), batch), desc=f"segmentation {model.name}", unit="batch",
+                      disable=not progress):
         stop = min(start + batch, len(captions))
         conditioning = model.encode(captions[start:stop])
         text_tokens = model.text_tokens(captions[start:stop])
