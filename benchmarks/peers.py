@@ -172,9 +172,14 @@ def caching_table(results: dict, judged: dict) -> str:
             cells = [f"{verdict[k]['percent']:g} [{verdict[k]['wilson95'][0]:g}, {verdict[k]['wilson95'][1]:g}]"
                      if k in verdict else "-" for k in FAMILIES.values()]
             flops = row["flops_per_step"]
+            if name == "uncached":
+                wall = cpu = "1.00x"
+            elif "speedup_wall" in row:
+                wall, cpu = f"{row['speedup_wall']:.2f}x", f"{row['speedup_cpu']:.2f}x"
+            else:  # an interrupted run: FLOPs counted, not yet timed
+                wall = cpu = "not timed"
             lines.append(f"| {model_name} | {name} | {sum(flops) / len(flops) / 1e9:.3f} | {row['flops_ratio']:.2f}x | "
-                         f"{row.get('speedup_wall', 1.0):.2f}x | {row.get('speedup_cpu', 1.0):.2f}x | "
-                         f"{row.get('psnr_db', '-')} | {cells[0]} | {cells[1]} |")
+                         f"{wall} | {cpu} | {row.get('psnr_db', '-')} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
