@@ -222,7 +222,7 @@ def test_deepcache_key_steps_equal_deepcaches_schedules():
 STEPS = 3
 
 
-@pytest.mark.parametrize("uniform, branches", [(True, None), (False, [0, 4])])
+@pytest.mark.parametrize("uniform, branches", [pytest.param(True, None, marks=pytest.mark.slow), (False, [0, 4])])
 def test_deepcache_equals_deepcaches_recipe_for_every_branch(unet, uniform, branches):
     """Bitwise equal images for every branch id (uniform schedule), and on two branches with the
     non-uniform schedule (the key steps come from deepcache_key_steps, tested above)."""
