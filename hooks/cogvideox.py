@@ -2,9 +2,10 @@
 attention over [text | video] tokens per block.
 
 Blocks and their ``attn1`` return ``(video, text)``. The text and video streams share one set of
-q/k/v projections (no ``add_*_proj``): text therefore also sends queries, so its K/V are not the
-only way the prompt enters. The latent is (batch, frames, channels, height, width); 1.5
-checkpoints also patch time (``patch_size_t``).
+q/k/v projections (no ``add_*_proj``); norms and feed-forward act token by token and the text
+stream is dropped after the last block, so the prompt reaches the video tokens only through the
+text keys and values of each joint attention (patching them all is the prompt swap). The latent
+is (batch, frames, channels, height, width); 1.5 checkpoints also patch time (``patch_size_t``).
 """
 
 from __future__ import annotations

@@ -47,12 +47,17 @@ EXPECTED_SAMPLE_SHAPES = {
     "wan": (2, 4, 3, 8, 8),  # (batch, channels, frames, height, width)
     "cogvideox": (2, 3, 4, 8, 8),  # (batch, frames, channels, height, width)
     "ltx": (2, 48, 8),  # packed tokens: 3 frames of 4 x 4
+    "hunyuan_video15": (2, 4, 3, 4, 4),
     "flux2": (2, 64, 32),  # packed 2x2 latent patches: 8 x 8 tokens of 8 x 4 channels
     "qwenimage": (2, 64, 16),  # packed 2x2 latent patches, 4 latent channels x 4
     "chroma": (2, 64, 64),  # as FLUX.1
     "sana": (2, 4, 16, 16),
     "hunyuandit": (2, 8, 16, 16),  # eps + learned variance
 }
+
+# Parameters diffusers fixes whatever the config: HunyuanVideo 1.5's byT5 projection has a hidden
+# width of 2048 written into the class (4.2M of the tiny model's 4.4M parameters).
+FIXED_PARAMETERS = {"hunyuan_video15": 2048 * 2048 + 2 * 2048 + 16 * 2048 + 2048 * 32}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -187,7 +192,7 @@ def test_tiny_denoiser_forward(family):
     model = tiny_denoiser(family)
     assert not model.training
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert sum(p.numel() for p in model.parameters()) < 500_000
+    assert sum(p.numel() for p in model.parameters()) - FIXED_PARAMETERS.get(family, 0) < 500_000
     out = _forward(model, family)
     assert tuple(out.shape) == EXPECTED_SAMPLE_SHAPES[family]
     assert torch.isfinite(out).all()

@@ -1,12 +1,12 @@
-"""Video as a geometry: Wan 2.1/2.2, CogVideoX and LTX-Video denoisers, built tiny from their real
-diffusers classes (3 latent frames of 4 x 4 tokens), recorded and intervened.
+"""Video as a geometry: Wan 2.1/2.2, CogVideoX, LTX-Video and HunyuanVideo 1.5 denoisers, built tiny
+from their real diffusers classes (3 latent frames of 4 x 4 tokens), recorded and intervened.
 
 Per family: recording every attention site leaves the output bitwise identical and no hook
 behind; video tokens carry (frame, y, x) in token order; attention rows sum to one; probabilities
 times the values read by plain torch hooks (not the recorder) reproduce the attention module's
 output; where text enters only through attention K/V (Wan, LTX), patching a source prompt's text
-K/V into a run with another prompt reproduces the source run bitwise. Word maps come out as
-(word, frame, y, x).
+K/V into a run with another prompt reproduces the source run bitwise (all four: the joint-attention
+families drop their text stream after the last block). Word maps come out as (word, frame, y, x).
 """
 
 import copy
@@ -20,12 +20,16 @@ from workbench.attention.maps import decompose, to_grid, word_maps
 from workbench.capture import all_sites
 from workbench.models.tiny import example_inputs, tiny_denoiser
 from workbench.models.tiny._video import VIDEO_TOKEN_GRID
+from workbench.models.tiny.hunyuan_video15 import IMAGE_TOKENS
 
 from conftest import hook_count
 
-FAMILIES = ("wan", "cogvideox", "ltx")
-# Families whose prompt reaches the video only through attention keys/values (cross-attention).
-KV_ONLY = ("wan", "ltx")
+FAMILIES = ("wan", "cogvideox", "ltx", "hunyuan_video15")
+# Families whose prompt reaches the video tokens only through attention keys/values: cross-attention
+# (Wan, LTX) and joint attention whose text stream is dropped at the end (CogVideoX).
+KV_ONLY = ("wan", "cogvideox", "ltx", "hunyuan_video15")
+# HunyuanVideo 1.5's context is [image | byT5 | MLLM] reordered per sample: no one tokenizer labels it
+TOKENIZED = ("wan", "cogvideox", "ltx")
 TEXT_LEN = 8
 
 
@@ -146,6 +150,8 @@ def test_probs_times_v_is_the_attention_modules_output(built, family):
         path = name.rsplit(".", 1)[0]
         module = model.get_submodule(path)
         handles += [module.register_forward_hook(keep(path)), module.to_v.register_forward_hook(keep(f"{path}:v"))]
+        if getattr(module, "add_v_proj", None) is not None:  # HunyuanVideo 1.5: context values apart
+            handles.append(module.add_v_proj.register_forward_hook(keep(f"{path}:add_v")))
     try:
         with wb.record(model, sites) as rec:
             forward(model, inputs)
@@ -156,13 +162,20 @@ def test_probs_times_v_is_the_attention_modules_output(built, family):
         path = name.rsplit(".", 1)[0]
         module = model.get_submodule(path)
         p = torch.from_numpy(rec[name].values[:, 0, 0]).double()  # (batch, head, query, key)
-        v = _split_heads(seen[f"{path}:v"].double(), module.heads)
+        v = seen[f"{path}:v"]
+        if f"{path}:add_v" in seen:  # keys are [video | context]
+            v = torch.cat([v, seen[f"{path}:add_v"]], dim=1)
+        v = _split_heads(v.double(), module.heads)
         mixed = (p @ v).transpose(1, 2).reshape(p.shape[0], p.shape[2], -1)
         projected = module.to_out[0].double()(mixed)
         module.to_out[0].float()
         out = seen[path]
         kinds = rec[name].query_kind.values
-        if isinstance(out, tuple):  # CogVideoX: (video, text) from the joint [text | video] rows
+        if isinstance(out, tuple) and getattr(module, "to_add_out", None) is not None:  # HunyuanVideo 1.5
+            text_out = module.to_add_out.double()(mixed[:, kinds == "text"])
+            module.to_add_out.float()
+            expected = (projected[:, kinds == "video"], text_out)
+        elif isinstance(out, tuple):  # CogVideoX: (video, text) from the joint [text | video] rows
             expected = (projected[:, kinds == "video"], projected[:, kinds == "text"])
         else:
             expected = (projected,)
@@ -177,7 +190,7 @@ def test_patching_text_keys_and_values_is_the_prompt_swap(built, family):
     site_map = wb.hooks.site_map_for(model)
     kv = [s.name for s in all_sites(model) if any(__import__("fnmatch").fnmatchcase(s.name, p)
                                                    for p in site_map.text_keys + site_map.text_values)]
-    assert len(kv) == 2 * len(probs_sites(model)) // 2  # one k and one v per cross-attention
+    assert len(kv) == 4  # k and v of the text attention in each of the two blocks
     other = dict(inputs, encoder_hidden_states=torch.randn_like(inputs["encoder_hidden_states"]))
     with wb.record(model, kv) as source:
         forward(model, inputs)
@@ -189,7 +202,7 @@ def test_patching_text_keys_and_values_is_the_prompt_swap(built, family):
     assert hook_count(model) == 0
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TOKENIZED)
 def test_word_maps_are_word_frame_y_x(built, family):
     model, inputs, _ = built[family]
     site_map = wb.hooks.site_map_for(model)
@@ -253,3 +266,35 @@ def test_tiny_video_model_records_prompt_words_and_the_report_shows_each_frame()
         video_word_map_figure(maps.isel(frame=0))
     title, parts = video_section("a red circle on the left", steps=2)
     assert "frame" in parts[0] and len([t for t in parts[1].data if t.type == "heatmap"]) % VIDEO_TOKEN_GRID[0] == 0
+
+
+def test_hunyuan_video15_context_is_left_unlabelled_and_word_maps_say_so(built):
+    model, inputs, _ = built["hunyuan_video15"]
+    with wb.record(model, list(wb.hooks.site_map_for(model).text_attention)) as rec:
+        forward(model, inputs)
+    rec.text_tokens = [["▁a"] * TEXT_LEN] * 2  # the MLLM tokens alone do not cover the 17-token context
+    block = rec["transformer_blocks.0.attn.probs.video->text"]
+    assert block.sizes["key"] == TEXT_LEN + 4 + IMAGE_TOKENS and "key_token" not in block.coords
+    with pytest.raises(ValueError, match="unlabelled"):
+        word_maps(rec)
+
+
+def test_hunyuan_video15_text_to_video_masks_its_image_tokens(built):
+    """Zero image embeddings mean text-to-video: the denoiser masks the image tokens (last in the
+    context) out of both sides of the attention. Their rows are zero, as sdpa's output for them."""
+    model, inputs, _ = built["hunyuan_video15"]
+    t2v = dict(inputs, image_embeds=torch.zeros_like(inputs["image_embeds"]))
+    reference = forward(model, t2v)
+    whole = probs_sites(model)
+    with wb.record(model, whole) as rec:
+        assert torch.equal(forward(model, t2v), reference)
+    with wb.record(model, probs_sites(model, whole=False)) as blocks:  # the log-sum-exp path
+        assert torch.equal(forward(model, t2v), reference)
+    for name in whole:
+        probs = rec[name]
+        assert not np.isnan(probs.values).any(), name
+        sums = probs.sum("key").values
+        np.testing.assert_allclose(sums[..., :-IMAGE_TOKENS], 1.0, atol=1e-5)
+        np.testing.assert_array_equal(sums[..., -IMAGE_TOKENS:], 0.0)
+        assert float(abs(probs.isel(key=slice(-IMAGE_TOKENS, None))).max()) == 0.0
+        np.testing.assert_allclose(blocks[f"{name}.text->text"].values, decompose(probs)["text->text"].values, atol=1e-6)

@@ -45,8 +45,15 @@ def full_probs(q, k, *, scale=None, attn_mask=None, is_causal=False) -> torch.Te
     for h in range(q.shape[1]):
         # the mask broadcasts from the right like sdpa's: its head axis, if any, is the third from the end
         head_bias = None if bias is None else (bias if bias.dim() < 3 or bias.shape[-3] == 1 else bias[..., h : h + 1, :, :])
-        out[:, h : h + 1] = torch.softmax(_logits(q[:, h : h + 1], k[:, h : h + 1], scale, head_bias), dim=-1)
+        logits = _logits(q[:, h : h + 1], k[:, h : h + 1], scale, head_bias)
+        out[:, h : h + 1] = _masked_rows_zero(torch.softmax(logits, dim=-1), torch.isneginf(logits).all(-1, keepdim=True))
     return out
+
+
+def _masked_rows_zero(probs: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """A query whose every key is masked (HunyuanVideo 1.5's padding tokens) attends nowhere: sdpa
+    returns a zero output for it (torch's safe softmax), so its probability row is zero, not NaN."""
+    return probs.masked_fill_(masked, 0.0)  # in place, and no host sync to ask whether any row is masked
 
 
 def _causal_or(attn_mask, is_causal, q, k):
@@ -77,7 +84,9 @@ def attention_with_lse(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=Fals
     plain = lambda: F.scaled_dot_product_attention(  # noqa: E731
         q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **extra
     )
-    if q.device.type == "cpu" and dropout_p == 0.0 and not extra and q.shape[1] == k.shape[1] and _flash_allowed():
+    # the CPU flash op takes an additive mask of q's dtype only; a boolean mask (HunyuanVideo 1.5) goes the plain way
+    float_mask = attn_mask is None or attn_mask.dtype == q.dtype
+    if q.device.type == "cpu" and dropout_p == 0.0 and not extra and q.shape[1] == k.shape[1] and float_mask and _flash_allowed():
         # the kernels allowed now (torch.nn.attention.sdpa_kernel, e.g. a diffusers _native_* backend) are part
         # of the signature: the same shapes may be served by another kernel under another choice
         signature = (tuple(q.shape), tuple(k.shape), q.dtype, None if attn_mask is None else tuple(attn_mask.shape),
@@ -111,4 +120,5 @@ def block_probs(q, k, lse, q_span, k_span, *, scale=None, attn_mask=None, is_cau
     if bias is not None and bias.dim() >= 2:
         bias = bias[..., qs if bias.shape[-2] > 1 else slice(None), ks]
     logits = _logits(q[..., qs, :], k[..., ks, :], scale, bias)
-    return torch.exp(logits - lse[..., qs, None])
+    lse = lse[..., qs, None]
+    return _masked_rows_zero(torch.exp(logits - lse), torch.isneginf(lse))
