@@ -247,7 +247,7 @@ def test_explorer_has_a_frame_slider_that_shows_each_frames_map(built):
 
 def test_tiny_video_model_records_prompt_words_and_the_report_shows_each_frame():
     from workbench.demo import video_section
-    from workbench.models.tiny import tiny_video_model, video_latents
+    from workbench.models.video import tiny_video_model, video_latents
     from workbench.report import video_word_map_figure
 
     model = tiny_video_model("cogvideox")

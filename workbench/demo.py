@@ -65,9 +65,9 @@ def run_demo(out: str | Path = "demo-out", models=DEMO_MODELS, prompts=DEMO_PROM
 def video_section(prompt: str, steps: int = 4, seed: int = 0) -> tuple[str, list]:
     """A video model's word maps per frame: the tiny Wan 2.1 denoiser (random weights, so the maps
     show the geometry, (word, frame, y, x), not learned localisation), run on latents."""
-    from .models.tiny import tiny_video_model, video_latents
+    from .models.video import tiny_video_model, video_latents
 
-    model = tiny_video_model("wan")
+    model = tiny_video_model()
     with record(model, list(model.site_map.text_attention)) as rec:
         denoise(model, video_latents(model, seed=seed), steps=steps, conditioning=model.encode([prompt]), prompts=[prompt])
     maps = word_maps(rec)

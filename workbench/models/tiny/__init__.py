@@ -53,7 +53,6 @@ from ._parts import (
     build_seeded,
     text_call_kwargs,
 )
-from ._video import tiny_video_model, video_latents
 from .dit import DIT_ID2LABEL
 
 __all__ = [
@@ -71,8 +70,6 @@ __all__ = [
     "default_size",
     "example_inputs",
     "example_call_kwargs",
-    "tiny_video_model",
-    "video_latents",
 ]
 
 
