@@ -119,3 +119,14 @@ def test_reuse_hands_out_a_copy_that_later_steps_cannot_see_edited(unet, inputs)
         finally:
             handle.remove()
     assert len(seen) == 3 and min(seen) > 0, f"a reused step saw the previous step's in-place edit: {seen}"
+
+
+def test_guided_prediction_is_uncond_plus_scale_times_the_difference(unet):
+    # one step: the result is affine in the guidance scale s (pred = u + s (c - u), then one
+    # scheduler step), so 2 L(2) - L(3) is the run at s = 1, which must be the unguided run
+    noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    run = lambda scale: unet.generate(["a red circle on the left"], steps=1, latents=noise,  # noqa: E731
+                                      guidance_scale=scale, output="latents")
+    plain, two, three = run(1.0), run(2.0), run(3.0)  # 1.0: no guidance, the cond prediction alone
+    assert (three - two).abs().max() > 1e-3  # guidance does something
+    torch.testing.assert_close(2 * two - three, plain, atol=1e-4, rtol=1e-4)

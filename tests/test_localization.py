@@ -131,6 +131,8 @@ def test_greedy_head_set_and_smallest_layer_set():
     assert greedy_head_set(table, 3, 0.95) == ([0, 1, 2], 0.9)
     # unmeasured pairs: the greedy jumps to the smallest measured superset
     assert greedy_head_set({(0,): 0.2, (1,): 0.5, (0, 1, 2): 0.9}, 3, 0.8) == ([0, 1, 2], 0.9)
+    # a tie goes to the lower head (issue 23: a tie rule flipped to the higher head went unnoticed)
+    assert greedy_head_set({(0,): 0.5, (1,): 0.5, (2,): 0.1}, 3, 0.4) == ([0], 0.5)
     assert smallest_layer_set(table, 0.55) == ([0, 1], 0.85)  # size 2: the higher success
     assert smallest_layer_set(table, 0.86) == ([0, 1, 2], 0.9)
     assert smallest_layer_set(table, 0.99) is None

@@ -14,6 +14,7 @@ import workbench as wb
 from workbench.analysis import svd
 from workbench.capture.interventions import step_selected
 from workbench.data import generate
+from workbench.data.render import GLYPH_HEIGHT, glyph_scale
 from workbench.models.judge import NONE, load_judge
 from workbench.studies.attention import segmentation as G
 from workbench.studies.localization import sweeps as S
@@ -118,3 +119,10 @@ def test_freeu_steps_restrict_both_of_its_parts(unet):
 def test_step_slices_keep_their_stride():
     assert [s for s in range(8) if step_selected(slice(1, None, 3), s)] == [1, 4, 7]
     assert [s for s in range(8) if step_selected(slice(None, 6, 2), s)] == [0, 2, 4]
+
+
+def test_glyph_height_is_about_twice_the_radius():
+    # the magnification is rounded to the nearest whole pixel, so a glyph is within half a step
+    # of 2 * radius tall (rounding down would leave radius 6 at 7 pixels instead of 14)
+    for radius in np.arange(4.0, 16.5, 0.5):
+        assert abs(GLYPH_HEIGHT * glyph_scale(radius) - 2 * radius) <= GLYPH_HEIGHT / 2, radius
