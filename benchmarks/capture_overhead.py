@@ -249,7 +249,7 @@ def _version_of(python: str) -> str:
     code = ("import subprocess, workbench, pathlib; root = pathlib.Path(workbench.__file__).parents[1]; "
             "print(root, subprocess.run(['git', '-C', str(root), 'rev-parse', '--short', 'HEAD'], "
             "capture_output=True, text=True).stdout.strip())")
-    # run outside any checkout: ``python -c`` puts the working directory first on sys.path, which
+    # run outside any checkout: ``python -c`` imports from the working directory first, which
     # would report the checkout we run from instead of the one ``python`` has installed
     return subprocess.run([python, "-c", code], capture_output=True, text=True, cwd="/").stdout.strip()
 

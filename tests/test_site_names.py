@@ -39,6 +39,7 @@ def test_every_site_of_a_family_parses_and_rebuilds(family):
     ("norm_out.out", SiteName("norm_out.out", "norm_out", "out")),  # a module named *out is still a module
     ("latent.x0", SiteName("latent.x0", "", "latent.x0")),
     ("up_blocks.*.skip.1", SiteName("up_blocks.*.skip.1", "up_blocks.*", "skip", index=1)),  # globs in the module
+    ("up_blocks.*.skip.*", SiteName("up_blocks.*.skip.*", "up_blocks.*", "skip")),  # a pattern may glob j
 ])
 def test_names_take_apart_into_module_kind_block_stream(name, expected):
     assert parse_site(name) == expected

@@ -198,8 +198,9 @@ def parse_site(name: str) -> SiteName:
         stream, parts = last, parts[:-1]
         if parts[-1] not in ("out", "q", "k", "v"):
             raise bad(f"a stream ({last}) follows out, q, k or v, not {parts[-1]!r}")
-    elif last.isdigit():
-        index, parts = int(last), parts[:-1]
+    elif last.isdigit() or (last == "*" and len(parts) > 1 and parts[-2] in ("skip", "backbone")):
+        # a pattern may glob the index (``up_blocks.*.skip.*``): every j of that module
+        index, parts = (int(last) if last.isdigit() else None), parts[:-1]
         if parts[-1] not in ("skip", "backbone"):
             raise bad(f"an index ({last}) follows skip or backbone, not {parts[-1]!r}")
     elif last in ("skip", "backbone"):
