@@ -1,3 +1,4 @@
+import copy
 import os
 
 import pytest
@@ -38,3 +39,30 @@ def hook_count(module: torch.nn.Module) -> int:
         len(m._forward_hooks) + len(m._forward_pre_hooks) + len(getattr(m, "_forward_hooks_always_called", {}))
         for m in module.modules()
     )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Pin torch to one thread for a module and restore the count after it (a second thread
+    spin-waits on 2 cores; see test_tiny_models)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def denoiser_forward(model, inputs):
+    """One denoiser call on a shallow copy of ``inputs`` (diffusers may pop keys from the dict)."""
+    return model(**copy.copy(inputs), return_dict=False)[0]
+
+
+def build_tiny_families(families, text_len: int) -> dict:
+    """{family: (model, inputs, reference output)}: each tiny denoiser built once, batch 2."""
+    from workbench.models.tiny import example_inputs, tiny_denoiser
+
+    out = {}
+    for family in families:
+        model = tiny_denoiser(family)
+        inputs = example_inputs(family, batch_size=2, text_len=text_len)
+        out[family] = (model, inputs, denoiser_forward(model, inputs))
+    return out

@@ -9,8 +9,6 @@ K/V into a run with another prompt reproduces the source run bitwise (all four: 
 families drop their text stream after the last block). Word maps come out as (word, frame, y, x).
 """
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -18,11 +16,10 @@ import torch
 import workbench as wb
 from workbench.attention.maps import decompose, to_grid, word_maps
 from workbench.capture import all_sites
-from workbench.models.tiny import example_inputs, tiny_denoiser
 from workbench.models.tiny._video import VIDEO_TOKEN_GRID
 from workbench.models.tiny.hunyuan_video15 import IMAGE_TOKENS
 
-from conftest import hook_count
+from conftest import build_tiny_families, denoiser_forward, hook_count
 
 FAMILIES = ("wan", "cogvideox", "ltx", "hunyuan_video15")
 # Families whose prompt reaches the video tokens only through attention keys/values: cross-attention
@@ -33,27 +30,14 @@ TOKENIZED = ("wan", "cogvideox", "ltx")
 TEXT_LEN = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()  # see test_tiny_models: a second thread spin-waits on 2 cores
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
+forward = denoiser_forward
 
 
 @pytest.fixture(scope="module")
 def built():
     """{family: (model, inputs, reference output)}, each model built once for the module."""
-    out = {}
-    for family in FAMILIES:
-        model = tiny_denoiser(family)
-        inputs = example_inputs(family, batch_size=2, text_len=TEXT_LEN)
-        out[family] = (model, inputs, forward(model, inputs))
-    return out
-
-
-def forward(model, inputs):
-    return model(**copy.copy(inputs), return_dict=False)[0]
+    return build_tiny_families(FAMILIES, TEXT_LEN)
 
 
 def probs_sites(model, whole=True):

@@ -11,7 +11,6 @@ refused by name. Chroma's guidance, run as two calls per step, is recorded with 
 family of ``workbench.models.tiny.FAMILIES``, these included.)
 """
 
-import copy
 from fnmatch import fnmatchcase
 
 import numpy as np
@@ -23,9 +22,9 @@ from torch.overrides import TorchFunctionMode
 import workbench as wb
 from workbench.capture import all_sites
 from workbench.capture.resolve import UnrecordableSite
-from workbench.models.tiny import example_call_kwargs, example_inputs, tiny_denoiser, tiny_pipeline
+from workbench.models.tiny import example_call_kwargs, tiny_pipeline
 
-from conftest import hook_count
+from conftest import build_tiny_families, denoiser_forward, hook_count
 
 FAMILIES = ("flux2", "qwenimage", "chroma", "sana", "hunyuandit")
 # HunyuanDiT's text also enters through a pooled mT5 embedding added to the timestep embedding.
@@ -34,27 +33,14 @@ MASKED = {"qwenimage": "encoder_hidden_states_mask", "sana": "encoder_attention_
 TEXT_LEN = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()  # see test_tiny_models: a second thread spin-waits on 2 cores
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
+forward = denoiser_forward
 
 
 @pytest.fixture(scope="module")
 def built():
     """{family: (model, inputs, reference output)}, each model built once for the module."""
-    out = {}
-    for family in FAMILIES:
-        model = tiny_denoiser(family)
-        inputs = example_inputs(family, batch_size=2, text_len=TEXT_LEN)
-        out[family] = (model, inputs, forward(model, inputs))
-    return out
-
-
-def forward(model, inputs):
-    return model(**copy.copy(inputs), return_dict=False)[0]
+    return build_tiny_families(FAMILIES, TEXT_LEN)
 
 
 def whole_probs(model):
