@@ -224,6 +224,21 @@ def attach(owner, name: str, hook: ModelHook, method: str = "forward") -> Attach
     return HookChain.of(owner, method).register(name, hook)
 
 
+class Attachments:
+    """The entries one context attached, detached together, last attached first, so every chain
+    unwinds in the order it was built (the shared lifecycle of recording, reuse and T-GATE)."""
+
+    def __init__(self):
+        self._handles: list[Attachment] = []
+
+    def add(self, owner, name: str, hook: ModelHook, method: str = "forward") -> None:
+        self._handles.append(attach(owner, name, hook, method))
+
+    def remove_all(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+
+
 def announce_run(denoiser: torch.nn.Module, run: RunAnnouncement) -> None:
     """Tell every entry on ``denoiser``'s chain that a run is about to start (see :class:`ModelHook`)."""
     chain = HookChain.of(denoiser, create=False)

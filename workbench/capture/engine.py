@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..chain import ModelHook, RunAnnouncement, attach
+from ..chain import Attachments, ModelHook, RunAnnouncement
 from ..schedulers import x0_from_step
 from ..sitemap import AttentionTap, InputTap, LatentTap, OutputTap, Site, kwarg_or_arg
 from .attention import FLEX_BACKEND, AttentionInterceptor, backend_of
@@ -94,7 +94,7 @@ class Recorder:
         self._x0_fired = True
         self._stance = EagerStance()
         self.name = f"record.{next(_serial)}"
-        self._attachments: list = []
+        self._attachments = Attachments()
         self._interceptors: list[AttentionInterceptor] = []
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ class Recorder:
         root = self.denoiser
 
         def entry(owner, role: str, hook: ModelHook, method: str = "forward") -> None:
-            self._attachments.append(attach(owner, f"{self.name}.{role}", hook, method))
+            self._attachments.add(owner, f"{self.name}.{role}", hook, method)
 
         entry(root, "clock", self.clock)  # first: the calls' step is counted before anything reads it
         entry(root, "denoiser", _DenoiserCall(self))
@@ -151,8 +151,7 @@ class Recorder:
 
     def _detach(self) -> None:
         self._stance.exit()
-        while self._attachments:  # last attached first: the chains unwind as they were built
-            self._attachments.pop().remove()
+        self._attachments.remove_all()
         for interceptor in self._interceptors:
             interceptor.close()
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..chain import ModelHook, attach
+from ..chain import Attachments, ModelHook
 from ..sitemap import OutputTap
 from .clock import StepClock
 from .resolve import as_model, resolve
@@ -98,7 +98,7 @@ class Reuse:
         self.name = f"reuse.{next(_serial)}"
         self._cache: dict[tuple[str, int], Any] = {}
         self._cache_run = self.clock.run_index  # the run the cache was filled in
-        self._attachments: list = []
+        self._attachments = Attachments()
 
     def __repr__(self) -> str:
         when = (f"every={self.every}" if self.every is not None else
@@ -118,10 +118,10 @@ class Reuse:
     def __enter__(self) -> "Reuse":
         denoiser = self.model.denoiser
         try:
-            self._attachments.append(attach(denoiser, f"{self.name}.clock", self.clock))
-            self._attachments.append(attach(denoiser, f"{self.name}.key_steps", _KeyStepLog(self)))
+            self._attachments.add(denoiser, f"{self.name}.clock", self.clock)
+            self._attachments.add(denoiser, f"{self.name}.key_steps", _KeyStepLog(self))
             for path in self.modules:
-                self._attachments.append(attach(denoiser.get_submodule(path), self.name, _Reused(self, path)))
+                self._attachments.add(denoiser.get_submodule(path), self.name, _Reused(self, path))
         except BaseException:
             self._detach()
             raise
@@ -131,8 +131,7 @@ class Reuse:
         self._detach()
 
     def _detach(self) -> None:
-        while self._attachments:
-            self._attachments.pop().remove()
+        self._attachments.remove_all()
         self._cache.clear()
 
     def _current_cache(self) -> dict:

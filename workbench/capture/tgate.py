@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..chain import ModelHook, RunAnnouncement, attach, attached_names
+from ..chain import Attachments, ModelHook, RunAnnouncement, attached_names
 from .clock import StepClock
 from .resolve import as_model
 
@@ -72,7 +72,7 @@ class TGate:
         self.clock = StepClock(self.model.site_map, model=self.model, scheduler=self.model.scheduler,
                                new_run_when_timestep_rises=True)
         self.name = f"tgate.{next(_serial)}"
-        self._attachments: list = []
+        self._attachments = Attachments()
         self._cache: dict[str, torch.Tensor] = {}
         self.rows_run: list[int] = []  # denoiser rows per step: 2 before the gate, 1 after
 
@@ -108,10 +108,10 @@ class TGate:
             raise ValueError("tgate runs one guidance row after the gate, which recording sites in the same run "
                              "cannot label; record without tgate, or tgate without recording")
         try:
-            self._attachments.append(attach(denoiser, f"{self.name}.clock", self.clock))
-            self._attachments.append(attach(denoiser, self.name, _GatedDenoiser(self)))
+            self._attachments.add(denoiser, f"{self.name}.clock", self.clock)
+            self._attachments.add(denoiser, self.name, _GatedDenoiser(self))
             for path in self.attention:
-                self._attachments.append(attach(denoiser.get_submodule(path), self.name, _GatedAttention(self, path)))
+                self._attachments.add(denoiser.get_submodule(path), self.name, _GatedAttention(self, path))
         except BaseException:
             self._detach()
             raise
@@ -121,8 +121,7 @@ class TGate:
         self._detach()
 
     def _detach(self) -> None:
-        while self._attachments:
-            self._attachments.pop().remove()
+        self._attachments.remove_all()
         self._cache.clear()
 
 
