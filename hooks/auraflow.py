@@ -22,16 +22,14 @@ from workbench.sitemap import (
     padded_tokens,
 )
 
-from .sd3 import stream_outputs
+from .sd3 import text_first_joint_block_sites
 
 
 def auraflow_sites(model) -> list:
     sites = []
     for i, _ in enumerate(model.joint_transformer_blocks):
         path = f"joint_transformer_blocks.{i}"
-        sites += stream_outputs(path, 0, 1)
-        sites += attention_sites(f"{path}.attn", TEXT_IMAGE, TEXT_IMAGE, "joint attention [text | image]")
-        sites += stream_outputs(f"{path}.attn", 1, 0, "attention output")
+        sites += text_first_joint_block_sites(path)
     for i, _ in enumerate(model.single_transformer_blocks):
         path = f"single_transformer_blocks.{i}"
         sites.append(output_site(path, "out", None, STREAM_DIMS, "single-stream block output [text | image]", TEXT_IMAGE))

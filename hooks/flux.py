@@ -20,16 +20,14 @@ from workbench.sitemap import (
     tokens_of,
 )
 
-from .sd3 import stream_outputs
+from .sd3 import stream_outputs, text_first_joint_block_sites
 
 
 def flux_sites(model) -> list:
     sites = []
     for i, _ in enumerate(model.transformer_blocks):
         path = f"transformer_blocks.{i}"
-        sites += stream_outputs(path, 0, 1)
-        sites += attention_sites(f"{path}.attn", TEXT_IMAGE, TEXT_IMAGE, "joint attention [text | image]")
-        sites += stream_outputs(f"{path}.attn", 1, 0, "attention output")
+        sites += text_first_joint_block_sites(path)
     for i, _ in enumerate(model.single_transformer_blocks):
         path = f"single_transformer_blocks.{i}"
         sites += stream_outputs(path, 0, 1)

@@ -13,26 +13,22 @@ from __future__ import annotations
 
 from workbench.sitemap import (
     STREAM_DIMS,
-    TEXT_IMAGE,
     Geometry,
     InputTap,
     PipelineFacts,
     SiteMap,
-    attention_sites,
     kwarg_or_arg,
     padded_tokens,
 )
 
-from .sd3 import stream_outputs
+from .sd3 import text_first_joint_block_sites
 
 
 def qwenimage_sites(model) -> list:
     sites = []
     for i, _ in enumerate(model.transformer_blocks):
         path = f"transformer_blocks.{i}"
-        sites += stream_outputs(path, 0, 1)
-        sites += attention_sites(f"{path}.attn", TEXT_IMAGE, TEXT_IMAGE, "joint attention [text | image]")
-        sites += stream_outputs(f"{path}.attn", 1, 0, "attention output")
+        sites += text_first_joint_block_sites(path)
     return sites
 
 

@@ -12,6 +12,7 @@ from workbench.sitemap import (
     IMAGE_TEXT,
     STREAM_DIMS,
     TEXT,
+    TEXT_IMAGE,
     Geometry,
     InputTap,
     PipelineFacts,
@@ -33,6 +34,14 @@ def stream_outputs(path: str, text_index: int | None, image_index: int, what: st
     if text_index is not None:
         sites.append(output_site(path, "out.text", text_index, STREAM_DIMS, f"{what}, text stream", TEXT))
     return sites
+
+
+def text_first_joint_block_sites(path: str) -> list:
+    """A FLUX-style double-stream block at ``path`` that returns ``(text, image)``, whose attention
+    runs over [text | image] and returns ``(image, text)`` (FLUX.1/.2, Chroma, Qwen-Image, AuraFlow)."""
+    return (stream_outputs(path, 0, 1)
+            + attention_sites(f"{path}.attn", TEXT_IMAGE, TEXT_IMAGE, "joint attention [text | image]")
+            + stream_outputs(f"{path}.attn", 1, 0, "attention output"))
 
 
 def sd3_sites(model) -> list:
