@@ -1,5 +1,6 @@
 """Where the shipped study results live: ``docs/results/`` of the source checkout (JSON and HTML
-written by the scripts in ``benchmarks/``), or the folder named by ``WORKBENCH_RESULTS``.
+written by the studies' jobs in ``workbench/studies/`` and the timing scripts in ``benchmarks/``),
+or the folder named by ``WORKBENCH_RESULTS``.
 
 Notebooks and docs read saved results through ``results_dir()`` instead of guessing paths, so a
 copy of the results elsewhere (an installed package has no ``docs/``) works by setting the variable.
@@ -22,6 +23,6 @@ def results_dir(must_exist: bool = False) -> Path:
     else:
         folder = Path(__file__).resolve().parent.parent / "docs" / "results"
     if must_exist and not folder.is_dir():
-        raise FileNotFoundError(f"no study results at {folder}; run the scripts in benchmarks/ from a source "
-                                f"checkout, or set {ENV} to a folder holding their JSON files")
+        raise FileNotFoundError(f"no study results at {folder}; run the study jobs (workbench/studies/) "
+                                f"from a source checkout, or set {ENV} to a folder holding their JSON files")
     return folder

@@ -13,7 +13,7 @@ shift of up to 2 px, pixel noise, a mild blur, brightness jitter) keeps the judg
 on the generator's exact pixels, since generated images are a little blurry and off-centre.
 
     python -m workbench.models.judge [--minutes 4]   # train, save to workbench/reference/judge
-    python benchmarks/judge_checks.py --calibrate    # calibrate "no object" (calibration.json)
+    python -m workbench.studies.scorers.job judge --calibrate   # calibrate "no object" (calibration.json)
 
 Saying "no object". A classifier trained only on shapes-world crops names *something* on any
 input (on pure noise it named an object at every anchor). Three calibrated gates turn a verdict
@@ -369,7 +369,7 @@ def load_judge(folder: str | Path | None = None, calibrated: bool = True) -> Jud
         calibration = json.loads((folder / CALIBRATION).read_text())
         if calibration.get("weights") != weights_digest(folder / "judge.safetensors"):
             raise ValueError(f"{folder / CALIBRATION} was calibrated for other judge weights; "
-                             "recalibrate with python benchmarks/judge_checks.py --calibrate")
+                             "recalibrate with python -m workbench.studies.scorers.job judge --calibrate")
         judge.calibration = {k: float(calibration[k]) for k in ("border", "roughness", "confidence")}
     return judge.eval().requires_grad_(False)
 
