@@ -85,6 +85,8 @@ def test_words_of_groups_clip_and_sentencepiece_tokens():
     assert words_of(clip) == [("a", [1]), ("red", [2, 3]), ("circle", [4])]
     t5 = ["▁a", "▁re", "d", "▁circle", "</s>", "<pad>"]
     assert words_of(t5) == [("a", [0]), ("red", [1, 2]), ("circle", [3])]
+    glm = ["<|endoftext|>", "[gMASK]", "<sop>", "a", "Ġre", "d", "Ġcircle", "<|im_end|>"]  # byte-level BPE
+    assert words_of(glm) == [("a", [3]), ("red", [4, 5]), ("circle", [6])]
 
 
 def test_otsu_mask_scores_a_blob():

@@ -53,6 +53,7 @@ EXPECTED_SAMPLE_SHAPES = {
     "chroma": (2, 64, 64),  # as FLUX.1
     "sana": (2, 4, 16, 16),
     "hunyuandit": (2, 8, 16, 16),  # eps + learned variance
+    "cogview4": (2, 16, 16, 16),
 }
 
 # Parameters diffusers fixes whatever the config: HunyuanVideo 1.5's byT5 projection has a hidden

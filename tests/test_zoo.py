@@ -1,12 +1,13 @@
-"""The 2025-26 image families (FLUX.2 klein, Qwen-Image, Chroma, Sana, HunyuanDiT), built tiny from their real
+"""The 2025-26 image families (FLUX.2 klein, Qwen-Image, Chroma, Sana, HunyuanDiT, CogView4), built tiny from their real
 diffusers classes, recorded and intervened.
 
 Per family: attention rows sum to one, and keys masked out by the family's text mask (Qwen-Image,
 Sana) get exactly nothing; probabilities times the values reproduce the attention kernel's own
 output, both read by a spy on ``scaled_dot_product_attention`` that is not the recorder; text
-enters the first four only through attention keys/values, so patching a source prompt's text K/V
+enters all but HunyuanDiT only through attention keys/values, so patching a source prompt's text K/V
 into a run with another prompt reproduces the source run bitwise. Sana's linear self-attention is
-refused by name. Chroma's guidance, run as two calls per step, is recorded with ``branch_calls``.
+refused by name. Chroma's and CogView4's guidance, run as two calls per step, is recorded with
+``branch_calls``; CogView4's left-padded GLM tokens label its text keys and give word maps.
 (Recording every site leaves each output bitwise identical: ``test_capture`` runs that on every
 family of ``workbench.models.tiny.FAMILIES``, these included.)
 """
@@ -26,9 +27,9 @@ from workbench.models.tiny import example_call_kwargs, tiny_pipeline
 
 from conftest import build_tiny_families, denoiser_forward, hook_count
 
-FAMILIES = ("flux2", "qwenimage", "chroma", "sana", "hunyuandit")
+FAMILIES = ("flux2", "qwenimage", "chroma", "sana", "hunyuandit", "cogview4")
 # HunyuanDiT's text also enters through a pooled mT5 embedding added to the timestep embedding.
-KV_ONLY = ("flux2", "qwenimage", "chroma", "sana")
+KV_ONLY = ("flux2", "qwenimage", "chroma", "sana", "cogview4")
 MASKED = {"qwenimage": "encoder_hidden_states_mask", "sana": "encoder_attention_mask"}  # text key masks
 TEXT_LEN = 8
 
@@ -178,3 +179,25 @@ def test_sd3_text_tokens_say_their_encoder_and_word_maps_split_by_it():
     assert "key_encoder" not in one["transformer_blocks.0.attn.probs.image->text"].coords
     with pytest.raises(ValueError, match="one encoder"):
         word_maps(one, encoder="t5")
+
+
+def test_cogview4_pipeline_records_guidance_calls_and_word_maps_of_its_left_padded_prompt():
+    from workbench.attention.maps import word_maps
+
+    model = wb.load(tiny_pipeline("cogview4"))
+    prompt = ["a red circle on the left"]
+    reference = model.generate(prompt, steps=2, guidance_scale=4.0)
+    site = "transformer_blocks.1.attn1.probs.image->text"
+    with wb.record(model, [site, "latent.x0"], branch_calls=("cond", "uncond")) as rec:
+        images = model.generate(prompt, steps=2, guidance_scale=4.0)
+    np.testing.assert_array_equal(images, reference)
+    probs = rec[site]
+    assert list(probs.branch.values) == ["cond", "uncond"] and probs.sizes["step"] == 2
+    tokens = list(probs.key_token.values[0])
+    # the pipeline pads the GLM prompt on the left to a multiple of 16 tokens, after [gMASK] <sop>
+    assert len(tokens) == 16 and tokens[-8:] == ["[gMASK]", "<sop>", "a", "Ġred", "Ġcircle", "Ġon", "Ġthe", "Ġleft"]
+    assert set(tokens[:-8]) == {model.pipeline.tokenizer.pad_token}
+    maps = word_maps(rec)
+    assert list(maps.word.values) == ["a", "red", "circle", "on", "the", "left"] and maps.dims == ("word", "y", "x")
+    np.testing.assert_allclose(maps.sum(("y", "x")).values, 1.0, rtol=1e-5)
+    assert hook_count(model.denoiser) == 0

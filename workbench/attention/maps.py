@@ -19,7 +19,11 @@ import xarray as xr
 from ..sitemap import parse_site
 
 KINDS = ("image", "text")  # the kinds of an image model; kinds_of() reads a recording's own
-_SPECIAL = re.compile(r"^(<\|startoftext\|>|<\|endoftext\|>|</s>|<pad>|<unk>|<s>|\[PAD\]|)$")
+# Specials of the tokenizers in use: CLIP/Qwen/ChatML "<|...|>", T5 and Gemma "</s>", "<pad>", ...,
+# BERT's "[PAD]", GLM-4's "[gMASK]" "<sop>" prefix.
+_SPECIAL = re.compile(r"^(<\|[^|\s]*\|>|</s>|<pad>|<unk>|<s>|<sop>|\[PAD\]|\[gMASK\]|)$")
+# A word's first token: sentencepiece marks it with "▁", byte-level BPE (GPT-2, Qwen, GLM-4) with "Ġ"
+_WORD_START = ("▁", "Ġ")
 
 
 def kinds_of(probs: xr.DataArray) -> tuple[str, ...]:
@@ -115,7 +119,8 @@ def resize(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def words_of(tokens: Iterable[str]) -> list[tuple[str, list[int]]]:
     """Group tokenizer tokens into words: CLIP marks a word's end with ``</w>``, T5/sentencepiece
-    a word's start with ``▁``. Special and padding tokens belong to no word."""
+    a word's start with ``▁``, byte-level BPE (Qwen, GLM-4) with ``Ġ``. Special and padding
+    tokens belong to no word."""
     words: list[tuple[str, list[int]]] = []
     current, positions = "", []
     for i, token in enumerate(tokens):
@@ -124,11 +129,11 @@ def words_of(tokens: Iterable[str]) -> list[tuple[str, list[int]]]:
                 words.append((current, positions))
             current, positions = "", []
             continue
-        starts = token.startswith("▁")
+        starts = token.startswith(_WORD_START)
         if starts and current:
             words.append((current, positions))
             current, positions = "", []
-        piece = token.replace("</w>", "").lstrip("▁")
+        piece = token.replace("</w>", "").lstrip("".join(_WORD_START))
         current += piece
         positions.append(i)
         if token.endswith("</w>"):

@@ -37,9 +37,16 @@ import heapq
 import string
 from collections.abc import Iterable, Sequence
 
-from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
+from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
-from transformers import BertTokenizer, CLIPTokenizer, GemmaTokenizer, Qwen2Tokenizer, T5TokenizerFast
+from transformers import (
+    BertTokenizer,
+    CLIPTokenizer,
+    GemmaTokenizer,
+    PreTrainedTokenizerFast,
+    Qwen2Tokenizer,
+    T5TokenizerFast,
+)
 
 __all__ = [
     "CAPTION_WORDS",
@@ -400,6 +407,28 @@ def build_qwen2_tokenizer(words: Iterable[str] | None = None, model_max_length: 
     tok.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIALS[1:])})
     tok.chat_template = _CHATML_TEMPLATE
     return tok
+
+
+GLM4_PREFIX = ("[gMASK]", "<sop>")  # GLM-4 starts every sequence with these two specials
+
+
+def build_glm4_tokenizer(words: Iterable[str] | None = None, model_max_length: int = 8192) -> PreTrainedTokenizerFast:
+    """Build a GLM-4-style tokenizer (CogView4's text encoder): a
+    :class:`transformers.PreTrainedTokenizerFast`, as the released one is, over the byte-level BPE
+    of :func:`build_qwen2_tokenizer` (GLM-4's is a byte-level tiktoken BPE), which prepends
+    ``[gMASK] <sop>`` to every sequence and pads on the left, as GLM-4's does.
+
+    Example:
+        >>> build_glm4_tokenizer(["red", "circle"])("a red circle").tokens()
+        ['[gMASK]', '<sop>', 'a', 'Ġred', 'Ġcircle']
+    """
+    backend = Tokenizer.from_str(build_qwen2_tokenizer(words).backend_tokenizer.to_str())
+    backend.add_special_tokens(list(GLM4_PREFIX))
+    backend.post_processor = processors.TemplateProcessing(
+        single=" ".join(GLM4_PREFIX) + " $A", pair=" ".join(GLM4_PREFIX) + " $A $B",
+        special_tokens=[(t, backend.token_to_id(t)) for t in GLM4_PREFIX])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=QWEN_SPECIALS[0], eos_token=QWEN_SPECIALS[0],
+                                   padding_side="left", model_max_length=model_max_length)
 
 
 # ---------------------------------------------------------------------------------------------
