@@ -89,8 +89,8 @@ def test_steps_by_index_and_by_timestep_and_out_of_range(sd3):
     assert hook_count(sd3.denoiser) == 0
 
 
-def test_oversized_capture_is_refused_after_the_first_step(sd3):
-    with pytest.raises(wb.CaptureTooLarge, match=r"needs about .* MiB .* limit of .* MiB.*reduce="):
+def test_oversized_capture_is_refused_before_the_first_step(sd3):
+    with pytest.raises(wb.CaptureTooLarge, match=r"projected to need .* MiB .* limit of .* MiB; refused before the first step.*reduce="):
         with wb.record(sd3, ["**.probs"], max_bytes=100_000):
             sd3.generate(["a red circle"], steps=10)
     assert hook_count(sd3.denoiser) == 0

@@ -25,7 +25,7 @@ from ..chain import Attachments, ModelHook, RunAnnouncement
 from ..schedulers import x0_from_step
 from ..sitemap import AttentionTap, InputTap, LatentTap, OutputTap, Site, kwarg_or_arg
 from .attention import FLEX_BACKEND, AttentionInterceptor, backend_of
-from .budget import CaptureTooLarge, check_budget, default_max_bytes  # noqa: F401  (CaptureTooLarge re-exported)
+from .budget import CaptureTooLarge, Projection, check_budget, check_projection, default_max_bytes, project  # noqa: F401  (CaptureTooLarge re-exported)
 from .clock import StepClock
 from .compiled import EagerStance, compiled_regions, original_module
 from .firing import FiringLog, SitesNotFired, missing_sites_error
@@ -69,6 +69,7 @@ class Recorder:
         self.dtype = dtype
         self.max_bytes = default_max_bytes() if max_bytes is None else max_bytes
         self.store = store
+        self.projection: Projection | None = None  # the recording's size, projected at the first denoiser call
 
         recorded = resolve(self.denoiser, sites) if sites else []
         self.plans: dict[str, SitePlan] = {s.name: SitePlan(s, True) for s in recorded}
@@ -183,6 +184,7 @@ class Recorder:
         if self.recording.geometry is None:
             self.recording.geometry = self.geometry
             self._label_text_tokens()
+            self._project_budget(latent)
         self._info = CallInfo(self.clock.step, self.clock.call, self.clock.timestep, self.clock.row_branches)
         plan = self.plans.get("latent.in")
         if plan is not None:
@@ -190,6 +192,21 @@ class Recorder:
             if new is not latent:
                 return _replace_arg(args, kwargs, self.site_map.latent_input, new)
         return None
+
+    def _project_budget(self, latent: torch.Tensor) -> None:
+        """Before the denoiser's first forward: refuse a recording whose projected size is over budget."""
+        recorded = [p.site for p in self.plans.values() if p.record]
+        if not recorded:
+            return
+        if self.transform is not None:  # a transform's results have no shape known in advance: measured
+            self.projection = Projection({}, tuple(s.name for s in recorded), self.clock.calls_per_step, None)
+            return
+        self.projection = project(
+            recorded, self.denoiser, self.geometry, latent, latent_dims=self.site_map.latent_dims,
+            stages=self.site_map.stages, reduce=self.reduce, dtype=self.dtype, calls_per_step=self.clock.calls_per_step,
+            steps_held=1 if self.store is not None else self.clock.n_selected_steps(),
+        )
+        check_projection(self.projection, self.max_bytes, streaming=self.store is not None)
 
     def _on_denoiser_return(self, module, args, kwargs, output):
         if output is None:  # the forward raised; its error is what the user sees
@@ -202,6 +219,9 @@ class Recorder:
                 output = (new,) + tuple(output[1:]) if isinstance(output, tuple) else type(output)(sample=new)
         self._check_fired()
         if self.clock.selected_now:
+            # The backstop, on measured bytes. It still earns its place beside the projection: sites
+            # the projection cannot size (transform= results, a U-Net's skip/backbone inputs) are only
+            # known once captured, and a run of unknown length (bare denoiser calls) grows step by step.
             first_step_done = len(self.recording.steps) == 1 and self.clock.call == self.clock.calls_per_step - 1
             n_steps = self.clock.n_selected_steps() if self.store is None and first_step_done else None
             check_budget(self.recording.nbytes(), n_steps, self.max_bytes)
