@@ -8,6 +8,9 @@ scaled-dot-product attention. Probabilities come from the same q, k (and mask) t
   where ``lse`` is the per-query log-sum-exp over *all* keys. On CPU torch's flash kernel returns
   ``lse`` together with its output, so the slice costs one small matmul and no N x N matrix.
   Elsewhere ``lse`` is computed in query chunks (N x chunk memory).
+* some query rows only (``record(..., queries=...)``): every function takes ``rows``, a
+  ``(start, stop)`` span or an index tensor of queries, and computes those rows alone (rows x N
+  memory and time), never the whole matrix.
 """
 
 from __future__ import annotations
@@ -37,11 +40,14 @@ def default_scale(q: torch.Tensor, scale: float | None) -> float:
     return q.shape[-1] ** -0.5 if scale is None else scale
 
 
-def full_probs(q, k, *, scale=None, attn_mask=None, is_causal=False) -> torch.Tensor:
-    """softmax(q k^T * scale + mask) for (batch, head, query, dim) inputs, one head at a time."""
+def full_probs(q, k, *, scale=None, attn_mask=None, is_causal=False, rows=None) -> torch.Tensor:
+    """softmax(q k^T * scale + mask) for (batch, head, query, dim) inputs, one head at a time;
+    with ``rows`` (a span or index tensor of queries) only those rows, over every key."""
     scale = default_scale(q, scale)
+    picked = as_rows(rows)
     bias = _mask_bias(_causal_or(attn_mask, is_causal, q, k), q.dtype)
-    out = torch.empty(q.shape[:-1] + (k.shape[-2],), dtype=q.dtype, device=q.device)
+    out = torch.empty(q.shape[:-2] + (n_rows(picked, q.shape[-2]), k.shape[-2]), dtype=q.dtype, device=q.device)
+    q, bias = q[..., picked, :], _query_rows(bias, picked)
     for h in range(q.shape[1]):
         # the mask broadcasts from the right like sdpa's: its head axis, if any, is the third from the end
         head_bias = None if bias is None else (bias if bias.dim() < 3 or bias.shape[-3] == 1 else bias[..., h : h + 1, :, :])
@@ -62,10 +68,14 @@ def _causal_or(attn_mask, is_causal, q, k):
     return torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
 
 
-def chunked_lse(q, k, *, scale=None, attn_mask=None, is_causal=False) -> torch.Tensor:
-    """Per-query log-sum-exp of the attention logits over all keys, in query chunks."""
+def chunked_lse(q, k, *, scale=None, attn_mask=None, is_causal=False, rows=None) -> torch.Tensor:
+    """Per-query log-sum-exp of the attention logits over all keys, in query chunks; with ``rows``
+    (a span or index tensor of queries) for those queries only."""
     scale = default_scale(q, scale)
     bias = _mask_bias(_causal_or(attn_mask, is_causal, q, k), q.dtype)
+    if rows is not None:  # the chosen queries and their mask rows, then chunked as for all of them
+        picked = as_rows(rows)
+        q, bias = q[..., picked, :], _query_rows(bias, picked)
     chunks = []
     for start in range(0, q.shape[-2], _LSE_QUERY_CHUNK):
         stop = start + _LSE_QUERY_CHUNK
@@ -74,12 +84,14 @@ def chunked_lse(q, k, *, scale=None, attn_mask=None, is_causal=False) -> torch.T
     return torch.cat(chunks, dim=-1)
 
 
-def attention_with_lse(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **extra):
-    """``(F.scaled_dot_product_attention(...), lse)`` with the output bit-identical to the plain call.
+def attention_with_lse(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, rows=None, **extra):
+    """``(F.scaled_dot_product_attention(...), lse)`` with the output bit-identical to the plain call;
+    with ``rows`` (a span or index tensor of queries) ``lse`` holds those queries only.
 
     On CPU the flash kernel gives both in one pass; the first time a shape is seen we check that
     its output equals ``F.scaled_dot_product_attention`` bit for bit (the dispatcher may pick
-    another kernel) and otherwise fall back to the plain call plus a chunked ``lse``.
+    another kernel) and otherwise fall back to the plain call plus a chunked ``lse`` (of ``rows``
+    alone, so a few queries cost a few rows, not N x N).
     """
     plain = lambda: F.scaled_dot_product_attention(  # noqa: E731
         q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **extra
@@ -98,9 +110,9 @@ def attention_with_lse(q, k, v, *, attn_mask=None, dropout_p=0.0, is_causal=Fals
             if signature not in _FLASH_MATCHES_SDPA:
                 _FLASH_MATCHES_SDPA[signature] = torch.equal(out, plain())
                 if not _FLASH_MATCHES_SDPA[signature]:
-                    return plain(), chunked_lse(q, k, scale=scale, attn_mask=attn_mask, is_causal=is_causal)
-            return out, lse.to(q.dtype)
-    return plain(), chunked_lse(q, k, scale=scale, attn_mask=attn_mask, is_causal=is_causal)
+                    return plain(), chunked_lse(q, k, scale=scale, attn_mask=attn_mask, is_causal=is_causal, rows=rows)
+            return out, lse[..., as_rows(rows)].to(q.dtype)
+    return plain(), chunked_lse(q, k, scale=scale, attn_mask=attn_mask, is_causal=is_causal, rows=rows)
 
 
 def _allowed_kernels() -> tuple[bool, ...]:
@@ -112,13 +124,32 @@ def _flash_allowed() -> bool:
     return torch.backends.cuda.flash_sdp_enabled()
 
 
-def block_probs(q, k, lse, q_span, k_span, *, scale=None, attn_mask=None, is_causal=False) -> torch.Tensor:
-    """Exact probabilities of queries ``q_span`` over keys ``k_span`` from the per-query ``lse``."""
+def block_probs(q, k, lse, q_rows, k_span, *, scale=None, attn_mask=None, is_causal=False) -> torch.Tensor:
+    """Exact probabilities of the queries ``q_rows`` (a span or index tensor) over keys ``k_span``
+    from ``lse``, the log-sum-exp of those same queries over all keys."""
     scale = default_scale(q, scale)
-    qs, ks = slice(*q_span), slice(*k_span)
-    bias = _mask_bias(_causal_or(attn_mask, is_causal, q, k), q.dtype)
+    qs, ks = as_rows(q_rows), slice(*k_span)
+    bias = _query_rows(_mask_bias(_causal_or(attn_mask, is_causal, q, k), q.dtype), qs)
     if bias is not None and bias.dim() >= 2:
-        bias = bias[..., qs if bias.shape[-2] > 1 else slice(None), ks]
+        bias = bias[..., ks]
     logits = _logits(q[..., qs, :], k[..., ks, :], scale, bias)
-    lse = lse[..., qs, None]
+    lse = lse[..., None]
     return _masked_rows_zero(torch.exp(logits - lse), torch.isneginf(lse))
+
+
+def as_rows(rows) -> slice | torch.Tensor:
+    """Query rows as an indexer: None (all), a ``(start, stop)`` span, or an index tensor."""
+    if rows is None:
+        return slice(None)
+    return rows if isinstance(rows, (slice, torch.Tensor)) else slice(*rows)
+
+
+def n_rows(rows: slice | torch.Tensor, length: int) -> int:
+    return len(range(length)[rows]) if isinstance(rows, slice) else rows.numel()
+
+
+def _query_rows(bias: torch.Tensor | None, rows: slice | torch.Tensor) -> torch.Tensor | None:
+    """The rows of a mask (broadcast like sdpa's, from the right) that the chosen queries read."""
+    if bias is None or bias.dim() < 2 or bias.shape[-2] == 1:
+        return bias
+    return bias[..., rows, :]

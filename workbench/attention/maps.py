@@ -94,19 +94,42 @@ def block_mass(probs: xr.DataArray) -> xr.DataArray:
 
 def to_grid(array: xr.DataArray, axis: str) -> xr.DataArray:
     """Lay an image-token axis out as (y, x), a video-token axis as (frame, y, x), using its
-    ``{axis}_frame`` / ``{axis}_y`` / ``{axis}_x`` coordinates."""
+    ``{axis}_frame`` / ``{axis}_y`` / ``{axis}_x`` coordinates, which the result keeps as the grid
+    axes' coordinates. A query subset (``record(..., queries=)``) that is a box, a stride or the
+    centre lays out as its own smaller grid; scattered positions do not make a grid and are refused."""
     names = _VIDEO_AXES if f"{axis}_frame" in array.coords else _IMAGE_AXES
     positions = [array[f"{axis}_{name}"].values for name in names]
     if (positions[-1] < 0).any():
         raise ValueError(f"axis {axis!r} holds text tokens; select image or video tokens first")
-    shape = tuple(int(p.max()) + 1 for p in positions)
-    order = np.argsort(np.ravel_multi_index(positions, shape), kind="stable")
+    # each grid axis takes the positions present on it (0..n-1 for a whole grid)
+    present = [np.unique(p) for p in positions]
+    shape = tuple(len(values) for values in present)
+    cells = [np.searchsorted(values, p) for values, p in zip(present, positions)]
+    flat = np.ravel_multi_index(cells, shape)
+    if int(np.prod(shape)) != array.sizes[axis] or len(np.unique(flat)) != len(flat):
+        raise ValueError(f"the {array.sizes[axis]} positions on axis {axis!r} do not fill a grid (they fill "
+                         f"{len(np.unique(flat))} cells of {' x '.join(map(str, shape))}): a query subset of scattered "
+                         "positions has no grid layout; select its queries by position (isel) instead")
+    order = np.argsort(flat, kind="stable")
     keep = [c for c in array.coords if axis not in array.coords[c].dims]
     ordered = array.isel({axis: order}).reset_coords(drop=True).drop_vars(axis, errors="ignore")
     at = ordered.dims.index(axis)
     data = ordered.values.reshape(ordered.shape[:at] + shape + ordered.shape[at + 1 :])
     dims = ordered.dims[:at] + names + ordered.dims[at + 1 :]
-    return xr.DataArray(data, dims=dims, coords={c: array.coords[c] for c in keep}, attrs=array.attrs)
+    coords = {c: array.coords[c] for c in keep}
+    coords.update({name: values for name, values in zip(names, present)})
+    return xr.DataArray(data, dims=dims, coords=coords, attrs=array.attrs)
+
+
+def every_query(probs: xr.DataArray, name: str, needs: str) -> xr.DataArray:
+    """``probs`` if it holds every query of its site; a clear error if it was recorded with a query
+    subset (``record(..., queries=)``), for readers (``needs``) that average or show whole grids."""
+    if "queries" in probs.attrs:
+        kept = probs.sizes.get("query", "some")
+        raise ValueError(f"{needs} need every image/video query, but {name} was recorded with "
+                         f"queries={probs.attrs['queries']!r} ({kept} of {probs.attrs.get('queries_of', '?')} queries): "
+                         "record it without queries= (or lay the kept rows out with to_grid)")
+    return probs
 
 
 def resize(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -196,6 +219,7 @@ def word_maps(recording, sample: int = 0, *, sites: str | None = None, steps=Non
         probs = recording[name]
         if "key_kind" not in probs.coords or "text" not in set(probs.key_kind.values):
             continue
+        every_query(probs, name, "word maps")
         visual = visual_kind(probs)
         if visual is not None:
             candidates.append((name, probs, visual))
@@ -365,7 +389,7 @@ def daam_word_maps(recording, sample: int = 0, *, sites: str | None = None, step
             continue
         if sites is not None and not fnmatchcase(name, sites):
             continue
-        probs = _image_to_text(recording[name], sample, branch, steps)
+        probs = _image_to_text(every_query(recording[name], name, "DAAM's maps"), sample, branch, steps)
         if int(np.sqrt(latent[0] * latent[1] // probs.sizes["query"])) == _DAAM_DROPPED_FACTOR:
             continue
         tokens = tokens or _tokens(probs)

@@ -4,8 +4,9 @@ Modules, each read in one sitting: ``engine`` (the Recorder: attach, visit sites
 ``clock`` (steps and guidance branches), ``attention`` (q/k/v and probabilities at the kernel),
 ``firing`` (every requested site fires or the run fails), ``compiled`` (compiled models run
 eagerly while recorded), ``streaming`` (steps to a zarr store), ``budget`` (memory limit),
-``recording`` (what a run captured, as xarray), ``layout`` (token layout and dim naming),
-``interventions`` and ``resolve`` (site names and patterns).
+``recording`` (what a run captured, as xarray), ``queries`` (``record(..., queries=)``: some query
+rows of attention), ``layout`` (token layout and dim naming), ``interventions`` and ``resolve``
+(site names and patterns).
 """
 
 from .budget import CaptureTooLarge

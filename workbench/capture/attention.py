@@ -131,36 +131,76 @@ class AttentionInterceptor(ModelHook):
             for plan in prob_plans:
                 probs = self._visit_block(plan, probs, q_spans, k_spans)
             return probs @ v
-        if any(p.site.tap.block is None for p in recording):
+        if recording:
+            return self._record_probs(recording, q, k, v, kernel, mask_opts, sdpa_opts, q_spans, k_spans)
+        return kernel(q, k, v)
+
+    def _record_probs(self, plans: list["SitePlan"], q, k, v, kernel, mask_opts, sdpa_opts, q_spans, k_spans):
+        """Record probabilities beside the model's own kernel (its output is returned), computing
+        only the query rows the sites keep: a whole N x N matrix only where a site keeps all of it."""
+        kept = {p.site.name: self._kept(p, q_spans, q.device) for p in plans}
+        if any(p.site.tap.block is None and kept[p.site.name] is None for p in plans):
             out = kernel(q, k, v)
             probs = kernels.full_probs(q, k, **mask_opts)
-            for plan in recording:
+            for plan in plans:
                 self._visit_block(plan, probs, q_spans, k_spans)
             return out
-        if recording:
-            if sdpa_opts is not None:
-                out, lse = kernels.attention_with_lse(q, k, v, **sdpa_opts)
+        # each site's rows of q's token axis: its query span, or the absolute indices of the queries it keeps
+        rows = {}
+        for plan in plans:
+            start, stop = q_spans[plan.site.query_layout.segments[0]]
+            subset = kept[plan.site.name]
+            rows[plan.site.name] = (start, stop) if subset is None else subset + start
+        blocks = [p for p in plans if p.site.tap.block is not None]
+        # log-sum-exp of the rows the blocks need: all queries unless some block keeps a subset
+        lse_rows = None
+        if any(kept[p.site.name] is not None for p in blocks):
+            lse_rows = torch.unique(torch.cat([_as_index(rows[p.site.name], q.device) for p in blocks]))
+        if blocks and sdpa_opts is not None:
+            out, lse = kernels.attention_with_lse(q, k, v, rows=lse_rows, **sdpa_opts)
+        else:
+            out = kernel(q, k, v)
+            lse = kernels.chunked_lse(q, k, rows=lse_rows, **mask_opts) if blocks else None
+        for plan in plans:
+            site_rows = rows[plan.site.name]
+            if plan.site.tap.block is None:  # one kind of queries, a subset of them: those rows over every key
+                probs = kernels.full_probs(q, k, rows=site_rows, **mask_opts)
             else:
-                out, lse = kernel(q, k, v), kernels.chunked_lse(q, k, **mask_opts)
-            for plan in recording:
-                q_kind, k_kind = plan.site.tap.block.split("->")
-                block = kernels.block_probs(q, k, lse, q_spans[q_kind], k_spans[k_kind], **mask_opts)
-                recorder.visit(plan, block)
-            return out
-        return kernel(q, k, v)
+                if lse_rows is None:
+                    site_lse = lse[..., slice(*site_rows)]
+                else:
+                    site_lse = lse[..., torch.searchsorted(lse_rows, _as_index(site_rows, q.device))]
+                k_kind = plan.site.tap.block.split("->")[1]
+                probs = kernels.block_probs(q, k, site_lse, site_rows, k_spans[k_kind], **mask_opts)
+            self.recorder.visit(plan, probs)
+        return out
+
+    def _kept(self, plan: "SitePlan", q_spans, device) -> torch.Tensor | None:
+        """Indices of the queries ``plan`` keeps among its own query tokens (``record(..., queries=)``);
+        None where it keeps every query."""
+        layout = plan.site.query_layout
+        if layout is None or len(layout.segments) != 1:
+            return None
+        start, stop = q_spans[layout.segments[0]]
+        return self.recorder.kept_queries(plan, layout.segments[0], stop - start, device)
 
     def _visit_block(self, plan: "SitePlan", probs, q_spans, k_spans):
         block = plan.site.tap.block
+        kept = self._kept(plan, q_spans, probs.device)  # the recorded copy keeps these rows; the model sees all
         if block is None:
-            return self.recorder.visit(plan, probs)
+            return self.recorder.visit(plan, probs, kept=kept)
         q_kind, k_kind = block.split("->")
         (qa, qb), (ka, kb) = q_spans[q_kind], k_spans[k_kind]
         part = probs[..., qa:qb, ka:kb]
-        new = self.recorder.visit(plan, part)
+        new = self.recorder.visit(plan, part, kept=kept)
         if new is not part:
             probs = probs.clone()
             probs[..., qa:qb, ka:kb] = new
         return probs
+
+
+def _as_index(rows, device) -> torch.Tensor:
+    return torch.arange(*rows, device=device) if isinstance(rows, tuple) else rows
 
 
 _SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")

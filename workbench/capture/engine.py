@@ -30,6 +30,7 @@ from .clock import StepClock
 from .compiled import EagerStance, compiled_regions, original_module
 from .firing import FiringLog, SitesNotFired, missing_sites_error
 from .interventions import CallContext, Intervention
+from .queries import KeptQueries, query_subset, sites_taking
 from .recording import CallInfo, Recording
 from .resolve import as_model, resolve
 from .streaming import flush_step
@@ -53,7 +54,8 @@ class Recorder:
     def __init__(self, target, sites=(), *, steps=None, timesteps=None, reduce=(), dtype: torch.dtype | None = None,
                  interventions: list[Intervention] = (), max_bytes: int | None = None, store=None,
                  branches: tuple[str, ...] | None = None, branch_calls: tuple[str, ...] | None = None,
-                 expected_steps: int | None = None, prompts: list[str] | None = None, transform=None):
+                 expected_steps: int | None = None, prompts: list[str] | None = None, transform=None, queries=None):
+        self.queries = query_subset(queries)  # before anything is built: a bad form fails at once
         self.model = as_model(target)
         self.denoiser, self.pipeline, self.scheduler = self.model.denoiser, self.model.pipeline, self.model.scheduler
         self.site_map = self.model.site_map
@@ -90,6 +92,9 @@ class Recorder:
             interventions=[repr(i) for i in interventions],
             transform="" if transform is None else getattr(transform, "__name__", repr(transform)),
         )
+        # the probabilities sites that keep only some of their queries, and each one's indices per grid
+        self._query_sites = set() if self.queries is None else sites_taking(self.queries, list(self.recording.sites.values()))
+        self._kept_index: dict[tuple, torch.Tensor] = {}
         self.geometry = None
         self.firing = FiringLog()
         self._x0_fired = True
@@ -253,9 +258,11 @@ class Recorder:
         self.recording.text_encoders = self.model.text_encoders(self.geometry.text_len)
 
     # -- visiting a site --------------------------------------------------------------------------
-    def visit(self, plan: SitePlan, x: torch.Tensor, rows: list[str] | None = None) -> torch.Tensor:
+    def visit(self, plan: SitePlan, x: torch.Tensor, rows: list[str] | None = None,
+              kept: torch.Tensor | None = None) -> torch.Tensor:
         """Apply the plan's interventions active now and record the result (capture-time
-        reductions apply to the recorded copy only); return what flows on through the model."""
+        reductions, and ``kept``: the query rows a probabilities site keeps, apply to the recorded
+        copy only); return what flows on through the model."""
         self.firing.fired.add(plan.site.name)
         clock = self.clock
         if plan.interventions:
@@ -264,8 +271,23 @@ class Recorder:
                 if intervention.active_at(clock.step):
                     x = intervention(x, ctx)
         if plan.record and clock.selected_now:
-            self.recording.add(plan.site, self._info, self._captured(plan.site, x), rows)
+            kept_x = x if kept is None else x.index_select(-2, kept)  # (batch, head, query, key): query rows
+            self.recording.add(plan.site, self._info, self._captured(plan.site, kept_x), rows)
         return x
+
+    def kept_queries(self, plan: SitePlan, kind: str, n_tokens: int, device) -> torch.Tensor | None:
+        """Indices, among the ``n_tokens`` ``kind`` queries of ``plan``'s site, of the queries it keeps
+        (``record(..., queries=)``); None where it keeps them all. Resolved once per grid and device;
+        the recording labels the kept rows with them."""
+        if plan.site.name not in self._query_sites:
+            return None
+        key = (plan.site.name, n_tokens, self.geometry.grid, self.geometry.frames, device)
+        index = self._kept_index.get(key)
+        if index is None:
+            positions = self.queries.positions(kind, n_tokens, self.geometry, plan.site.name)
+            self.recording.keep_queries(plan.site.name, KeptQueries(positions, n_tokens, self.queries.spec))
+            index = self._kept_index[key] = torch.as_tensor(positions, device=device)
+        return index
 
     def _captured(self, site: Site, x: torch.Tensor) -> torch.Tensor:
         """The copy a recording keeps: reduced, on the CPU, in the requested dtype, never aliasing
@@ -411,7 +433,8 @@ def record(target, sites: str | list[str] | tuple[str, ...] = (), *, steps=None,
            reduce: str | tuple[str, ...] = (), dtype: torch.dtype | None = None,
            interventions: list[Intervention] = (), max_bytes: int | None = None, store=None,
            branches: tuple[str, ...] | None = None, branch_calls: tuple[str, ...] | None = None,
-           expected_steps: int | None = None, prompts: list[str] | None = None, transform=None) -> Recorder:
+           expected_steps: int | None = None, prompts: list[str] | None = None, transform=None,
+           queries=None) -> Recorder:
     """Record ``sites`` (names or globs) of ``target`` during the runs inside the ``with`` block.
 
     >>> with record(pipe, ["transformer_blocks.*.attn.probs.image->text", "latent.*"]) as rec:
@@ -437,6 +460,12 @@ def record(target, sites: str | list[str] | tuple[str, ...] = (), *, steps=None,
             result is kept (no copy of the full activation), read with ``rec.kept(site, step)``.
             For jobs that pool every capture at once (``workbench extract``); the result has no
             labelled dims, so ``rec[site]`` refuses it.
+        queries: keep (and compute) only these query rows of every recorded probabilities site whose
+            queries are image or video tokens (``image->image``, ``image->text``, ``attn1``,
+            ``video->video``...): ``"center"``, a box ``{"y": (y0, y1), "x": (x0, x1)}`` (``"frame"`` for
+            video, ``"stride": k`` for every k-th patch), a list of token indices or of (y, x) /
+            (frame, y, x) positions, on each site's own token grid. The query axis keeps the kept
+            positions' coordinates (``query_y``, ``query_x``, ``query_frame``, ``query_index``).
 
     Every requested site must fire at every selected step; otherwise the run stops with
     ``SitesNotFired`` naming the sites, the step and the likely cause.
@@ -444,7 +473,7 @@ def record(target, sites: str | list[str] | tuple[str, ...] = (), *, steps=None,
     return Recorder(target, sites, steps=steps, timesteps=timesteps, reduce=reduce, dtype=dtype,
                     interventions=interventions, max_bytes=max_bytes, store=store, branches=branches,
                     branch_calls=branch_calls, expected_steps=expected_steps, prompts=prompts,
-                    transform=transform)
+                    transform=transform, queries=queries)
 
 
 def intervene(target, interventions: list[Intervention], *, branches: tuple[str, ...] | None = None,

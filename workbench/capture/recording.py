@@ -19,6 +19,7 @@ import xarray as xr
 
 from ..sitemap import Geometry, Site, parse_site, stage_index
 from .layout import clashing_dims, token_coords, with_sized_dims
+from .queries import KeptQueries
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Recording(Mapping):
     geometry: Geometry | None = None
     interventions: list[str] = field(default_factory=list)
     transform: str = ""  # the name of record(transform=...): captures are its results, not the site's dims
+    queries: dict[str, KeptQueries] = field(default_factory=dict)  # per site that keeps some queries only
     _raw: dict[str, dict[tuple[int, int], torch.Tensor]] = field(default_factory=lambda: defaultdict(dict))
     _calls: dict[tuple[int, int], CallInfo] = field(default_factory=dict)
     _rows: dict[tuple[str, int, int], list[str]] = field(default_factory=dict)  # per-site row labels if not the call's
@@ -62,6 +64,14 @@ class Recording(Mapping):
         self._held += _size(tensor)
         if rows is not None:
             self._rows[(site.name, call.step, call.call)] = rows
+
+    def keep_queries(self, site: str, kept: KeptQueries) -> None:
+        """Label ``site``'s query axis with the positions it keeps (``record(..., queries=)``)."""
+        before = self.queries.get(site)
+        if before is not None and not (before.of == kept.of and np.array_equal(before.positions, kept.positions)):
+            raise ValueError(f"{site}: its query grid changed within one recording ({before.of} -> {kept.of} tokens), "
+                             "so the kept queries differ between calls; record each resolution separately")
+        self.queries[site] = kept
 
     def captured_sites(self) -> list[str]:
         """Names of the sites holding captures in memory."""
@@ -234,6 +244,8 @@ class Recording(Mapping):
             "dtype": str(data.dtype).replace("torch.", ""),
             "interventions": "; ".join(self.interventions) or "none",
         }
+        if name in self.queries:  # what the kept query rows are, for readers that need every query (word maps)
+            attrs.update(queries=self.queries[name].spec, queries_of=self.queries[name].of)
         return xr.DataArray(_to_numpy(data), dims=dims, coords=coords, attrs=attrs, name=name)
 
     def _axis_coords(self, site: Site, dims: tuple[str, ...], shape) -> dict:
@@ -243,8 +255,17 @@ class Recording(Mapping):
         for axis, layout in layouts.items():
             if axis not in sizes or layout is None or self.geometry is None:
                 continue
-            coords.update(token_coords(axis, layout, sizes[axis], self.geometry, self.text_tokens, sizes["sample"],
-                                       self.text_encoders))
+            kept = self.queries.get(site.name) if axis == "query" else None
+            if kept is None:
+                coords.update(token_coords(axis, layout, sizes[axis], self.geometry, self.text_tokens, sizes["sample"],
+                                           self.text_encoders))
+                continue
+            # a query subset: label the whole axis, keep the labels of the kept positions
+            for coord, (coord_dims, values) in token_coords(axis, layout, kept.of, self.geometry, self.text_tokens,
+                                                            sizes["sample"], self.text_encoders).items():
+                along = (coord_dims,) if isinstance(coord_dims, str) else coord_dims
+                coords[coord] = (coord_dims, np.take(values, kept.positions, axis=along.index(axis)))
+            coords[f"{axis}_index"] = (axis, kept.positions)
         for axis in ("y", "x", "head"):
             if axis in sizes:
                 coords[axis] = np.arange(sizes[axis])

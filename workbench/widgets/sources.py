@@ -22,7 +22,7 @@ from typing import Mapping
 import numpy as np
 import xarray as xr
 
-from ..attention.maps import KINDS, resize, words_of
+from ..attention.maps import KINDS, every_query, resize, words_of
 from ..capture.layout import plain_dims
 from ..sitemap import parse_site, site_name
 
@@ -72,6 +72,7 @@ def find_layers(recording: Mapping[str, xr.DataArray]) -> list[Layer]:
         parts = parse_site(str(site))
         if parts.kind != "probs":
             continue
+        every_query(recording[site], str(site), "the explorer's maps and block masses")
         name = site_name(parts.module, "probs")
         layers.setdefault(name, Layer(name)).sites[parts.block or WHOLE] = str(site)
     if not layers:
