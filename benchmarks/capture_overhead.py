@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -142,54 +141,20 @@ def instrumented(name: str, model, scheduler, inputs, steps):
     return run
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def measure(names: list[str], width: int, layers: int, steps: int, repeats: int, threads: int = 1) -> list[dict]:
     """Runs in a subprocess: bare runs first (their peak memory), then each configuration of ``names``
     and a bare run in turn, ``repeats`` times, so configurations measured together are side by side
-    (same process, same moments of a noisy machine) against the same bare runs."""
+    (same process, same moments of a noisy machine) against the same bare runs
+    (``workbench.studies.timing.side_by_side``, the method real_width.py shares)."""
     import torch
+
+    from workbench.studies.timing import side_by_side
 
     torch.set_num_threads(threads)
     model, scheduler, inputs = build(width, layers)
     runs = {name: instrumented(name, model, scheduler, inputs, steps) for name in names}
-    denoise(model, scheduler, inputs, steps)  # warm-up
-
-    def timed(fn):
-        wall, cpu = time.perf_counter(), time.process_time()
-        result = fn()
-        return result, time.perf_counter() - wall, time.process_time() - cpu
-
-    bare_wall, bare_cpu = [], []
-    for _ in range(repeats):
-        _, wall, cpu = timed(lambda: denoise(model, scheduler, inputs, steps))
-        bare_wall.append(wall)
-        bare_cpu.append(cpu)
-    bare_peak = peak_rss_mib()
-    for run in runs.values():
-        run()  # warm-up of the instrumented paths
-    inst_wall = {name: [] for name in names}
-    inst_cpu = {name: [] for name in names}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            captured, wall, cpu = timed(run)
-            inst_wall[name].append(wall)
-            inst_cpu[name].append(cpu)
-            del captured
-        _, wall, cpu = timed(lambda: denoise(model, scheduler, inputs, steps))
-        bare_wall.append(wall)
-        bare_cpu.append(cpu)
-    med = statistics.median
-    return [{
-        "config": name, "bare_cpu_s": med(bare_cpu), "instrumented_cpu_s": med(inst_cpu[name]),
-        "ratio": med(inst_cpu[name]) / med(bare_cpu), "wall_ratio": med(inst_wall[name]) / med(bare_wall),
-        "bare_wall_s": med(bare_wall), "instrumented_wall_s": med(inst_wall[name]),
-        "cpu_ratios": [c / med(bare_cpu) for c in inst_cpu[name]],
-        "bare_peak_mib": bare_peak, "peak_mib": peak_rss_mib(), "extra_peak_mib": peak_rss_mib() - bare_peak,
-        "measured_with": [n for n in names if n != name],
-    } for name in names]
+    measured = side_by_side(lambda: denoise(model, scheduler, inputs, steps), runs, repeats)
+    return [{"config": name, **measured[name], "measured_with": [n for n in names if n != name]} for name in names]
 
 
 # The recorded comparison (issue 25's target: block recording within 2% of a hand-written hook loop):
