@@ -240,3 +240,28 @@ def test_a_unet_subset_resolves_on_each_levels_own_grid():
         sides.add(side)
         assert sub[name].query_y.values.tolist() == [side // 2] and sub[name].query_x.values.tolist() == [side // 2]
     assert len(sides) > 1  # several resolution levels, each its own centre
+
+
+def test_the_budget_projects_the_kept_rows_and_refuses_a_bad_position_before_the_forward(built):
+    model, inputs = built["sd3"][0], _bigger("sd3")  # 24 x 24 image tokens
+    whole = wb.record(model, [SD3_BLOCKS[0]], expected_steps=1)
+    with whole:
+        forward(model, inputs)
+    limit = whole.projection.total // 2
+    with pytest.raises(wb.CaptureTooLarge, match="queries="):
+        with wb.record(model, [SD3_BLOCKS[0]], expected_steps=1, max_bytes=limit):
+            forward(model, inputs)
+    sub = wb.record(model, SD3_BLOCKS + [SD3_TEXT_QUERIES], expected_steps=1, max_bytes=limit, queries={"stride": 4})
+    with sub as rec:
+        forward(model, inputs)
+    assert rec.nbytes() == sub.projection.total
+    assert sub.projection.per_call[SD3_BLOCKS[0]] * 576 == whole.projection.per_call[SD3_BLOCKS[0]] * 36  # 6 x 6 kept
+    calls = []
+    handle = model.transformer_blocks[0].register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match=r"reaches beyond the 24 x 24"):
+            with wb.record(model, SD3_BLOCKS, expected_steps=1, queries={"y": (20, 30)}):
+                forward(model, inputs)
+    finally:
+        handle.remove()
+    assert not calls, "a block ran before the refusal"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
@@ -73,6 +74,7 @@ class AttentionInterceptor(ModelHook):
         self.recorder, self.path, self.module, self.plans = recorder, path, module, plans
         self.backend = backend_of(module)
         self._mode: _KernelObserver | None = None
+        self._row_cache: dict[tuple, tuple] = {}  # query rows per grid and device (``_rows``)
 
     def close(self) -> None:
         """Leave the mode if a forward raised between our pre- and post-hook."""
@@ -145,17 +147,8 @@ class AttentionInterceptor(ModelHook):
             for plan in plans:
                 self._visit_block(plan, probs, q_spans, k_spans)
             return out
-        # each site's rows of q's token axis: its query span, or the absolute indices of the queries it keeps
-        rows = {}
-        for plan in plans:
-            start, stop = q_spans[plan.site.query_layout.segments[0]]
-            subset = kept[plan.site.name]
-            rows[plan.site.name] = (start, stop) if subset is None else subset + start
+        rows, lse_rows, lse_at = self._rows(plans, kept, q_spans, q.device)
         blocks = [p for p in plans if p.site.tap.block is not None]
-        # log-sum-exp of the rows the blocks need: all queries unless some block keeps a subset
-        lse_rows = None
-        if any(kept[p.site.name] is not None for p in blocks):
-            lse_rows = torch.unique(torch.cat([_as_index(rows[p.site.name], q.device) for p in blocks]))
         if blocks and sdpa_opts is not None:
             out, lse = kernels.attention_with_lse(q, k, v, rows=lse_rows, **sdpa_opts)
         else:
@@ -166,14 +159,37 @@ class AttentionInterceptor(ModelHook):
             if plan.site.tap.block is None:  # one kind of queries, a subset of them: those rows over every key
                 probs = kernels.full_probs(q, k, rows=site_rows, **mask_opts)
             else:
-                if lse_rows is None:
-                    site_lse = lse[..., slice(*site_rows)]
-                else:
-                    site_lse = lse[..., torch.searchsorted(lse_rows, _as_index(site_rows, q.device))]
+                site_lse = lse[..., slice(*site_rows) if lse_rows is None else lse_at[plan.site.name]]
                 k_kind = plan.site.tap.block.split("->")[1]
                 probs = kernels.block_probs(q, k, site_lse, site_rows, k_spans[k_kind], **mask_opts)
             self.recorder.visit(plan, probs)
         return out
+
+    def _rows(self, plans: list["SitePlan"], kept: dict, q_spans, device):
+        """Per site, its rows of q's token axis: its query span, or the absolute indices of the queries
+        it keeps; the rows whose log-sum-exp the blocks need (None: every query, as without subsets);
+        and where each block's rows lie among those. Built on the host once per grid and device, so
+        that no call waits on the device (``torch.unique`` on a GPU would)."""
+        geometry = self.recorder.geometry
+        key = (tuple(p.site.name for p in plans), tuple(q_spans.items()), geometry.grid, geometry.frames, device)
+        if key not in self._row_cache:
+            rows, host = {}, {}
+            for plan in plans:
+                name = plan.site.name
+                start, stop = q_spans[plan.site.query_layout.segments[0]]
+                if kept[name] is None:
+                    rows[name], host[name] = (start, stop), np.arange(start, stop)
+                else:
+                    host[name] = self.recorder.recording.queries[name].positions + start
+                    rows[name] = torch.as_tensor(host[name], device=device)
+            blocks = [p.site.name for p in plans if p.site.tap.block is not None]
+            lse_rows, lse_at = None, {}
+            if any(kept[name] is not None for name in blocks):
+                union = np.unique(np.concatenate([host[name] for name in blocks]))
+                lse_rows = torch.as_tensor(union, device=device)
+                lse_at = {name: torch.as_tensor(np.searchsorted(union, host[name]), device=device) for name in blocks}
+            self._row_cache[key] = rows, lse_rows, lse_at
+        return self._row_cache[key]
 
     def _kept(self, plan: "SitePlan", q_spans, device) -> torch.Tensor | None:
         """Indices of the queries ``plan`` keeps among its own query tokens (``record(..., queries=)``);
@@ -197,10 +213,6 @@ class AttentionInterceptor(ModelHook):
             probs = probs.clone()
             probs[..., qa:qb, ka:kb] = new
         return probs
-
-
-def _as_index(rows, device) -> torch.Tensor:
-    return torch.arange(*rows, device=device) if isinstance(rows, tuple) else rows
 
 
 _SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -43,7 +44,8 @@ def default_max_bytes() -> int:
 
 _WAYS_OUT = (
     "Record fewer sites (one layer, or the blocks you need: '...attn.probs.image->text' instead of the whole "
-    "matrix) or fewer steps (steps=[...]), reduce at capture time (reduce=('head',), dtype=torch.float16), "
+    "matrix) or fewer steps (steps=[...]), a few image/video queries (queries='center', a box or a stride), "
+    "reduce at capture time (reduce=('head',), dtype=torch.float16), "
     "stream each step to a store (store='run.zarr'), or raise max_bytes= / WORKBENCH_MAX_CAPTURE_BYTES."
 )
 
@@ -75,9 +77,12 @@ class Projection:
 
 def project(sites: list[Site], denoiser: torch.nn.Module, geometry: Geometry, latent: torch.Tensor, *,
             latent_dims: tuple[str, ...], stages: tuple[str, ...], reduce: tuple[str, ...],
-            dtype: torch.dtype | None, calls_per_step: int, steps_held: int | None) -> Projection:
-    """Bytes each recorded site will keep per denoiser call, from the first call's inputs alone."""
-    shapes = _SiteShapes(denoiser, geometry, latent, latent_dims, stages)
+            dtype: torch.dtype | None, calls_per_step: int, steps_held: int | None,
+            kept_queries: Callable[[Site, int], int] | None = None) -> Projection:
+    """Bytes each recorded site will keep per denoiser call, from the first call's inputs alone.
+    ``kept_queries(site, n)``: how many of a probabilities site's ``n`` queries it keeps
+    (``record(..., queries=)``); every query when not given."""
+    shapes = _SiteShapes(denoiser, geometry, latent, latent_dims, stages, kept_queries)
     model_dtype = next((p.dtype for p in denoiser.parameters() if p.is_floating_point()), latent.dtype)
     per_call, unprojected = {}, []
     for site in sites:
@@ -124,9 +129,9 @@ def _mib(n: int) -> str:
 class _SiteShapes:
     """Per-call shapes (batch first) of sites, from the denoiser's structure and the first call's inputs."""
 
-    def __init__(self, denoiser, geometry: Geometry, latent: torch.Tensor, latent_dims, stages):
+    def __init__(self, denoiser, geometry: Geometry, latent: torch.Tensor, latent_dims, stages, kept_queries=None):
         self.denoiser, self.geometry, self.latent = denoiser, geometry, latent
-        self.latent_dims, self.stages = latent_dims, stages
+        self.latent_dims, self.stages, self.kept_queries = latent_dims, stages, kept_queries
         self._levels: dict[str, tuple[int, int]] | None = None
 
     def dims_of(self, site: Site) -> tuple[str, ...]:
@@ -147,6 +152,8 @@ class _SiteShapes:
             sizes["head"], sizes["channel"] = heads, _head_width(module, tap.role, heads)
             sizes["query"] = sizes["token"] = self._tokens(site.query_layout, site.module, output=False)
             sizes["key"] = self._tokens(site.key_layout, site.module, output=False)
+            if self.kept_queries is not None and sizes["query"] is not None:
+                sizes["query"] = self.kept_queries(site, sizes["query"])
         else:
             sizes["channel"] = _output_width(module)
             sizes["token"] = self._tokens(site.query_layout, site.module, output=True)

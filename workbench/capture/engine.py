@@ -210,6 +210,7 @@ class Recorder:
             recorded, self.denoiser, self.geometry, latent, latent_dims=self.site_map.latent_dims,
             stages=self.site_map.stages, reduce=self.reduce, dtype=self.dtype, calls_per_step=self.clock.calls_per_step,
             steps_held=1 if self.store is not None else self.clock.n_selected_steps(),
+            kept_queries=self._kept_query_count if self.queries is not None else None,
         )
         check_projection(self.projection, self.max_bytes, streaming=self.store is not None)
 
@@ -274,6 +275,13 @@ class Recorder:
             kept_x = x if kept is None else x.index_select(-2, kept)  # (batch, head, query, key): query rows
             self.recording.add(plan.site, self._info, self._captured(plan.site, kept_x), rows)
         return x
+
+    def _kept_query_count(self, site: Site, n_tokens: int) -> int:
+        """How many of ``site``'s ``n_tokens`` queries it keeps, for the budget's projection (which
+        so also refuses positions outside the grid before the first forward)."""
+        if site.name not in self._query_sites:
+            return n_tokens
+        return len(self.queries.positions(site.query_layout.segments[0], n_tokens, self.geometry, site.name))
 
     def kept_queries(self, plan: SitePlan, kind: str, n_tokens: int, device) -> torch.Tensor | None:
         """Indices, among the ``n_tokens`` ``kind`` queries of ``plan``'s site, of the queries it keeps
