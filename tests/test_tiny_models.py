@@ -54,6 +54,7 @@ EXPECTED_SAMPLE_SHAPES = {
     "sana": (2, 4, 16, 16),
     "hunyuandit": (2, 8, 16, 16),  # eps + learned variance
     "cogview4": (2, 16, 16, 16),
+    "lumina2": (2, 16, 16, 16),
 }
 
 # Parameters diffusers fixes whatever the config: HunyuanVideo 1.5's byT5 projection has a hidden

@@ -1,4 +1,4 @@
-"""The 2025-26 image families (FLUX.2 klein, Qwen-Image, Chroma, Sana, HunyuanDiT, CogView4), built tiny from their real
+"""The 2025-26 image families (FLUX.2 klein, Qwen-Image, Chroma, Sana, HunyuanDiT, CogView4, Lumina 2), built tiny from their real
 diffusers classes, recorded and intervened.
 
 Per family: attention rows sum to one, and keys masked out by the family's text mask (Qwen-Image,
@@ -8,6 +8,8 @@ enters all but HunyuanDiT only through attention keys/values, so patching a sour
 into a run with another prompt reproduces the source run bitwise. Sana's linear self-attention is
 refused by name. Chroma's and CogView4's guidance, run as two calls per step, is recorded with
 ``branch_calls``; CogView4's left-padded GLM tokens label its text keys and give word maps.
+Lumina 2's joint blocks hold each call's valid text only: a batch of ragged prompts is refused, and
+so is stacking guidance calls at a site whose length follows the prompt.
 (Recording every site leaves each output bitwise identical: ``test_capture`` runs that on every
 family of ``workbench.models.tiny.FAMILIES``, these included.)
 """
@@ -27,9 +29,9 @@ from workbench.models.tiny import example_call_kwargs, tiny_pipeline
 
 from conftest import build_tiny_families, denoiser_forward, hook_count
 
-FAMILIES = ("flux2", "qwenimage", "chroma", "sana", "hunyuandit", "cogview4")
+FAMILIES = ("flux2", "qwenimage", "chroma", "sana", "hunyuandit", "cogview4", "lumina2")
 # HunyuanDiT's text also enters through a pooled mT5 embedding added to the timestep embedding.
-KV_ONLY = ("flux2", "qwenimage", "chroma", "sana", "cogview4")
+KV_ONLY = ("flux2", "qwenimage", "chroma", "sana", "cogview4", "lumina2")
 MASKED = {"qwenimage": "encoder_hidden_states_mask", "sana": "encoder_attention_mask"}  # text key masks
 TEXT_LEN = 8
 
@@ -201,3 +203,43 @@ def test_cogview4_pipeline_records_guidance_calls_and_word_maps_of_its_left_padd
     assert list(maps.word.values) == ["a", "red", "circle", "on", "the", "left"] and maps.dims == ("word", "y", "x")
     np.testing.assert_allclose(maps.sum(("y", "x")).values, 1.0, rtol=1e-5)
     assert hook_count(model.denoiser) == 0
+
+
+def test_lumina2_refiner_masks_padded_text_and_joint_blocks_hold_the_valid_text(built):
+    model, inputs, reference = built["lumina2"]
+    padded = ~inputs["encoder_attention_mask"].bool()  # every sample pads its last two text tokens
+    with wb.record(model, ["context_refiner.0.attn.probs", "layers.0.attn.probs"]) as rec:
+        assert torch.equal(forward(model, inputs), reference)
+    refiner = rec["context_refiner.0.attn.probs"]
+    assert refiner.sizes["key"] == TEXT_LEN and padded[:, -2:].all() and not padded[:, :-2].any()
+    assert float(abs(refiner.values[..., -2:]).max()) == 0.0 and float(refiner.values[..., :-2].min()) > 0.0
+    joint = rec["layers.0.attn.probs"]
+    assert list(joint.key_kind.values) == ["text"] * (TEXT_LEN - 2) + ["image"] * 64  # [valid text | image]
+    ragged = dict(inputs, encoder_attention_mask=inputs["encoder_attention_mask"].clone())
+    ragged["encoder_attention_mask"][1, -3] = 0  # sample 1: one valid text token fewer
+    with pytest.raises(ValueError, match=r"lumina2: .*\[6, 5\] valid text tokens.*different offset"):
+        with wb.record(model, ["layers.0.attn.probs"]):
+            forward(model, ragged)
+    assert hook_count(model) == 0
+
+
+def test_lumina2_pipeline_word_maps_and_guidance_calls():
+    from workbench.attention.maps import word_maps
+
+    model = wb.load(tiny_pipeline("lumina2"))
+    with wb.record(model, ["noise_refiner.0.attn.probs", "layers.*.attn.probs.image->text"]) as rec:
+        model.generate(["a red circle on the left"], steps=1, guidance_scale=1.0)
+    maps = word_maps(rec)
+    assert {"red", "circle", "left"} <= set(maps.word.values) and maps.sizes == {"word": maps.sizes["word"], "y": 8, "x": 8}
+    np.testing.assert_allclose(maps.sum(["y", "x"]).values, 1.0, rtol=1e-5)
+    # Guidance runs as a second call whose (empty) prompt gives the joint blocks another text length:
+    # sites whose shape follows the prompt are refused as that call comes, image-only sites record.
+    with pytest.raises(ValueError, match="layers.0.attn.probs.image->text: denoiser call 1 of step 0"):
+        with wb.record(model, ["layers.0.attn.probs.image->text"], branch_calls=("cond", "uncond")):
+            model.generate(["a red circle on the left"], steps=1, guidance_scale=4.0)
+    assert hook_count(model.denoiser) == 0
+    with wb.record(model, ["noise_refiner.0.attn.probs"], branch_calls=("cond", "uncond")) as guided:
+        model.generate(["a red circle on the left"], steps=1, guidance_scale=4.0)
+    probs = guided["noise_refiner.0.attn.probs"]
+    assert list(probs.branch.values) == ["cond", "uncond"]
+    np.testing.assert_array_equal(probs.sel(branch="cond").values, rec["noise_refiner.0.attn.probs"].isel(branch=0).values)

@@ -58,6 +58,18 @@ class Recording(Mapping):
         key = (call.step, call.call)
         self._calls[key] = call
         per_call = self._raw[site.name]
+        # The calls of one step (guidance run as separate calls) are stacked on their rows: refuse, as
+        # it happens, a call whose capture cannot stack (Lumina 2's joint sequence holds each call's
+        # valid text only, so a conditional and an empty negative prompt give different lengths).
+        for (step, other), held in per_call.items():
+            if step == call.step and other != call.call and held.shape[1:] != tensor.shape[1:]:
+                raise ValueError(
+                    f"{site.name}: denoiser call {call.call} of step {step} gives it shape {tuple(tensor.shape[1:])} "
+                    f"but call {other} gave {tuple(held.shape[1:])}; the calls of one step are stacked as guidance "
+                    "branches, so they must match. The token count of this site depends on the prompt: record the "
+                    "branches in separate runs (e.g. the conditional run alone, without guidance), or record sites "
+                    "whose shape does not depend on the prompt"
+                )
         if key in per_call:  # the same site seen twice in one call: the later value replaces the earlier
             self._held -= _size(per_call[key])
         per_call[key] = tensor

@@ -217,3 +217,31 @@ def qwen3_causal_lm(tokenizer, seed: int) -> torch.nn.Module:
         bos_token_id=None, **QWEN3_CONFIG,
     )
     return build_seeded(lambda: Qwen3ForCausalLM(config), seed)
+
+
+#: Gemma 2, the text encoder of Sana and Lumina 2 (Gemma-2-2B: hidden 2304).
+GEMMA2_HIDDEN = 16
+
+
+def gemma2_model(tokenizer, seed: int) -> torch.nn.Module:
+    """A tiny ``Gemma2Model`` (Sana reads its last hidden state, Lumina 2 its penultimate one)."""
+    from transformers import Gemma2Config, Gemma2Model
+
+    config = Gemma2Config(
+        vocab_size=len(tokenizer), hidden_size=GEMMA2_HIDDEN, intermediate_size=2 * GEMMA2_HIDDEN,
+        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=512,
+        sliding_window=64, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return build_seeded(lambda: Gemma2Model(config), seed)
+
+
+def eight_x_vae(kind: str, seed: int) -> torch.nn.Module:
+    """A four-level (8x) AutoencoderKL of ``VAE_CONFIGS[kind]``, for pipelines that hard-code
+    ``vae_scale_factor = 8`` instead of reading the VAE (HunyuanDiT, Lumina 2): with it their 16 x 16
+    latents are 128 px images."""
+    from diffusers import AutoencoderKL
+
+    config = dict(VAE_CONFIGS[kind], block_out_channels=(8, 8, 16, 16), sample_size=8 * LATENT_SIZE,
+                  down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    return build_seeded(lambda: AutoencoderKL(**config), seed)

@@ -8,7 +8,16 @@ from typing import Any
 
 import torch
 
-from ._parts import LATENT_SIZE, SEED_OFFSETS, T5_D_MODEL, TinyDenoiser, TinyPipeline, build_seeded, t5_encoder
+from ._parts import (
+    LATENT_SIZE,
+    SEED_OFFSETS,
+    T5_D_MODEL,
+    TinyDenoiser,
+    TinyPipeline,
+    build_seeded,
+    eight_x_vae,
+    t5_encoder,
+)
 
 _BERT_HIDDEN = 16  # the CLIP-like Chinese BERT: 1024
 _BERT_LEN, _T5_LEN = 77, 256  # the pipeline's two tokenizer lengths
@@ -86,15 +95,8 @@ def _components(seed: int) -> dict[str, Any]:
 
 
 def _vae(seed: int) -> torch.nn.Module:
-    # HunyuanDiTPipeline lays its RoPE grid out as height // 8 // patch_size, an 8x VAE hard-coded:
-    # so this tiny VAE has four levels (8x) and images are 128 px for the 16 x 16 latents.
-    from diffusers import AutoencoderKL
-
-    from ._parts import VAE_CONFIGS
-
-    config = dict(VAE_CONFIGS["sd"], block_out_channels=(8, 8, 16, 16), sample_size=8 * LATENT_SIZE,
-                  down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-    return build_seeded(lambda: AutoencoderKL(**config), seed)
+    # HunyuanDiTPipeline lays its RoPE grid out as height // 8 // patch_size, an 8x VAE hard-coded.
+    return eight_x_vae("sd", seed)
 
 
 def _call(prompt: str, guidance_scale: float, height: int, width: int) -> dict[str, Any]:

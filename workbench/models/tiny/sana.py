@@ -8,9 +8,8 @@ from typing import Any
 
 import torch
 
-from ._parts import LATENT_SIZE, SEED_OFFSETS, TinyDenoiser, TinyPipeline, build_seeded
+from ._parts import GEMMA2_HIDDEN, LATENT_SIZE, SEED_OFFSETS, TinyDenoiser, TinyPipeline, build_seeded, gemma2_model
 
-_GEMMA_HIDDEN = 16  # Gemma-2-2B: 2304
 _LATENT_CHANNELS = 4  # DC-AE f32c32: 32
 _TEXT_LEN = 16  # max_sequence_length (Sana: 300)
 
@@ -23,7 +22,7 @@ _SANA: dict[str, Any] = dict(
     num_cross_attention_heads=2,
     cross_attention_head_dim=16,
     cross_attention_dim=32,
-    caption_channels=_GEMMA_HIDDEN,
+    caption_channels=GEMMA2_HIDDEN,
     sample_size=LATENT_SIZE,
     patch_size=2,  # 8 x 8 = 64 image tokens (Sana: patch 1 on 32x-compressed latents)
 )
@@ -39,18 +38,6 @@ def _inputs(cfg, b, text_len, randn, t) -> dict[str, Any]:
         encoder_attention_mask=mask,
         timestep=t,
     )
-
-
-def _text_encoder(tokenizer, seed: int) -> torch.nn.Module:
-    from transformers import Gemma2Config, Gemma2Model
-
-    config = Gemma2Config(
-        vocab_size=len(tokenizer), hidden_size=_GEMMA_HIDDEN, intermediate_size=2 * _GEMMA_HIDDEN,
-        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=512,
-        sliding_window=64, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return build_seeded(lambda: Gemma2Model(config), seed)
 
 
 def _vae(seed: int) -> torch.nn.Module:
@@ -77,7 +64,7 @@ def _components(seed: int) -> dict[str, Any]:
     tokenizer.padding_side = "right"  # as SanaPipeline sets it before encoding
     return dict(
         tokenizer=tokenizer,
-        text_encoder=_text_encoder(tokenizer, seed + SEED_OFFSETS["llm"]),
+        text_encoder=gemma2_model(tokenizer, seed + SEED_OFFSETS["llm"]),
         scheduler=diffusers.DPMSolverMultistepScheduler(num_train_timesteps=1000, prediction_type="flow_prediction",
                                                         use_flow_sigmas=True, flow_shift=3.0),
     )
