@@ -189,3 +189,37 @@ def test_localize_job_resumes_after_a_kill(tmp_path):
         for group in ("grid", "focus"):
             assert xr.open_zarr(out, group=group).sizes["pair"] == n
     assert all((job / "chunks" / group / f"{i}.json").exists() for group in ("grid", "focus") for i in range(n))
+
+
+def test_screening_stops_once_the_pairs_are_drawn(tmp_path):
+    """Cells past the one that fills ``--pairs`` only add pairs that are cut: the job screens no
+    more cells, and the pairs it keeps are those a full screening keeps."""
+    from types import SimpleNamespace
+
+    from workbench.studies.localization import job as J
+    from workbench.studies.localization import protocol as gp
+
+    class Generator:  # each "image" is its caption, read back as the glyph it names
+        latent_shape, denoiser, calls = (1, 2, 2), torch.nn.Linear(1, 1), 0
+
+        def generate(self, prompts, steps, latents):
+            self.calls += 1
+            return list(prompts)
+
+    first = gp.cells(1)[0]  # one colour and position; seeds differ, so each cell shuffles its own pairs
+    fake_gp = SimpleNamespace(
+        cells=lambda n, seed: [gp.Cell(first.colour, first.position, 1000 + i) for i in range(n)],
+        glyph_scene=lambda glyph, cell: SimpleNamespace(caption=glyph),
+        reads=lambda judge, images, positions: {"name": images, "colour": [first.colour] * len(images)})
+
+    def pairs(limit, folder):
+        model = Generator()
+        folder.mkdir()
+        table = J._pairs(folder, model, None, fake_gp, 16, 14, limit, 2, 0, None)
+        return table, model.calls
+
+    few, calls_few = pairs(3, tmp_path / "few")
+    many, calls_many = pairs(30, tmp_path / "many")
+    assert (calls_few, calls_many) == (1, 3)  # 14 pairs per cell: one cell gives 3, three give 30
+    assert len(few["cell"]) == 3 and len(many["cell"]) == 30
+    assert few == {key: values[:3] for key, values in many.items()}

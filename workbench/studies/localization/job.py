@@ -1,7 +1,7 @@
 """The text-localization sweep as a resumable job writing labelled zarr (``workbench localize``
 parses its arguments in ``workbench/cli/localize.py`` and calls :func:`run_job`).
 
-    workbench localize --model toy-unet --pairs 200 --out sweep.zarr [--steps 8] [--starts 0,1,2,4]
+    workbench localize --model toy-unet --pairs 100 --out sweep.zarr [--steps 8] [--starts 0,1,2,4]
 
     workbench localize --model tiny-sd3 --prompts prompts.txt --scorer ocr --pairs 40 --out sd3.zarr
 
@@ -173,6 +173,8 @@ def _pairs(job, model, judge, gp, n_cells, per_cell, limit, steps, seed, tqdm, s
         if bar:
             bar.update(1)
             bar.set_postfix(qualifying=len(ok), pairs=len(table["cell"]))
+        if len(table["cell"]) >= limit:
+            break  # later cells only add pairs past the limit, which are cut below: screening them is wasted
     if bar:
         bar.close()
     keep = min(limit, len(table["cell"]))
@@ -204,6 +206,8 @@ def _text_pairs(job, model, reader, prompts, n_cells, per_cell, limit, steps, se
         for a, b in ordered[:per_cell]:
             for key, value in zip(table, (a, b, template, cell_seed, "validation" if c % 2 == 0 else "test", c)):
                 table[key].append(value)
+        if len(table["cell"]) >= limit:
+            break  # (as in _pairs: the pairs past the limit would be cut)
     keep = min(limit, len(table["cell"]))
     table = {k: v[:keep] for k, v in table.items()}
     write_json_atomically(path, table)

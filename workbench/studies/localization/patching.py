@@ -306,6 +306,14 @@ class _KVReplacement:
         out[rows] = torch.where(active[:, :, None, None], source.to(x.dtype), x[rows])
         return out
 
+    def __repr__(self) -> str:
+        # Recordings keep each intervention's repr; printing the cached K/V tensors cost ~0.1 s per
+        # intervention (7 of a 2-pair sweep's 130 s), and their shapes say what the record needs.
+        return (f"_KVReplacement(values={tuple(self.values.shape)}, samples={len(self.source_of)}, "
+                f"heads={self.head_mask.sum(1).tolist()}, start={self.start.tolist()}, "
+                f"token_map={'none' if self.token_map is None else tuple(self.token_map.shape)}, "
+                f"first_step={self.first_step})")
+
 
 def text_patches(model, cache: TextCache, plan: PatchPlan, steps: int) -> list[Intervention]:
     """The interventions that carry out ``plan`` in a target run of ``steps`` steps."""
