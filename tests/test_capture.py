@@ -157,7 +157,10 @@ def test_patching_a_run_with_its_own_cache_reproduces_it(family_model):
     sites = [s.name for s in all_sites(model) if s.name not in ("latent.x0", "latent.pred")]
     with wb.record(model, sites) as cache:
         forward(model, inputs)
-    attention = [m for m in model.modules() if hasattr(m, "to_q") and isinstance(m.to_q, torch.nn.Linear)]
+    # attention modules that hold sites (Mochi's caption pool into the timestep embedding has a to_q, and no site)
+    with_sites = {s.module for s in all_sites(model)}
+    attention = [m for path, m in model.named_modules()
+                 if path in with_sites and hasattr(m, "to_q") and isinstance(m.to_q, torch.nn.Linear)]
     damage = [m.to_q.register_forward_hook(lambda _m, _a, out: out * 3) for m in attention]
     damage += [m.register_forward_hook(lambda _m, _a, out: tuple(None if o is None else o * 0 for o in out)
                                        if isinstance(out, tuple) else out * 0) for m in attention]

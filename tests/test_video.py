@@ -1,12 +1,14 @@
-"""Video as a geometry: Wan 2.1/2.2, CogVideoX, LTX-Video and HunyuanVideo 1.5 denoisers, built tiny
+"""Video as a geometry: Wan 2.1/2.2, CogVideoX, LTX-Video, HunyuanVideo 1.5 and Mochi 1 denoisers, built tiny
 from their real diffusers classes (3 latent frames of 4 x 4 tokens), recorded and intervened.
 
 Per family: recording every attention site leaves the output bitwise identical and no hook
 behind; video tokens carry (frame, y, x) in token order; attention rows sum to one; probabilities
 times the values read by plain torch hooks (not the recorder) reproduce the attention module's
 output; where text enters only through attention K/V (Wan, LTX), patching a source prompt's text
-K/V into a run with another prompt reproduces the source run bitwise (all four: the joint-attention
-families drop their text stream after the last block). Word maps come out as (word, frame, y, x).
+K/V into a run with another prompt reproduces the source run bitwise (all but Mochi, whose prompt
+also enters through its timestep embedding: the joint-attention families drop their text stream
+after the last block). Word maps come out as (word, frame, y, x). Mochi runs its attention one sample
+at a time over each sample's unpadded tokens: recorded on the whole axis, the padding zero.
 """
 
 import numpy as np
@@ -21,12 +23,12 @@ from workbench.models.tiny.hunyuan_video15 import IMAGE_TOKENS
 
 from conftest import build_tiny_families, denoiser_forward, hook_count
 
-FAMILIES = ("wan", "cogvideox", "ltx", "hunyuan_video15")
+FAMILIES = ("wan", "cogvideox", "ltx", "hunyuan_video15", "mochi")
 # Families whose prompt reaches the video tokens only through attention keys/values: cross-attention
 # (Wan, LTX) and joint attention whose text stream is dropped at the end (CogVideoX).
 KV_ONLY = ("wan", "cogvideox", "ltx", "hunyuan_video15")
 # HunyuanVideo 1.5's context is [image | byT5 | MLLM] reordered per sample: no one tokenizer labels it
-TOKENIZED = ("wan", "cogvideox", "ltx")
+TOKENIZED = ("wan", "cogvideox", "ltx", "mochi")
 TEXT_LEN = 8
 
 
@@ -155,9 +157,11 @@ def test_probs_times_v_is_the_attention_modules_output(built, family):
         module.to_out[0].float()
         out = seen[path]
         kinds = rec[name].query_kind.values
-        if isinstance(out, tuple) and getattr(module, "to_add_out", None) is not None:  # HunyuanVideo 1.5
-            text_out = module.to_add_out.double()(mixed[:, kinds == "text"])
-            module.to_add_out.float()
+        if isinstance(out, tuple) and getattr(module, "add_v_proj", None) is not None:  # HunyuanVideo 1.5, Mochi
+            text_out = mixed[:, kinds == "text"]  # Mochi's last block (context_pre_only) leaves it unprojected
+            if getattr(module, "to_add_out", None) is not None:
+                text_out = module.to_add_out.double()(text_out)
+                module.to_add_out.float()
             expected = (projected[:, kinds == "video"], text_out)
         elif isinstance(out, tuple):  # CogVideoX: (video, text) from the joint [text | video] rows
             expected = (projected[:, kinds == "video"], projected[:, kinds == "text"])
@@ -282,3 +286,50 @@ def test_hunyuan_video15_text_to_video_masks_its_image_tokens(built):
         np.testing.assert_array_equal(sums[..., -IMAGE_TOKENS:], 0.0)
         assert float(abs(probs.isel(key=slice(-IMAGE_TOKENS, None))).max()) == 0.0
         np.testing.assert_allclose(blocks[f"{name}.text->text"].values, decompose(probs)["text->text"].values, atol=1e-6)
+
+
+def test_mochi_attends_one_sample_at_a_time_and_records_the_padding_as_zero(built):
+    """Mochi's processor calls the kernel once per sample over [video | that sample's kept text
+    tokens]. Recorded on the whole axis: kept rows sum to one, padding rows and columns are zero,
+    probabilities are softmax(q k^T) over the kept keys of the recorded q, k, the output is
+    bitwise; an edit of a dropped token changes nothing, of a kept one changes that sample only."""
+    model, inputs, _ = built["mochi"]
+    mask = inputs["encoder_attention_mask"].clone()
+    mask[1, -2:] = 0  # sample 1 drops its last two text tokens
+    padded = dict(inputs, encoder_attention_mask=mask)
+    reference = forward(model, padded)
+    whole = probs_sites(model)
+    with wb.record(model, whole + [n.replace(".probs", ".q.text") for n in whole]
+                   + [n.replace(".probs", s) for n in whole for s in (".q.video", ".k.video", ".k.text")]) as rec:
+        assert torch.equal(forward(model, padded), reference)
+    with wb.record(model, probs_sites(model, whole=False)) as blocks:  # the log-sum-exp path
+        assert torch.equal(forward(model, padded), reference)
+    n_video = int(np.prod(VIDEO_TOKEN_GRID))
+    dropped = n_video + TEXT_LEN - 2 + np.arange(2)
+    for name in whole:
+        probs = rec[name].values[:, 0, 0]  # (sample, head, query, key)
+        sums = probs.sum(-1)
+        np.testing.assert_allclose(sums[0], 1.0, atol=1e-5)
+        np.testing.assert_allclose(np.delete(sums[1], dropped, axis=-1), 1.0, atol=1e-5)
+        assert float(abs(probs[1][..., dropped, :]).max()) == 0.0 and float(abs(probs[1][..., dropped]).max()) == 0.0
+        path = name[: -len(".probs")]
+        q = torch.cat([torch.from_numpy(rec[f"{path}.q.{kind}"].values[:, 0, 0]) for kind in ("video", "text")], dim=-2)
+        k = torch.cat([torch.from_numpy(rec[f"{path}.k.{kind}"].values[:, 0, 0]) for kind in ("video", "text")], dim=-2)
+        assert float(q[1, :, dropped].abs().max()) == 0.0  # dropped tokens never reach the kernel
+        logits = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5)[1][..., np.delete(np.arange(q.shape[-2]), dropped)]
+        kept = np.delete(np.arange(q.shape[-2]), dropped)
+        np.testing.assert_allclose(probs[1][:, kept][..., kept], torch.softmax(logits[:, kept], -1).numpy(), atol=1e-5)
+        for block, values in decompose(rec[name]).items():
+            np.testing.assert_allclose(blocks[f"{name}.{block}"].values, values.values, atol=1e-6)
+    site = "transformer_blocks.0.attn1.k.text"
+    with wb.intervene(model, [wb.edit(site, lambda k, ctx: k + 5.0, tokens=[TEXT_LEN - 1])]):
+        edited_dropped = forward(model, padded)
+    with wb.intervene(model, [wb.edit(site, lambda k, ctx: k + 5.0, tokens=[0])]):
+        edited_kept = forward(model, padded)
+    assert torch.equal(edited_dropped[1], reference[1])  # sample 1 dropped token 7: the edit reaches nothing
+    assert not torch.equal(edited_dropped[0], reference[0])  # sample 0 keeps it
+    assert (edited_kept - reference).abs().amax(dim=(1, 2, 3, 4)).min() > 0  # both samples keep token 0
+    with pytest.raises(ValueError, match="one sample at a time"):
+        with wb.intervene(model, [wb.ablate(site, "mean")]):
+            forward(model, padded)
+    assert hook_count(model) == 0

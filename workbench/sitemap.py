@@ -313,6 +313,12 @@ class SiteMap:
     # (Sana's linear self-attention has no softmax matrix and no SDPA call to intercept). Asking for
     # one is refused with that reason instead of matching nothing or returning an empty recording.
     unrecordable: Callable[[torch.nn.Module], dict[str, str]] | None = None
+    # Where attention runs one sample at a time: every attention module of the family calls its
+    # kernel once per batch row, over [visual | the text tokens that row keeps] (Mochi drops its
+    # padding tokens so). The tap names the attention module's argument holding the (batch, text)
+    # mask of kept tokens; the recorder lays each call out on the whole token axis (dropped tokens
+    # zero, their probabilities zero) and gathers the rows into one batch. None: one call per batch.
+    per_sample_attention: InputTap | None = None
 
     def stage_of(self, site_name: str) -> int:
         """Position of the site's top-level module in the forward pass (0 for latents/unknown)."""

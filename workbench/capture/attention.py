@@ -26,6 +26,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..attention import kernels
 from ..chain import ModelHook
+from ..sitemap import kwarg_or_arg
 from .layout import token_spans
 
 # The engine (``Recorder``) and its ``SitePlan`` are named in annotations only: this module must not
@@ -75,6 +76,10 @@ class AttentionInterceptor(ModelHook):
         self.backend = backend_of(module)
         self._mode: _KernelObserver | None = None
         self._row_cache: dict[tuple, tuple] = {}  # query rows per grid and device (``_rows``)
+        # per-sample attention (the site map's per_sample_attention): each row's kept text tokens,
+        # and the row whose kernel call is being observed
+        self._samples: torch.Tensor | None = None
+        self._row = 0
 
     def close(self) -> None:
         """Leave the mode if a forward raised between our pre- and post-hook."""
@@ -85,19 +90,65 @@ class AttentionInterceptor(ModelHook):
     def pre_forward(self, module, args, kwargs):
         self.recorder.firing.entered.add(self.path)
         if self.recorder.wants(self.plans):
-            self._mode = _KernelObserver(self)
+            tap = self.recorder.site_map.per_sample_attention
+            mask = None if tap is None else kwarg_or_arg(args, kwargs, tap)
+            self._samples = None if mask is None else mask.bool()
+            self._mode = _KernelObserver(self, calls=1 if mask is None else mask.shape[0])
             self._mode.__enter__()
 
     def post_forward(self, module, args, kwargs, output):
         self.close()
 
     # -- at the kernel call -----------------------------------------------------------------------
-    def attend(self, q, k, v, kernel: Callable, mask_opts: dict, sdpa_opts: dict | None):
+    def observed(self, call: int, q, k, v, kernel: Callable, mask_opts: dict, sdpa_opts: dict | None):
+        """The module's ``call``-th kernel call: the whole batch, or one sample of it (per-sample attention)."""
+        if self._samples is None:
+            return self.attend(q, k, v, kernel, mask_opts, sdpa_opts)
+        return self._attend_sample(call, q, k, v, kernel, mask_opts, sdpa_opts)
+
+    def _attend_sample(self, row: int, q, k, v, kernel: Callable, mask_opts: dict, sdpa_opts: dict | None):
+        """One sample's kernel call over [visual | that sample's kept text tokens] (Mochi): laid out on
+        the whole token axis (text tokens at their positions, the dropped ones zero and masked out on
+        both sides, so their probability rows and columns are zero), so that every row of the batch is
+        recorded and intervened on the same axis. The model's own kernel still runs on the tokens the
+        call holds, so its output is unchanged."""
+        if mask_opts.get("attn_mask") is not None or mask_opts.get("is_causal"):
+            raise NotImplementedError(f"{self.path}: per-sample attention calls that carry their own mask are not supported")
+        keep = self._samples[row].to(q.device)
+        text_len = keep.shape[0]
+        length = q.shape[-2] - int(keep.sum()) + text_len
+        spans = token_spans(self.plans[0].site.tap.query, length, text_len)
+        a, _ = spans["text"]
+        positions = torch.cat([a + torch.nonzero(keep).flatten() if kind == "text" else torch.arange(*spans[kind], device=q.device)
+                               for kind in spans])  # the call's tokens, in its order, on the whole axis
+        present = torch.zeros(length, dtype=torch.bool, device=q.device)
+        present[positions] = True
+
+        def embed(x):
+            whole = x.new_zeros(x.shape[:-2] + (length, x.shape[-1]))
+            whole[..., positions, :] = x
+            return whole
+
+        def gather(x):
+            return x.index_select(-2, positions)
+
+        self._row = row
+        return self.attend(embed(q), embed(k), embed(v), lambda q, k, v: kernel(gather(q), gather(k), gather(v)),
+                           dict(mask_opts, attn_mask=present[:, None] & present[None, :]), sdpa_opts, gather)
+
+    def _visit(self, plan: "SitePlan", x, kept=None):
+        if self._samples is None:
+            return self.recorder.visit(plan, x, kept=kept)
+        return self.recorder.visit_row(plan, x, self._row, self._samples.shape[0], kept=kept)
+
+    def attend(self, q, k, v, kernel: Callable, mask_opts: dict, sdpa_opts: dict | None, gather: Callable | None = None):
         """Edit/record q, k, v and probabilities; return the kernel's output.
 
         ``kernel(q, k, v)`` runs the module's own kernel; ``mask_opts`` (scale, attn_mask, is_causal)
         define the probabilities; ``sdpa_opts`` is set when the kernel is SDPA (so that the fused
-        kernel's log-sum-exp can be reused), None for another kernel.
+        kernel's log-sum-exp can be reused), None for another kernel. ``gather`` is set for one
+        sample's call of per-sample attention: q, k, v lie on the whole token axis, ``kernel``
+        takes them so, and ``gather`` takes an output on that axis back to the call's own tokens.
         """
         recorder = self.recorder
         text_len = recorder.geometry.text_len
@@ -115,7 +166,7 @@ class AttentionInterceptor(ModelHook):
             full = tensors[tap.role]
             start, stop = (q_spans if tap.role == "q" else k_spans)[tap.segment] if tap.segment else (0, full.shape[-2])
             part = full[..., start:stop, :]
-            new = recorder.visit(plan, part)
+            new = self._visit(plan, part)
             if new is not part:
                 full = full.clone()
                 full[..., start:stop, :] = new
@@ -132,9 +183,10 @@ class AttentionInterceptor(ModelHook):
             probs = kernels.full_probs(q, k, **mask_opts)
             for plan in prob_plans:
                 probs = self._visit_block(plan, probs, q_spans, k_spans)
-            return probs @ v
-        if recording:
-            return self._record_probs(recording, q, k, v, kernel, mask_opts, sdpa_opts, q_spans, k_spans)
+            return probs @ v if gather is None else gather(probs @ v)
+        if recording:  # one sample's call (gather): the fused kernel would run on the whole axis, so not it
+            return self._record_probs(recording, q, k, v, kernel, mask_opts, sdpa_opts if gather is None else None,
+                                      q_spans, k_spans)
         return kernel(q, k, v)
 
     def _record_probs(self, plans: list["SitePlan"], q, k, v, kernel, mask_opts, sdpa_opts, q_spans, k_spans):
@@ -162,7 +214,7 @@ class AttentionInterceptor(ModelHook):
                 site_lse = lse[..., slice(*site_rows) if lse_rows is None else lse_at[plan.site.name]]
                 k_kind = plan.site.tap.block.split("->")[1]
                 probs = kernels.block_probs(q, k, site_lse, site_rows, k_spans[k_kind], **mask_opts)
-            self.recorder.visit(plan, probs)
+            self._visit(plan, probs)
         return out
 
     def _rows(self, plans: list["SitePlan"], kept: dict, q_spans, device):
@@ -204,11 +256,11 @@ class AttentionInterceptor(ModelHook):
         block = plan.site.tap.block
         kept = self._kept(plan, q_spans, probs.device)  # the recorded copy keeps these rows; the model sees all
         if block is None:
-            return self.recorder.visit(plan, probs, kept=kept)
+            return self._visit(plan, probs, kept=kept)
         q_kind, k_kind = block.split("->")
         (qa, qb), (ka, kb) = q_spans[q_kind], k_spans[k_kind]
         part = probs[..., qa:qb, ka:kb]
-        new = self.recorder.visit(plan, part, kept=kept)
+        new = self._visit(plan, part, kept=kept)
         if new is not part:
             probs = probs.clone()
             probs[..., qa:qb, ka:kb] = new
@@ -229,16 +281,18 @@ def _flex_operator():
 class _KernelObserver(TorchFunctionMode):
     """Active only inside one attention module's forward: routes its kernel call to the interceptor."""
 
-    def __init__(self, interceptor: AttentionInterceptor):
+    def __init__(self, interceptor: AttentionInterceptor, calls: int = 1):
         super().__init__()
-        self.interceptor, self.seen = interceptor, False
+        # the module's own kernel calls: one, or one per sample (per-sample attention); adapters
+        # may call attention again after them, and those calls are not a site
+        self.interceptor, self.calls, self.seen = interceptor, calls, 0
         self.flex = _flex_operator()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.seen or (func is not F.scaled_dot_product_attention and (self.flex is None or func is not self.flex)):
+        if self.seen == self.calls or (func is not F.scaled_dot_product_attention and (self.flex is None or func is not self.flex)):
             return func(*args, **kwargs)
-        self.seen = True  # adapters may call attention again; only the module's own attention is a site
+        self.seen += 1
         if func is F.scaled_dot_product_attention:
             return self._sdpa(args, kwargs)
         return self._flex(func, args, kwargs)
@@ -252,7 +306,7 @@ class _KernelObserver(TorchFunctionMode):
         bound.pop("enable_gqa", None)
         mask_opts = {key: bound.get(key) for key in ("scale", "attn_mask", "is_causal") if bound.get(key) is not None}
         kernel = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, **bound)  # noqa: E731
-        return self.interceptor.attend(q, k, v, kernel, mask_opts, bound)
+        return self.interceptor.observed(self.seen - 1, q, k, v, kernel, mask_opts, bound)
 
     def _flex(self, func, args, kwargs):
         # flex_attention(query, key, value, score_mod, block_mask, scale, kernel_options, ...) -> (out, lse, max)
@@ -265,4 +319,4 @@ class _KernelObserver(TorchFunctionMode):
                 "are not softmax(q k^T * scale); record them with denoiser.set_attention_backend('native')"
             )
         kernel = lambda q, k, v: func(q, k, v, score_mod, block_mask, scale, *rest, **kwargs)  # noqa: E731
-        return self.interceptor.attend(q, k, v, kernel, {"scale": scale}, None)
+        return self.interceptor.observed(self.seen - 1, q, k, v, kernel, {"scale": scale}, None)

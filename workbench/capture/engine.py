@@ -102,6 +102,7 @@ class Recorder:
         self.name = f"record.{next(_serial)}"
         self._attachments = Attachments()
         self._interceptors: list[AttentionInterceptor] = []
+        self._rows_pending: dict[str, dict[int, torch.Tensor]] = {}  # per-sample attention rows not all seen yet
 
     # -- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> Recording:
@@ -274,6 +275,29 @@ class Recorder:
         if plan.record and clock.selected_now:
             kept_x = x if kept is None else x.index_select(-2, kept)  # (batch, head, query, key): query rows
             self.recording.add(plan.site, self._info, self._captured(plan.site, kept_x), rows)
+        return x
+
+    def visit_row(self, plan: SitePlan, x: torch.Tensor, row: int, n_rows: int,
+                  kept: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`visit` for one batch row of a site whose module computes one sample at a time
+        (per-sample attention): interventions see that row (``CallContext.rows``), and the
+        recording keeps the batch once all ``n_rows`` rows have been seen."""
+        self.firing.fired.add(plan.site.name)
+        clock = self.clock
+        if plan.interventions:
+            ctx = CallContext(plan.site, clock.step, clock.call, clock.row_branches[row : row + 1], clock.timestep,
+                              rows=slice(row, row + 1))
+            for intervention in plan.interventions:
+                if intervention.active_at(clock.step):
+                    x = intervention(x, ctx)
+        if plan.record and clock.selected_now:
+            pending = self._rows_pending.setdefault(plan.site.name, {})
+            # a copy (the model may still change x in place), of the query rows kept
+            pending[row] = (x if kept is None else x.index_select(-2, kept)).detach().clone()
+            if len(pending) == n_rows:
+                del self._rows_pending[plan.site.name]
+                whole = torch.cat([pending[i] for i in range(n_rows)])
+                self.recording.add(plan.site, self._info, self._captured(plan.site, whole))
         return x
 
     def _kept_query_count(self, site: Site, n_tokens: int) -> int:

@@ -38,8 +38,11 @@ class CallContext:
     site: "Site"
     step: int
     call: int  # index of the denoiser call within the step (guidance run as separate calls)
-    row_branches: list[str]  # the guidance branch of every batch row
+    row_branches: list[str]  # the guidance branch of every batch row of the tensor
     timestep: float = float("nan")  # the scheduler's timestep value at this step
+    # The rows of the call's batch the tensor holds, where a module computes one sample at a time
+    # (per-sample attention, e.g. Mochi): slice(i, i + 1). None: the whole batch.
+    rows: slice | None = None
 
     @property
     def site_name(self) -> str:
@@ -86,7 +89,7 @@ class Intervention:
         dims = ("batch",) + ctx.site.dims
         selections = {}
         if self.branch is not None:
-            if self.branch not in ctx.row_branches:
+            if self.branch not in ctx.row_branches and ctx.rows is None:  # one sample's row may be another branch
                 raise ValueError(f"branch {self.branch!r} is not in this run; its branches are {sorted(set(ctx.row_branches))}")
             selections["batch"] = [i for i, b in enumerate(ctx.row_branches) if b == self.branch]
         if self.heads is not None:
@@ -120,7 +123,8 @@ class Patch(Intervention):
     def replacement(self, x, ctx):
         if self.source is None:
             raise ValueError("Patch needs source=<a Recording of the same sites>")
-        return self.source.raw(ctx.site.name, ctx.step, ctx.call).to(x.device)
+        source = self.source.raw(ctx.site.name, ctx.step, ctx.call)
+        return (source if ctx.rows is None else source[ctx.rows]).to(x.device)
 
 
 @dataclass
@@ -133,6 +137,9 @@ class Ablate(Intervention):
         if self.value == "zero":
             return torch.zeros_like(x)
         if self.value == "mean":
+            if ctx.rows is not None:
+                raise ValueError(f"ablate(value='mean') averages {ctx.site.name} over the batch, but its module computes it one "
+                                 "sample at a time (per-sample attention); ablate to zero, or patch from a recording")
             return x.mean(dim=0, keepdim=True).expand_as(x)
         raise ValueError(f"Ablate value must be 'zero' or 'mean', not {self.value!r}")
 
