@@ -36,6 +36,7 @@ from workbench.capture.reuse import deepcache, encoder_propagation, middle_block
 from workbench.models.judge import load_judge
 
 from workbench.studies.quality.protocol import prompt_families, score
+from workbench.studies.skips.protocol import FAMILIES
 
 # DeepCache's branch 1 on toy-unet: the first down stage's resnet and the whole last up stage recompute,
 # everything deeper (the first downsampler included) is reused; the scheme measured as "deepcache"
@@ -44,7 +45,6 @@ SCHEMES = {"deepcache": partial(deepcache, branch=1), "encoder_propagation": enc
            "middle_blocks": middle_blocks}
 # The schemes that apply to each reference model (encoder propagation needs an encoder/decoder U-Net).
 DEFAULT_SCHEMES = {"toy-unet": ["deepcache", "encoder_propagation"], "toy-mmdit": ["middle_blocks"]}
-FAMILIES = {"single": "shape_and_colour", "glyph": "glyph"}
 
 
 def variants(model, schemes: list[str], every: list[int]):

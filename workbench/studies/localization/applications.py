@@ -17,7 +17,8 @@ reuse, and prevention of banned glyphs against a negative prompt and the all-lay
    chosen on the study's validation pairs (``choose_prevention_layers``), the patch of all text
    layers, and the banned glyph as the negative prompt (form chosen on this validation split).
 
-Every step's result is kept in ``--work`` (rerun the same command to resume). Single-threaded torch.
+Every step's result is kept in the zarr store ``--work/<model>.zarr`` (``workbench.studies.cache.Cache``;
+rerun the same command to resume). Single-threaded torch.
 """
 
 from __future__ import annotations
@@ -239,7 +240,10 @@ def main(argv=None) -> int:
 
     model, judge = load(args.model), load_judge()
     store = results_dir() / f"localization_{args.model}.zarr"
-    work = Work(Path(args.work) / args.model)
+    work = Work(Path(args.work) / f"{args.model}.zarr",
+                identity={"model": args.model, "steps": STEPS, "prompts": args.prompts, "max_cells": args.max_cells},
+                resume=f"python -m workbench.studies.localization.applications --model {args.model} --work {args.work} "
+                       f"--prompts {args.prompts} --max-cells {args.max_cells}")
     result = {"model": args.model, "steps": STEPS, "reuse_steps_tried": list(REUSE_STEPS)}
     result["prevention"] = prevention(model, judge, work, store, args.prompts, args.max_cells)
     if not args.skip_editing:

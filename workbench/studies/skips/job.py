@@ -4,24 +4,28 @@
     python -m workbench.studies.skips.job dynamics  [--models toy-unet toy-mmdit] [--prompts 8] [--steps 20]
     python -m workbench.studies.skips.job freeu     [--val 30] [--test 100] [--steps 20]
 
-Each writes one JSON file under ``--out`` (default ``docs/results``): xarray Datasets stored with
-``Dataset.to_dict()`` (read back with ``xr.Dataset.from_dict``), so named dims survive. The FreeU
-grid writes after every configuration and skips the ones already done when run again.
-Selection on validation, report on test: the grid is scored on validation prompts, and only the
-plain model (b = s = 1) and the best FreeU cell on validation are scored on the test prompts.
+Each is a resumable job over items (``workbench.store.items.ItemStore``) into the zarr store
+``--work/skips_<what>.zarr``: one item per model (spectra, dynamics) or per FreeU cell (validation)
+and per test run (the plain model, the chosen cell). Finished items are kept; Ctrl-C stops after the
+item in flight, and the same command resumes; a store made with other settings is refused. When
+every item is done, the job writes one JSON file under ``--out`` (default ``docs/results``), which
+the report reads: xarray Datasets stored with ``Dataset.to_dict()`` (read back with
+``xr.Dataset.from_dict``), so named dims survive. The protocol (prompts, splits, the selection on
+validation, the plain-model baseline) is :mod:`.protocol`'s: the grid is scored on validation
+prompts, and only the plain model (b = s = 1) and the best FreeU cell on validation on test.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
-from tqdm import tqdm
 
 from ... import intervene, load, record
 from ... import sites as site_table
@@ -40,15 +44,9 @@ from ...models.judge import load_judge
 from ...results import results_dir
 from ...sitemap import parse_site, site_name
 
-from ..quality.protocol import prompt_families, score
-
-FAMILIES = {"single": "shape_and_colour", "glyph": "glyph"}
-
-
-def _prompts(n: int, seed: int = 1) -> list[str]:
-    """Half single objects, half glyphs (the quality benchmark's phrasing)."""
-    families = prompt_families(max(n, 2), seed=seed)
-    return [c for c, _ in families["single"][: (n + 1) // 2]] + [c for c, _ in families["glyph"][: n // 2]]
+from ...store.items import ItemStore
+from .protocol import FAMILIES, SPLITS, accuracies, cell, cell_factors, judged_prompts, recorded_prompts, \
+    select_on_validation
 
 
 def _save(obj: dict, path: Path) -> None:
@@ -126,46 +124,77 @@ def dynamics(model_name: str, prompts: list[str], steps: int) -> xr.Dataset:
     return ds
 
 
-def judged(model, families: dict, steps: int, seed: int, interventions: list, batch: int = 50) -> dict:
+def judged(model, families: dict, steps: int, seed: int, interventions: list, batch: int = 50) -> xr.Dataset:
+    """The judged families' accuracies (percent) of ``model`` under ``interventions``, one 0-d
+    variable per accuracy (an item of the FreeU store)."""
     judge = load_judge()
-    row = {}
-    for family, key in FAMILIES.items():
-        items = families[family]
+    verdicts = {}
+    for family, items in families.items():
         prompts = [c for c, _ in items]
         with intervene(model, interventions):
             images = np.concatenate([model.generate(prompts[i:i + batch], steps=steps, seed=seed + i)
                                      for i in range(0, len(prompts), batch)])
-        row[key] = score(family, [o for _, o in items], judge.judge(images))[key]
-    return row
+        verdicts[family] = judge.judge(images)
+    return xr.Dataset({key: ((), value) for key, value in accuracies(families, verdicts).items()})
 
 
-def freeu_grid(b_values, s_values, n_val: int, n_test: int, steps: int, path: Path) -> dict:
-    model = load("toy-unet")
-    results = json.loads(path.read_text()) if path.exists() else {}
-    results.setdefault("validation", {})
-    results.update(b=list(b_values), s=list(s_values), steps=steps, n_val=n_val, n_test=n_test,
-                   note="b1 = b2 = b and s1 = s2 = s; b = s = 1 is the plain model")
-    validation = prompt_families(n_val, seed=1)
-    for b, s in tqdm(list(itertools.product(b_values, s_values)), desc="FreeU grid (validation)"):
-        key = f"b={b},s={s}"
-        if key in results["validation"]:
-            continue
-        results["validation"][key] = judged(model, validation, steps, 1000, freeu(model, s, s, b, b))
-        _save(results, path)
-    # The best FreeU cell (b = s = 1 is the plain model, the baseline, not a candidate) by the mean of
-    # the two accuracies on validation; ties go to the first cell in grid order.
-    mean = {k: (v["shape_and_colour"] + v["glyph"]) / 2 for k, v in results["validation"].items() if k != "b=1.0,s=1.0"}
-    best = max(mean, key=mean.get)
-    results["best_on_validation"] = best
-    results["tied_on_validation"] = [k for k, v in mean.items() if v == mean[best]]
-    if results.get("test", {}).get("best") != best:
-        b, s = (float(x.split("=")[1]) for x in best.split(","))
-        test = prompt_families(n_test, seed=0)
-        results["test"] = {"best": best,
-                           "plain": judged(model, test, steps, 0, []),
-                           "freeu": judged(model, test, steps, 0, freeu(model, s, s, b, b))}
-        _save(results, path)
+def _row(ds: xr.Dataset) -> dict:
+    return {key: ds[key].item() for key in FAMILIES.values()}
+
+
+def freeu_grid(b_values, s_values, n_val: int, n_test: int, steps: int, path: Path, work: Path,
+               progress: bool = True, resume: str = "rerun the same command", model=None) -> dict:
+    """The FreeU grid on validation, then the plain model and the chosen cell on test: items of
+    the store ``work`` (resumable); the results are written to ``path`` and returned. ``model``:
+    toy-unet, already loaded (else loaded when an item needs it)."""
+    store = ItemStore(work, identity={"b": list(b_values), "s": list(s_values), "n_val": n_val, "n_test": n_test,
+                                      "steps": steps}, resume=resume)
+    memo = {} if model is None else {"model": model}
+
+    def toy_unet():
+        if not memo:
+            memo["model"] = load("toy-unet")
+        return memo["model"]
+
+    cells = [cell(b, s) for b, s in itertools.product(b_values, s_values)]
+    validation = judged_prompts(n_val, "validation")
+    done = store.run([f"validation-{c}" for c in cells], lambda key: judged(
+        toy_unet(), validation, steps, SPLITS["validation"]["noise_seed"], _freeu(toy_unet(), key.split("-", 1)[1])),
+        progress=progress, desc="FreeU grid (validation)")
+    results = {"validation": {c: _row(done[f"validation-{c}"]) for c in cells}, "b": list(b_values),
+               "s": list(s_values), "steps": steps, "n_val": n_val, "n_test": n_test,
+               "note": "b1 = b2 = b and s1 = s2 = s; b = s = 1 is the plain model"}
+    best, tied = select_on_validation(results["validation"])
+    results["best_on_validation"], results["tied_on_validation"] = best, tied
+    test = judged_prompts(n_test, "test")
+    runs = store.run(["test-plain", f"test-{best}"], lambda key: judged(
+        toy_unet(), test, steps, SPLITS["test"]["noise_seed"], [] if key == "test-plain" else _freeu(toy_unet(), best)),
+        progress=progress, desc="FreeU (test)")
+    results["test"] = {"best": best, "plain": _row(runs["test-plain"]), "freeu": _row(runs[f"test-{best}"])}
+    _save(results, path)
     return results
+
+
+def _freeu(model, name: str) -> list:
+    """The interventions of a grid cell (the plain model's cell is FreeU at the identity, as the grid ran it)."""
+    b, s = cell_factors(name)
+    return freeu(model, s, s, b, b)
+
+
+def recordings(what: str, models: list[str], prompts: int, steps: int, path: Path, work: Path,
+               progress: bool = True, resume: str = "rerun the same command") -> dict:
+    """Spectra or dynamics of every model of ``models``: one item each of the store ``work``
+    (resumable); merged into the JSON at ``path`` (other models' entries kept) and returned."""
+    run = spectra if what == "spectra" else dynamics
+    store = ItemStore(work, identity={"what": what, "prompts": prompts, "steps": steps}, resume=resume)
+    texts = recorded_prompts(prompts)
+    done = store.run([f"{what}-{name}" for name in models], lambda key: run(key.split("-", 1)[1], texts, steps),
+                     progress=progress, desc=what)
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    for name in models:
+        stored[name] = done[f"{what}-{name}"].to_dict()
+    _save(stored, path)
+    return stored
 
 
 def main(argv=None) -> int:
@@ -179,22 +208,22 @@ def main(argv=None) -> int:
     parser.add_argument("--b", nargs="+", type=float, default=[1.0, 1.2, 1.4, 1.6])
     parser.add_argument("--s", nargs="+", type=float, default=[1.0, 0.7, 0.4, 0.2])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work", default="bench-out/skips", help="folder of the job's zarr stores")
     parser.add_argument("--out", default=str(results_dir()))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    resume = "python -m workbench.studies.skips.job " + " ".join(sys.argv[1:] if argv is None else argv)
     with torch.no_grad():
         if args.what == "freeu":
-            freeu_grid(args.b, args.s, args.val, args.test, args.steps, out / "skips_freeu_grid.json")
+            freeu_grid(args.b, args.s, args.val, args.test, args.steps, out / "skips_freeu_grid.json",
+                       work / "skips_freeu.zarr", resume=resume)
             return 0
-        run = spectra if args.what == "spectra" else dynamics
         models = args.models or (["toy-unet", "tiny-sd"] if args.what == "spectra" else ["toy-unet", "toy-mmdit"])
-        path = out / f"skips_{args.what}.json"
-        stored = json.loads(path.read_text()) if path.exists() else {}
-        for name in tqdm(models, desc=args.what):
-            stored[name] = run(name, _prompts(args.prompts), args.steps).to_dict()
-            _save(stored, path)
+        recordings(args.what, models, args.prompts, args.steps, out / f"skips_{args.what}.json",
+                   work / f"skips_{args.what}.zarr", resume=resume)
     return 0
 
 

@@ -7,8 +7,10 @@
 
 Everything is scored by the shipped judge on shapes-world attribute pairs: prompt B differs from
 prompt A in one attribute only (colour, shape, size or glyph), same position, template and noise
-seed. Stages, each cached under ``--work`` as it finishes (a re-run skips what is done, so an
-interrupted run loses at most the chunk in flight):
+seed. Stages, each piece kept as it finishes in the zarr store ``--work/<model>.zarr`` (a resumable
+``StoreJob`` of items, ``workbench.studies.cache.Cache``: a re-run reads what is done, so an
+interrupted run loses at most the piece in flight; a store made with other pair counts or steps is
+refused):
 
 1. property pairs (validation stream): trajectories of A and B;
    P1 subspace distance step x step (top-k, both views) against a random-subspace baseline and
@@ -58,6 +60,8 @@ def images_of(model, latents) -> np.ndarray:
 
 # -- the study ------------------------------------------------------------------------------------
 STAGES = ("properties", "editing", "real")
+# the settings every cached piece depends on: a work store made with others is refused
+IDENTITY = ("steps", "prop_pairs", "val_pairs", "test_pairs", "real_pairs", "swap_pairs", "swap_steps")
 # which settings each stage's numbers depend on: a previous result is reused only where they agree
 DEPENDS = {"properties": ("steps", "prop_pairs", "swap_pairs", "swap_steps"),
            "selection": ("steps", "prop_pairs", "val_pairs"), "editing": ("steps", "test_pairs"),
@@ -80,7 +84,10 @@ def run(name: str, args) -> dict:
     torch.set_num_threads(args.threads)
     started = time.time()
     model, judge = load(name), load_judge()
-    cache = Cache(Path(args.work) / name)
+    cache = Cache(Path(args.work) / f"{name}.zarr", identity={"model": name, **{k: getattr(args, k) for k in IDENTITY}},
+                  resume=f"python -m workbench.studies.svd.job {name} " + " ".join(
+                      f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                      for k, v in vars(args).items() if k in IDENTITY + ("work", "out")))
     steps = args.steps
     threshold, size_accuracy = calibrate_size()
     read = Reader(judge, threshold)
@@ -155,9 +162,10 @@ def run(name: str, args) -> dict:
         result["real"] = real_edits(model, cache, read, steps, result["selection"], args)
         computed.append("real")
     minutes = (time.time() - started) / 60
-    runs = (prev.get("runs") or ([{"minutes": prev["minutes"], "computed": ["all"]}] if "minutes" in prev else [])
-            if reused else [])
-    result["runs"] = runs + [{"minutes": minutes, "computed": computed, "chunks_computed": cache.computed,
+    # (not named ``runs``: that is the run engine module, which the closures above call)
+    history = (prev.get("runs") or ([{"minutes": prev["minutes"], "computed": ["all"]}] if "minutes" in prev else [])
+               if reused else [])
+    result["runs"] = history + [{"minutes": minutes, "computed": computed, "chunks_computed": cache.computed,
                               "chunks_loaded": cache.loaded}]
     result["minutes"] = sum(r["minutes"] for r in result["runs"])
     _save(result, name, args)
@@ -311,15 +319,15 @@ def select_edits(model, cache, val, validation, read, steps, args, done=None) ->
         settings = [s for s in settings if s["step"] < steps]
         rows = []
         if method == KV:
-            runs = {a: kv_runs(model, cache, f"val_{KV}_{a}", val[a][:n],
+            by_attribute = {a: kv_runs(model, cache, f"val_{KV}_{a}", val[a][:n],
                                runs.initial_noise(model, args.prop_pairs, 100 + i)[:n],  # the trajectories' noise
                                [s["step"] for s in settings], steps, read)
                     for i, a in enumerate(tqdm(ATTRIBUTES, desc=f"select {KV}"))}
-            missing = {a: r["not_applicable"] for a, r in runs.items() if "not_applicable" in r}
+            missing = {a: r["not_applicable"] for a, r in by_attribute.items() if "not_applicable" in r}
             for setting in settings:
                 per_attr = {a: summarise(edit_scores(r[setting["step"]], r["source"], val[a][:n],
                                                      r[setting["step"]]["images"], r["source"]["images"]))
-                            for a, r in runs.items() if a not in missing}
+                            for a, r in by_attribute.items() if a not in missing}
                 if not per_attr:
                     break
                 score = float(np.mean([v["success_and_preserved"] for v in per_attr.values()]))

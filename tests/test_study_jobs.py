@@ -1,0 +1,93 @@
+"""The studies' resumable jobs (docs/design.md, "Floors"): items written to a zarr store under the
+rules of every store-writing job; interrupted after k items, a rerun computes only the rest and ends
+with what an uninterrupted run gives."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from workbench.store.items import ItemStore
+from workbench.store.jobs import JobInterrupted
+
+
+class Interrupting:
+    """``compute`` that counts its calls and raises Ctrl-C (KeyboardInterrupt) at call ``stop_at``."""
+
+    def __init__(self, compute, stop_at: int | None = None):
+        self.compute, self.stop_at, self.calls = compute, stop_at, []
+
+    def __call__(self, *args):
+        if self.stop_at is not None and len(self.calls) + 1 == self.stop_at:
+            raise KeyboardInterrupt
+        self.calls.append(args)
+        return self.compute(*args)
+
+
+def _item(key: str) -> xr.Dataset:
+    rng = np.random.default_rng(sum(map(ord, key)))
+    return xr.Dataset({"score": (("object", "layer"), rng.random((3, 2)).astype(np.float32)),
+                       "word": ("object", np.array(["red", "circle", key], dtype=object))},
+                      coords={"layer": ["a.0", "a.1"]}, attrs={"model": "m", "n": 3})
+
+
+def test_items_resume_after_an_interruption_and_equal_an_uninterrupted_run(tmp_path):
+    keys = ["k0", "k1", "k2", "k3"]
+    whole = ItemStore(tmp_path / "whole.zarr", identity={"n": 4}, resume="again").run(keys, _item, progress=False)
+    first = Interrupting(_item, stop_at=3)
+    with pytest.raises(JobInterrupted, match="(?s)2 of 4 chunks are done.*Resume with:\n  again"):
+        ItemStore(tmp_path / "cut.zarr", identity={"n": 4}, resume="again").run(keys, first, progress=False)
+    assert [c[0] for c in first.calls] == ["k0", "k1"]
+    second = Interrupting(_item)
+    store = ItemStore(tmp_path / "cut.zarr", identity={"n": 4}, resume="again")
+    resumed = store.run(keys, second, progress=False)
+    assert [c[0] for c in second.calls] == ["k2", "k3"] and (store.computed, store.loaded) == (2, 2)
+    for key in keys:
+        xr.testing.assert_identical(resumed[key], whole[key])
+        xr.testing.assert_identical(resumed[key], _item(key))  # read back as it was made (order, dtypes, attrs)
+        assert list(resumed[key].data_vars) == ["score", "word"] and resumed[key].word.dtype == object
+    assert xr.open_zarr(tmp_path / "cut.zarr" / "k2").score.shape == (3, 2)  # plain zarr, consolidated
+
+
+def test_items_refuse_another_identity_and_recompute_damage(tmp_path):
+    store = ItemStore(tmp_path / "s.zarr", identity={"steps": 2, "models": ("a",)}, resume="again")
+    store.run(["x", "y"], _item, progress=False)
+    with pytest.raises(ValueError, match="steps: 2 in the store, 3 now"):
+        ItemStore(tmp_path / "s.zarr", identity={"steps": 3, "models": ["a"]}, resume="again")
+    chunk = next((tmp_path / "s.zarr" / "y" / "score").glob("0.0"))
+    chunk.write_bytes(chunk.read_bytes() + b"damage")
+    again = Interrupting(_item)
+    ItemStore(tmp_path / "s.zarr", identity={"steps": 2, "models": ["a"]}, resume="again").run(
+        ["x", "y"], again, progress=False)
+    assert [c[0] for c in again.calls] == ["y"]  # only the damaged item
+    with pytest.raises(ValueError, match="must be a non-empty name without '/'"):
+        store.run(["a/b"], _item, progress=False)
+
+
+# -- the skip study ------------------------------------------------------------------------------
+def test_freeu_grid_resumes_after_an_interruption(tmp_path, monkeypatch, unet):
+    from workbench.studies.skips import job
+
+    grid = dict(b_values=[1.0, 1.2], s_values=[1.0], n_val=1, n_test=1, steps=1, progress=False, model=unet)
+    whole = job.freeu_grid(**grid, path=tmp_path / "whole.json", work=tmp_path / "whole.zarr")
+    counted = Interrupting(job.judged, stop_at=2)
+    monkeypatch.setattr(job, "judged", counted)
+    with pytest.raises(JobInterrupted, match="1 of 2 chunks are done"):
+        job.freeu_grid(**grid, path=tmp_path / "cut.json", work=tmp_path / "cut.zarr")
+    assert len(counted.calls) == 1 and not (tmp_path / "cut.json").exists()
+    counted.stop_at, counted.calls = None, []
+    resumed = job.freeu_grid(**grid, path=tmp_path / "cut.json", work=tmp_path / "cut.zarr")
+    assert len(counted.calls) == 3  # the other validation cell, then the plain model and the chosen cell on test
+    assert resumed == whole == json.loads((tmp_path / "cut.json").read_text())
+    assert resumed["best_on_validation"] == "b=1.2,s=1.0"  # the plain model is the baseline, never chosen
+
+
+def test_spectra_items_are_the_recorded_datasets(tmp_path):
+    from workbench.studies.skips import job
+
+    saved = job.recordings("spectra", ["tiny-sd"], 1, 1, tmp_path / "s.json", tmp_path / "s.zarr", progress=False)
+    direct = job.spectra("tiny-sd", job.recorded_prompts(1), 1)
+    xr.testing.assert_identical(xr.Dataset.from_dict(saved["tiny-sd"]), xr.Dataset.from_dict(direct.to_dict()))
