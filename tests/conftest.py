@@ -33,6 +33,16 @@ def _no_grad():
         yield
 
 
+@pytest.fixture
+def restore_attention_backend():
+    """diffusers' set_attention_backend also sets a process-wide default backend: undo it after the test."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    active = _AttentionBackendRegistry._active_backend
+    yield
+    _AttentionBackendRegistry.set_active_backend(active)
+
+
 def hook_count(module: torch.nn.Module) -> int:
     """Every forward hook and pre-hook attached anywhere inside ``module``."""
     return sum(

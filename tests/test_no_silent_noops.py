@@ -36,14 +36,7 @@ KEYS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _restore_attention_backend():
-    """diffusers' set_attention_backend also sets a process-wide default backend: undo it after each test."""
-    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
-
-    active = _AttentionBackendRegistry._active_backend
-    yield
-    _AttentionBackendRegistry.set_active_backend(active)
+pytestmark = pytest.mark.usefixtures("restore_attention_backend")
 
 
 def small_model(family: str) -> tuple[object, wb.Model]:

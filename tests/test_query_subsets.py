@@ -14,7 +14,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import workbench as wb
-from workbench.attention import to_grid, word_maps
+from workbench.attention import kernels, to_grid, word_maps
 from workbench.models.tiny import example_inputs, tiny_denoiser
 from workbench.widgets.sources import find_layers
 
@@ -265,3 +265,40 @@ def test_the_budget_projects_the_kept_rows_and_refuses_a_bad_position_before_the
     finally:
         handle.remove()
     assert not calls, "a block ran before the refusal"
+
+
+@pytest.mark.parametrize("mask", ["none", "float", "bool", "causal"])
+def test_the_kernels_rows_equal_the_same_rows_of_the_whole_computation(mask):
+    """Chosen query rows (unsorted, more than one log-sum-exp chunk of them) against the whole
+    matrix, with each kind of mask: probabilities, log-sum-exp and blocks."""
+    g = torch.Generator().manual_seed(0)
+    n = kernels._LSE_QUERY_CHUNK + 76
+    q, k, v = (torch.randn(1, 2, n, 8, generator=g) for _ in range(3))
+    rows = torch.randperm(n, generator=g)[: kernels._LSE_QUERY_CHUNK + 26]
+    opts = {}
+    if mask == "float":
+        opts["attn_mask"] = torch.randn(1, 1, n, n, generator=g).masked_fill(torch.rand(1, 1, n, n, generator=g) < 0.3,
+                                                                              float("-inf"))
+    elif mask == "bool":
+        opts["attn_mask"] = torch.rand(1, 2, n, n, generator=g) < 0.7
+    elif mask == "causal":
+        opts["is_causal"] = True
+    whole = kernels.full_probs(q, k, **opts)
+    torch.testing.assert_close(kernels.full_probs(q, k, rows=rows, **opts), whole[..., rows, :], rtol=0, atol=1e-6)
+    lse = kernels.chunked_lse(q, k, **opts)
+    lse_rows = kernels.chunked_lse(q, k, rows=rows, **opts)
+    torch.testing.assert_close(lse_rows, lse[..., rows], rtol=0, atol=1e-5)
+    _, flash_lse = kernels.attention_with_lse(q, k, v, rows=rows, **opts)
+    torch.testing.assert_close(flash_lse, lse[..., rows], rtol=0, atol=1e-5)
+    block = kernels.block_probs(q, k, lse_rows, rows, (10, 300), **opts)
+    torch.testing.assert_close(block, whole[..., rows, 10:300], rtol=0, atol=1e-6)
+
+
+def test_a_kernel_without_log_sum_exp_flex_computes_the_kept_rows_alone(full, restore_attention_backend):
+    """Flex attention returns no usable log-sum-exp here: the recorder computes it for the kept rows only."""
+    model, inputs = tiny_denoiser("sd3"), example_inputs("sd3", batch_size=2, text_len=8)  # the same weights
+    model.set_attention_backend("flex")
+    with wb.record(model, SD3_BLOCKS, queries=[3, 40, 41]) as sub:
+        forward(model, inputs)
+    for name in SD3_BLOCKS:
+        _check_rows_of_full(sub, full["sd3"], name)

@@ -20,6 +20,7 @@ when ``record`` is called; ranges against a site's grid at its first call, namin
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -121,7 +122,7 @@ def query_subset(spec) -> QuerySubset | None:
             points, form = tuple(tuple(int(c) for c in p) for p in spec), "positions"
         else:
             raise _invalid(spec, "a list holds token indices (ints) or grid positions (tuples of ints), not a mix")
-        repeated = sorted({p for p in points if points.count(p) > 1})
+        repeated = sorted(p for p, n in Counter(points).items() if n > 1)
         if repeated:
             raise _invalid(spec, f"{repeated[:5]} given more than once")
         return QuerySubset(form, points=points, spec=f"{form} {_short(points)}")
