@@ -17,6 +17,7 @@ from workbench.sitemap import (
     VIDEO,
     Geometry,
     InputTap,
+    PipelineFacts,
     SiteMap,
     attention_sites,
     kwarg_or_arg,
@@ -71,3 +72,12 @@ WAN = SiteMap(
 )
 
 SITE_MAPS = (WAN,)
+PIPELINES = (
+    PipelineFacts(
+        pipeline_classes=("WanPipeline",),
+        denoiser_attribute="transformer",  # Wan 2.2's low-noise expert (transformer_2) is not watched
+        cfg_order=("cond", "uncond"),  # two calls per step, conditional first
+        guidance="embedded",  # no batched branches: each call holds one branch (see branch_calls)
+        description="Wan T2V: CFG as two calls per step (cond, uncond); text axis umT5 tokens padded to max_sequence_length",
+    ),
+)

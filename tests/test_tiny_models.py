@@ -73,6 +73,11 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+def _pictures(output) -> np.ndarray:
+    """A pipeline's images, or a video pipeline's frames."""
+    return output.images if hasattr(output, "images") else output.frames
+
+
 def _forward(model: torch.nn.Module, family: str, batch_size: int = 2) -> torch.Tensor:
     with torch.no_grad():
         return model(**example_inputs(family, batch_size=batch_size)).sample
@@ -264,11 +269,11 @@ def test_tiny_pipeline_generates_with_and_without_cfg(family):
     pipe = tiny_pipeline(family)
     height, width = default_size(family)
     prompt = "red circle" if family == "dit" else PROMPT
-    no_cfg = pipe(**example_call_kwargs(family, prompt=prompt, guidance_scale=1.0)).images
-    cfg = pipe(**example_call_kwargs(family, prompt=prompt, guidance_scale=4.0)).images
-    again = pipe(**example_call_kwargs(family, prompt=prompt, guidance_scale=4.0)).images
+    no_cfg = _pictures(pipe(**example_call_kwargs(family, prompt=prompt, guidance_scale=1.0)))
+    cfg = _pictures(pipe(**example_call_kwargs(family, prompt=prompt, guidance_scale=4.0)))
+    again = _pictures(pipe(**example_call_kwargs(family, prompt=prompt, guidance_scale=4.0)))
     for images in (no_cfg, cfg):
-        assert images.shape == (1, height, width, 3)
+        assert images.shape[0] == 1 and images.shape[-3:] == (height, width, 3)  # video: (1, frames, h, w, 3)
         assert np.isfinite(images).all() and images.min() >= 0.0 and images.max() <= 1.0
     np.testing.assert_array_equal(cfg, again)  # seeded generator -> deterministic
     if family != "unet2d":  # DDPM is unconditional
@@ -335,13 +340,13 @@ def test_denoiser_round_trip_is_bitwise_identical(family, tmp_path):
 def test_pipeline_round_trip_is_bitwise_identical(family, tmp_path):
     pipe = tiny_pipeline(family)
     kwargs = dict(prompt="red circle" if family == "dit" else PROMPT, guidance_scale=4.0)
-    expected = pipe(**example_call_kwargs(family, **kwargs)).images
+    expected = _pictures(pipe(**example_call_kwargs(family, **kwargs)))
     pipe.save_pretrained(tmp_path)
     assert (tmp_path / "model_index.json").is_file()
     loaded = load_local(tmp_path)
     assert type(loaded) is type(pipe)
     loaded.set_progress_bar_config(disable=True)
-    np.testing.assert_array_equal(loaded(**example_call_kwargs(family, **kwargs)).images, expected)
+    np.testing.assert_array_equal(_pictures(loaded(**example_call_kwargs(family, **kwargs))), expected)
     if family == "dit":
         assert loaded.get_label_ids(["blue star"]) == [17] and len(loaded.labels) == len(DIT_ID2LABEL)
 

@@ -18,6 +18,7 @@ import torch
 import workbench as wb
 from workbench.attention.maps import decompose, to_grid, word_maps
 from workbench.capture import all_sites
+from workbench.models.tiny import example_call_kwargs
 from workbench.models.tiny._video import VIDEO_TOKEN_GRID
 from workbench.models.tiny.hunyuan_video15 import IMAGE_TOKENS
 
@@ -333,3 +334,32 @@ def test_mochi_attends_one_sample_at_a_time_and_records_the_padding_as_zero(buil
         with wb.intervene(model, [wb.ablate(site, "mean")]):
             forward(model, padded)
     assert hook_count(model) == 0
+
+
+def test_a_real_tiny_wan_pipeline_records_video_maps_end_to_end():
+    """WanPipeline built tiny in-process (umT5 encoder, T5 tokenizer, causal 3-D VAE), run through
+    ``Model.generate`` with classifier-free guidance (two calls per step) under ``record``: the
+    frames are unchanged, video queries carry (frame, y, x), word maps are (word, frame, y, x)
+    over the prompt's words, and x0 is a (channel, frame, y, x) latent."""
+    model = wb.load("tiny-wan")
+    prompt = ["a red circle on the left"]
+    kwargs = dict(steps=2, guidance_scale=4.0, **{k: v for k, v in example_call_kwargs("wan").items()
+                                                   if k in ("height", "width", "num_frames", "max_sequence_length")})
+    reference = model.generate(prompt, **kwargs)
+    assert reference.shape == (1, 5, 16, 16, 3)  # 5 frames: the causal VAE decodes 3 latent frames
+    sites = ["blocks.*.attn2.probs", "blocks.0.attn1.probs", "latent.x0"]
+    with wb.record(model, sites, branch_calls=("cond", "uncond")) as rec:
+        frames = model.generate(prompt, **kwargs)
+    np.testing.assert_array_equal(frames, reference)
+    cross = rec["blocks.1.attn2.probs"]
+    assert list(cross.branch.values) == ["cond", "uncond"] and cross.sizes["step"] == 2
+    expected = np.indices(VIDEO_TOKEN_GRID).reshape(3, -1)
+    for axis, want in zip(("frame", "y", "x"), expected):
+        np.testing.assert_array_equal(cross[f"query_{axis}"].values, want)
+    np.testing.assert_allclose(rec["blocks.0.attn1.probs"].sum("key").values, 1.0, atol=1e-5)
+    maps = word_maps(rec)
+    assert maps.dims == ("word", "frame", "y", "x") and list(maps.word.values) == ["a", "red", "circle", "on", "the", "left"]
+    assert (maps.sizes["frame"], maps.sizes["y"], maps.sizes["x"]) == VIDEO_TOKEN_GRID
+    np.testing.assert_allclose(maps.sum(("frame", "y", "x")).values, 1.0, rtol=1e-5)
+    assert rec["latent.x0"].dims[-4:] == ("channel", "frame", "y", "x")
+    assert hook_count(model.denoiser) == 0

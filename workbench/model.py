@@ -254,8 +254,9 @@ class Model:
         grad: bool = False,
         **pipeline_kwargs,
     ) -> np.ndarray | torch.Tensor:
-        """Images as float arrays (sample, height, width, rgb) in [0, 1]: through the diffusers
-        pipeline if there is one, else through :func:`denoise` with the model's own pieces.
+        """Images as float arrays (sample, height, width, rgb) in [0, 1] (a video pipeline's frames:
+        (sample, frame, height, width, rgb)): through the diffusers pipeline if there is one, else
+        through :func:`denoise` with the model's own pieces.
 
         Models run by :func:`denoise` can also run part of a schedule: ``latents`` enter step
         ``start_step`` (default: the seed's noise at step 0), the run stops before ``stop_step``,
@@ -327,7 +328,10 @@ class Model:
         result = self.pipeline(
             **{facts.prompt_arg: prompt_value}, num_inference_steps=steps, generator=generator, output_type="np", **kwargs
         )
-        return np.clip(np.asarray(result.images, dtype=np.float32), 0.0, 1.0)
+        pictures = getattr(result, "images", None)
+        if pictures is None:  # a video pipeline's output holds frames
+            pictures = result.frames
+        return np.clip(np.asarray(pictures, dtype=np.float32), 0.0, 1.0)
 
     def _generate_bare(self, prompts: list[str], steps: int, seed: int | list[int], guidance_scale: float | None,
                        latents: torch.Tensor | None, start_step: int, stop_step: int | None, output: str,
