@@ -38,13 +38,27 @@ def flux_sites(model) -> list:
     return sites
 
 
+_last_grid: tuple | None = None  # (ids tensor, its version, its grid): the last ids read
+
+
+def packed_grid(img_ids) -> tuple[int, int]:
+    """(rows, cols) of packed latent tokens from their position ids ``(_, row, col, ...)`` (one row
+    per token; batched ids are the same for every sample). Read on the host once per ids tensor: a
+    pipeline passes the same tensor at every call of a run, and reading a GPU tensor on the host
+    makes it wait for the device, at every denoiser call otherwise. The tensor is held (so its
+    identity cannot pass to another) and its version checked (an in-place change reads it again)."""
+    global _last_grid
+    if _last_grid is not None and _last_grid[0] is img_ids and _last_grid[1] == img_ids._version:
+        return _last_grid[2]
+    ids = img_ids[0] if img_ids.ndim == 3 else img_ids
+    grid = (int(ids[:, 1].max()) + 1, int(ids[:, 2].max()) + 1)
+    _last_grid = (img_ids, img_ids._version, grid)
+    return grid
+
+
 def _flux_geometry(model, args, kwargs) -> Geometry:
     text = kwarg_or_arg(args, kwargs, InputTap("encoder_hidden_states", 1))
-    img_ids = kwarg_or_arg(args, kwargs, InputTap("img_ids", 4))
-    if img_ids.ndim == 3:  # deprecated batched ids: the same for every sample
-        img_ids = img_ids[0]
-    # img_ids holds each packed token's (_, row, col).
-    grid = (int(img_ids[:, 1].max()) + 1, int(img_ids[:, 2].max()) + 1)
+    grid = packed_grid(kwarg_or_arg(args, kwargs, InputTap("img_ids", 4)))  # deprecated batched ids too
     return Geometry(text_len=text.shape[1], grid=grid)
 
 

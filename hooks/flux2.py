@@ -22,6 +22,7 @@ from workbench.sitemap import (
     padded_tokens,
 )
 
+from .flux import packed_grid
 from .sd3 import text_first_joint_block_sites
 
 
@@ -47,11 +48,8 @@ def double_then_single_sites(single_attention_output: str):
 
 def _flux2_geometry(model, args, kwargs) -> Geometry:
     text = kwarg_or_arg(args, kwargs, InputTap("encoder_hidden_states", 1))
-    img_ids = kwarg_or_arg(args, kwargs, InputTap("img_ids", 3))
-    if img_ids.ndim == 3:  # batched ids: the same for every sample
-        img_ids = img_ids[0]
-    # img_ids holds each packed token's (t, row, col, layer).
-    grid = (int(img_ids[:, 1].max()) + 1, int(img_ids[:, 2].max()) + 1)
+    # img_ids holds each packed token's (t, row, col, layer), batched or not
+    grid = packed_grid(kwarg_or_arg(args, kwargs, InputTap("img_ids", 3)))
     return Geometry(text_len=text.shape[1], grid=grid)
 
 

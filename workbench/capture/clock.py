@@ -17,6 +17,7 @@ import torch
 from ..chain import ModelHook, RunAnnouncement
 from ..sitemap import kwarg_or_arg
 from .interventions import step_selected
+from .transfer import host_scalar
 
 
 def check_step_selection(steps, timesteps):
@@ -88,8 +89,10 @@ class StepClock(ModelHook):
     def tick(self, args, kwargs, latent: torch.Tensor) -> bool:
         """Advance for a new denoiser call; True when it starts a new step (``new_step``; the step
         before it is ``previous_step``)."""
-        t_value = kwarg_or_arg(args, kwargs, self.site_map.timestep_input)
-        t = float(torch.as_tensor(t_value).flatten()[0]) if t_value is not None else float("nan")
+        # on a GPU the timestep is read on the host only where the clock needs its value now (it
+        # decides the step); otherwise it stays queued, a label read when the recording is read
+        needed_now = self.timesteps is not None or self.branch_calls is not None or self.new_run_when_timestep_rises
+        t = host_scalar(kwarg_or_arg(args, kwargs, self.site_map.timestep_input), now=needed_now)
         if self.new_run_when_timestep_rises and self.timestep is not None and t > self.timestep:
             self.reset()  # the timestep went back up: a new run nobody announced
             self.run_index += 1

@@ -323,23 +323,24 @@ class Recorder:
 
     def _captured(self, site: Site, x: torch.Tensor) -> torch.Tensor:
         """The copy a recording keeps: reduced, on the CPU, in the requested dtype, never aliasing
-        a tensor the model may still change in place."""
+        a tensor the model may still change in place. From a GPU the copy is queued without waiting
+        (``transfer.HostCopies``); the recording waits once, when it is read."""
         x = x.detach()
+        copies = self.recording.host_copies
         if self.transform is not None:
             # What the transform returns (a pooled map, say) is all that is kept: the full-size
             # activation is never copied. A result that shares the live tensor's memory (a view,
             # or x itself) is copied, since the model may still change that tensor in place.
             kept = self.transform(site, x, self.geometry)
-            if kept.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
-                kept = kept.clone()
-            return kept.to("cpu", dtype=self.dtype or kept.dtype)
+            fresh = kept.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+            return copies.copy(kept, self.dtype or kept.dtype, fresh=fresh)
         if self.reduce:
             dims = ("batch",) + site.dims
             axes = [dims.index(d) for d in self.reduce if d in dims]
             if axes:
                 x = x.mean(dim=axes)  # a new tensor: no copy needed
-                return x.to("cpu", dtype=self.dtype or x.dtype)
-        return x.to("cpu", dtype=self.dtype or x.dtype, copy=True)
+                return copies.copy(x, self.dtype or x.dtype, fresh=True)
+        return copies.copy(x, self.dtype or x.dtype)
 
     def wants(self, plans: list[SitePlan]) -> bool:
         """Whether any of ``plans`` is due now (recorded at a selected step, or intervened on)."""

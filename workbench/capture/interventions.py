@@ -39,10 +39,15 @@ class CallContext:
     step: int
     call: int  # index of the denoiser call within the step (guidance run as separate calls)
     row_branches: list[str]  # the guidance branch of every batch row of the tensor
-    timestep: float = float("nan")  # the scheduler's timestep value at this step
+    _timestep: object = float("nan")  # a float, or on a GPU a transfer.PendingScalar read only if asked
     # The rows of the call's batch the tensor holds, where a module computes one sample at a time
     # (per-sample attention, e.g. Mochi): slice(i, i + 1). None: the whole batch.
     rows: slice | None = None
+
+    @property
+    def timestep(self) -> float:
+        """The scheduler's timestep value at this step (on a GPU, the first read waits for the device)."""
+        return float(self._timestep)
 
     @property
     def site_name(self) -> str:

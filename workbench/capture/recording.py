@@ -19,6 +19,7 @@ import xarray as xr
 
 from ..sitemap import Geometry, Site, parse_site, stage_index
 from .layout import clashing_dims, token_coords, with_sized_dims
+from .transfer import HostCopies
 from .queries import KeptQueries
 
 
@@ -26,7 +27,7 @@ from .queries import KeptQueries
 class CallInfo:
     step: int
     call: int
-    timestep: float
+    timestep: object  # a float, or on a GPU a transfer.PendingScalar (read with float())
     row_branches: list[str]
 
 
@@ -52,6 +53,8 @@ class Recording(Mapping):
     _rows: dict[tuple[str, int, int], list[str]] = field(default_factory=dict)  # per-site row labels if not the call's
     _flushed: object = None  # a StepSink once streamed to a store
     _held: int = 0  # bytes of the captures in memory
+    # the engine's device->host copies of the captures: queued on a GPU, waited for once before a read
+    host_copies: HostCopies = field(default_factory=HostCopies)
 
     # -- filling (used by the engine) ------------------------------------------------------------
     def add(self, site: Site, call: CallInfo, tensor: torch.Tensor, rows: list[str] | None = None) -> None:
@@ -110,6 +113,7 @@ class Recording(Mapping):
         ``reduce``, ``dtype`` or ``transform`` (:meth:`raw` is the same, checked to be the full capture)."""
         if site not in self._raw:
             raise KeyError(f"{site!r} was not recorded; recorded sites: {', '.join(sorted(self._raw)) or 'none'}")
+        self.host_copies.wait()
         per_call = self._raw[site]
         if (step, call) not in per_call:
             have = sorted(per_call)
@@ -122,7 +126,7 @@ class Recording(Mapping):
 
     @property
     def timesteps(self) -> list[float]:
-        return [self._calls[(s, 0)].timestep for s in self.steps]
+        return [float(self._calls[(s, 0)].timestep) for s in self.steps]
 
     def __repr__(self) -> str:
         """A short summary: sites, their dims and sizes, and the steps (never the tensors)."""
@@ -223,6 +227,7 @@ class Recording(Mapping):
         if self.transform:
             raise ValueError(f"{name} was recorded with transform={self.transform}: its captures are the transform's "
                              f"results, not the site's dims {site.dims}; read them with rec.kept(site, step)")
+        self.host_copies.wait()
         per_call = self._raw[name]
         steps = sorted({s for s, _ in per_call if only_step is None or s == only_step})
         per_step, branches = [], None
@@ -240,7 +245,7 @@ class Recording(Mapping):
         coords = {
             "branch": list(branches),
             "step": steps,
-            "timestep": ("step", [self._calls[(s, 0)].timestep for s in steps]),
+            "timestep": ("step", [float(self._calls[(s, 0)].timestep) for s in steps]),
         }
         if self.prompts is not None and len(self.prompts) == data.shape[0]:
             coords["prompt"] = ("sample", list(self.prompts))
