@@ -46,9 +46,11 @@ FLAT_STEPS = (2, 6)  # a streamed recording's peak memory is measured at these s
 SMOKE_FLAT_STEPS = (1, 2)
 BRANCHES = ("uncond", "cond")  # batch 2: classifier-free guidance batched into one call
 
+QUERIES = {"stride": 8}  # every 8th patch along y and x (and every frame): 64 of SD3's 4096 image queries
 CONFIGS = {
     "blocks": "every block output, every step",
     "image_text": "image->text probabilities, every layer and step",
+    "queries": "image->image probabilities of every 8th patch in y and x (`queries=`), every layer and step",
     "stream": "image->text probabilities, every layer and step, streamed to zarr",
 }
 
@@ -104,6 +106,7 @@ def sd3_medium(real: bool, device: str, layers: int | None = None, **_) -> Workl
     return Workload(model, _scheduler(), latents, call, tokens=f"{n_image} image + {text_len} text", config=config, sites={
         "blocks": ["transformer_blocks.?.out.*"],
         "image_text": ["transformer_blocks.*.attn.probs.image->text"],
+        "queries": ["transformer_blocks.*.attn.probs.image->image"],
     })
 
 
@@ -133,6 +136,7 @@ def flux(real: bool, device: str, layers: int | None = None, **_) -> Workload:
     return Workload(model, _scheduler(), latents, call, tokens=f"{side * side} image + {text_len} text", config=config, sites={
         "blocks": ["transformer_blocks.?.out.*", "single_transformer_blocks.?.out.*"],
         "image_text": ["transformer_blocks.*.attn.probs.image->text", "single_transformer_blocks.*.attn.probs.image->text"],
+        "queries": ["transformer_blocks.*.attn.probs.image->image", "single_transformer_blocks.*.attn.probs.image->image"],
     })
 
 
@@ -158,10 +162,11 @@ def wan(real: bool, device: str, layers: int | None = None, video_heads: int = 2
                     tokens=f"{n_video} video ({frames} x {size // 2} x {size // 2}) + {text_len} text", sites={
         "blocks": ["blocks.?.out"],
         "image_text": ["blocks.*.attn2.probs"],  # Wan's text enters by cross-attention: attn2 is video->text
+        "queries": ["blocks.*.attn1.probs"],  # video->video self-attention
     })
 
 
-GEOMETRIES = {"sd3-medium": sd3_medium, "flux": flux, "wan": wan}
+GEOMETRIES = {"sd3-medium": sd3_medium, "wan": wan, "flux": flux}  # in the order measured: the costliest last
 # repeats per geometry on a CPU: each bare call of SD3-medium's two layers costs ~25 s of one core
 REPEATS = {"sd3-medium": 2, "flux": 1, "wan": 2}
 
@@ -181,14 +186,14 @@ def denoise(work: Workload, steps: int, device: str):
     return latents
 
 
-def recorded(work: Workload, sites: list[str], steps: int, device: str, store=None):
+def recorded(work: Workload, sites: list[str], steps: int, device: str, store=None, queries=None):
     """A zero-argument function: one recorded run of ``steps`` steps; returns the recording."""
     import workbench as wb
 
     model = wb.load(work.model, scheduler=work.scheduler)
 
     def run():
-        with wb.record(model, sites, branches=BRANCHES, store=store) as rec:
+        with wb.record(model, sites, branches=BRANCHES, store=store, queries=queries) as rec:
             denoise(work, steps, device)
         return rec
 
@@ -205,6 +210,7 @@ def measure_geometry(name: str, real: bool, device: str, steps: int, repeats: in
         runs = {
             "blocks": recorded(work, work.sites["blocks"], steps, device),
             "image_text": recorded(work, work.sites["image_text"], steps, device),
+            "queries": recorded(work, work.sites["queries"], steps, device, queries=QUERIES),
             "stream": recorded(work, work.sites["image_text"], steps, device, store=store),
         }
         # one bare warm-up, one image->text warm-up (the attention kernel's one-off check per shape),
@@ -285,14 +291,15 @@ def run_all(geometries: list[str], *, real: bool, device: str, threads: int, vid
         saved["geometries"].append(result)
         save()
         print(_geometry_lines(result), file=sys.stderr, flush=True)
-    if flat_geometry is not None:
+        if name != flat_geometry:
+            continue
         for steps in FLAT_STEPS if real else SMOKE_FLAT_STEPS:
-            print(f"{flat_geometry}: streamed recording of {steps} steps", file=sys.stderr, flush=True)
+            print(f"{name}: streamed recording of {steps} steps", file=sys.stderr, flush=True)
             if in_process:
-                result = measure_flatness(flat_geometry, real, device, steps, video_heads, flat_layers)
+                result = measure_flatness(name, real, device, steps, video_heads, flat_layers)
             else:
                 layers = [] if flat_layers is None else ["--layers", str(flat_layers)]
-                result = _in_subprocess(["--flat", flat_geometry, "--steps", str(steps), *layers, *common])
+                result = _in_subprocess(["--flat", name, "--steps", str(steps), *layers, *common])
             saved["flatness"].append(result)
             save()
     return saved
