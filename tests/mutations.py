@@ -52,6 +52,7 @@ def M(id, what, file, edits, tests):
 
 
 GUIDANCE, GUARDS, MASKS = "tests/test_guidance_calls.py", "tests/test_study_guards.py", "tests/test_attention_masks.py"
+REAL_COUNTS = "tests/test_real_token_counts.py"
 SWEEPS, SEGMENTATION, SVD = "workbench/studies/localization/sweeps.py", "workbench/studies/attention/segmentation.py", "workbench/analysis/svd.py"
 JUDGE, CLOCK, INTERVENTIONS = "workbench/models/judge.py", "workbench/capture/clock.py", "workbench/capture/interventions.py"
 REUSE, KERNELS, FREEU = "workbench/capture/reuse.py", "workbench/attention/kernels.py", "workbench/capture/freeu.py"
@@ -162,6 +163,17 @@ MUTATIONS = [
     M("N10", "probe peaks picked on test accuracy", "workbench/analysis/probe.py",
       ("np.where(np.isnan(acc.values), np.nan, val.values)", "np.where(np.isnan(acc.values), np.nan, acc.values)"),
       ["tests/test_probe.py", "-k", "peaks"]),
+    # issue 22 (item 6): attention at real token counts, through the recorder and the kernels
+    M("N11", "the recorder drops the kernel call's attn_mask", "workbench/capture/attention.py",
+      ('for key in ("scale", "attn_mask", "is_causal")', 'for key in ("scale", "is_causal")'),
+      [REAL_COUNTS, "-k", "qwen or sana"]),
+    M("N12", "chunked log-sum-exp takes the first chunk's queries for every chunk", KERNELS,
+      ("_logits(q[..., start:stop, :], k, scale, chunk_bias)",
+       "_logits(q[..., : min(stop, q.shape[-2]) - start, :], k, scale, chunk_bias)"), [REAL_COUNTS]),
+    M("N13", "block probabilities from the log-sum-exp ignore the mask", KERNELS,
+      ("bias = _query_rows(_mask_bias(_causal_or(attn_mask, is_causal, q, k), q.dtype), qs)",
+       "bias = _query_rows(_mask_bias(_causal_or(None, is_causal, q, k), q.dtype), qs)"),
+      [REAL_COUNTS, "-k", "chunked or qwen"]),
 ]
 
 
