@@ -13,7 +13,7 @@ text axis, the padding tokens zero with zero probability on both sides.
 
 from __future__ import annotations
 
-from workbench.sitemap import VIDEO, VIDEO_TEXT, InputTap, SiteMap, attention_sites, kwarg_or_arg
+from workbench.sitemap import VIDEO, VIDEO_TEXT, InputTap, PipelineFacts, SiteMap, attention_sites, kwarg_or_arg
 
 from .sd3 import stream_outputs
 from .wan import VIDEO_LATENT_DIMS, video_patch_geometry
@@ -53,3 +53,11 @@ MOCHI = SiteMap(
 )
 
 SITE_MAPS = (MOCHI,)
+PIPELINES = (
+    PipelineFacts(
+        pipeline_classes=("MochiPipeline",),
+        denoiser_attribute="transformer",
+        description="Mochi 1: [uncond | cond] batched guidance; text axis T5 tokens padded to max_sequence_length "
+                    "(the padding is dropped per sample)",
+    ),
+)

@@ -55,7 +55,7 @@ EXPECTED_SAMPLE_SHAPES = {
     "hunyuandit": (2, 8, 16, 16),  # eps + learned variance
     "cogview4": (2, 16, 16, 16),
     "lumina2": (2, 16, 16, 16),
-    "mochi": (2, 4, 3, 8, 8),  # (batch, channels, frames, height, width)
+    "mochi": (2, 12, 3, 8, 8),  # (batch, channels, frames, height, width)
 }
 
 # Parameters diffusers fixes whatever the config: HunyuanVideo 1.5's byT5 projection has a hidden

@@ -363,3 +363,31 @@ def test_a_real_tiny_wan_pipeline_records_video_maps_end_to_end():
     np.testing.assert_allclose(maps.sum(("frame", "y", "x")).values, 1.0, rtol=1e-5)
     assert rec["latent.x0"].dims[-4:] == ("channel", "frame", "y", "x")
     assert hook_count(model.denoiser) == 0
+
+
+def test_a_real_tiny_mochi_pipeline_records_each_samples_unpadded_attention():
+    """MochiPipeline built tiny in-process (T5 encoder and tokenizer, a 12-channel AutoencoderKLMochi),
+    guided ([uncond | cond] in one batch) under ``record``: its processor attends per sample over the
+    tokens its T5 mask keeps, so the empty negative prompt keeps only ``</s>`` and the prompt its 7
+    tokens; recorded on the whole 16-token axis, kept rows sum to one and dropped tokens get nothing."""
+    model = wb.load("tiny-mochi")
+    prompt = ["a red circle on the left"]
+    reference = model.generate(prompt, steps=2, guidance_scale=4.0)
+    assert reference.shape == (1, 13, 32, 32, 3)  # 13 frames: 3 latent frames, 6x temporal
+    with wb.record(model, ["transformer_blocks.*.attn1.probs"]) as rec:
+        frames = model.generate(prompt, steps=2, guidance_scale=4.0)
+    np.testing.assert_array_equal(frames, reference)
+    probs = rec["transformer_blocks.1.attn1.probs"]
+    assert list(probs.branch.values) == ["uncond", "cond"]
+    tokens = list(probs.key_token.values[0][probs.key_kind.values == "text"])
+    assert tokens[:7] == ["▁a", "▁red", "▁circle", "▁on", "▁the", "▁left", "</s>"] and set(tokens[7:]) == {"<pad>"}
+    n_video = int((probs.key_kind == "video").sum())
+    for branch, kept_text in (("uncond", 1), ("cond", 7)):  # "" is one </s>
+        p = probs.sel(branch=branch).values[0]  # (step, head, query, key)
+        kept = n_video + kept_text
+        np.testing.assert_allclose(p[..., :kept, :].sum(-1), 1.0, atol=1e-5)
+        assert float(abs(p[..., kept:, :]).max()) == 0.0 and float(abs(p[..., kept:]).max()) == 0.0
+    maps = word_maps(rec)
+    assert maps.dims == ("word", "frame", "y", "x") and list(maps.word.values) == ["a", "red", "circle", "on", "the", "left"]
+    assert (maps.sizes["frame"], maps.sizes["y"], maps.sizes["x"]) == (3, 2, 2)
+    assert hook_count(model.denoiser) == 0
