@@ -20,11 +20,11 @@ class Interrupting:
     def __init__(self, compute, stop_at: int | None = None):
         self.compute, self.stop_at, self.calls = compute, stop_at, []
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
         if self.stop_at is not None and len(self.calls) + 1 == self.stop_at:
             raise KeyboardInterrupt
         self.calls.append(args)
-        return self.compute(*args)
+        return self.compute(*args, **kwargs)
 
 
 def _item(key: str) -> xr.Dataset:
@@ -91,3 +91,46 @@ def test_spectra_items_are_the_recorded_datasets(tmp_path):
     saved = job.recordings("spectra", ["tiny-sd"], 1, 1, tmp_path / "s.json", tmp_path / "s.zarr", progress=False)
     direct = job.spectra("tiny-sd", job.recorded_prompts(1), 1)
     xr.testing.assert_identical(xr.Dataset.from_dict(saved["tiny-sd"]), xr.Dataset.from_dict(direct.to_dict()))
+
+
+# -- the attention studies ---------------------------------------------------------------------
+@pytest.mark.slow  # real attention maps, scored three times over (~5 s on an idle 2-core machine)
+def test_segmentation_job_resumes_after_an_interruption(tmp_path, monkeypatch, unet):
+    from workbench.studies.attention import job
+
+    monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path / "results"))
+    (tmp_path / "results").mkdir()
+    study = dict(name="toy-unet", images=1, timesteps=(500,), batch=1, progress=False, model=unet)
+    whole = job.run_segmentation(**study, work=tmp_path / "whole")
+    counted = Interrupting(job.batch_scores, stop_at=2)
+    monkeypatch.setattr(job, "batch_scores", counted)
+    with pytest.raises(JobInterrupted, match="1 of 2 chunks are done"):  # at the first caption kind's test split
+        job.run_segmentation(**study, work=tmp_path / "cut")
+    counted.stop_at, counted.calls = None, []
+    resumed = job.run_segmentation(**study, work=tmp_path / "cut")
+    assert len(counted.calls) == 3  # the first caption kind's test split, then both splits of the second
+    for result in (whole, resumed):
+        for kind in result["results"].values():
+            kind.pop("seconds")
+    assert json.dumps(resumed) == json.dumps(whole)
+    assert (tmp_path / "results" / "segmentation_toy-unet_no-positions.html").exists()
+
+
+def test_editing_job_resumes_and_equals_the_run_in_memory(tmp_path, monkeypatch, mmdit):
+    from workbench.models.judge import load_judge
+    from workbench.studies.attention import job
+    from workbench.studies.attention.editing import compare_methods
+
+    judge = load_judge()
+    study = dict(pairs=2, steps=2, reuse_steps=1, methods=("prompt-swap", "image q,k"), batch=1, progress=False,
+                 model=mmdit, judge=judge)
+    counted = Interrupting(job.run_edits, stop_at=3)
+    monkeypatch.setattr(job, "run_edits", counted)
+    with pytest.raises(JobInterrupted, match="2 of 4 chunks are done"):  # at the second method's first batch
+        job.run_editing(**study, work=tmp_path)
+    counted.stop_at, counted.calls = None, []
+    resumed = job.run_editing(**study, work=tmp_path)
+    assert len(counted.calls) == 2
+    in_memory = compare_methods(mmdit, judge, n_pairs=2, methods=study["methods"], steps=2, reuse_steps=1, batch=1)
+    xr.testing.assert_equal(resumed, in_memory)
+    assert resumed.attrs["steps"] == 2 and resumed.attrs["reuse_steps"] == 1

@@ -131,9 +131,9 @@ class ItemStore:
         todo = [c for c, key in chunks.items() if not self.done(key)]
         bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc=desc or self.path.name, unit="item",
                    disable=not progress)
-        with StoreJob(self.path, resume=self.resume, total=len(keys),
-                      describe=lambda chunk: f"item {chunks[chunk]!r}",
-                      done_count=lambda: sum(self.done(key) for key in keys)) as job:
+        # (counted over the store: the items of earlier calls, e.g. an earlier split, are kept too)
+        with StoreJob(self.path, resume=self.resume, total=len(set(self.keys()) | set(keys)),
+                      describe=lambda chunk: f"item {chunks[chunk]!r}", done_count=lambda: len(self.keys())) as job:
             def work(chunk: int) -> None:
                 key = chunks[chunk]
                 result = compute(key)

@@ -138,14 +138,17 @@ def paired_differences(per_pair: dict[str, dict[str, np.ndarray]], base: dict[st
     return {"difference": (dims, mean), "difference_low": (dims, low), "difference_high": (dims, high)}
 
 
-def compare_methods(model, judge, n_pairs: int = 150, methods=tuple(METHODS), **options) -> xr.Dataset:
+def compare_methods(model, judge, n_pairs: int = 150, methods=tuple(METHODS), edits=None, **options) -> xr.Dataset:
     """Every method on the same ``n_pairs`` pairs, with ``no edit`` beside them (see ``summarise``);
-    ``difference`` holds each method minus prompt-swap per pair (paired), with its interval."""
+    ``difference`` holds each method minus prompt-swap per pair (paired), with its interval.
+    ``edits(method, pairs) -> (sources, edited)``: where the images come from (default: run them
+    now with :func:`run_edits`; the study's job reads them from its store)."""
     pairs = edit_pairs(n_pairs, seed=options.get("seed", 0))
+    produce = edits or (lambda method, pairs: run_edits(model, pairs, method, **options))
     per_pair, sources = {}, None
     for method in tqdm(list(methods), desc="editing methods", unit="method"):
-        sources, edits = run_edits(model, pairs, method, **options)
-        per_pair[method] = per_pair_scores(judge, pairs, sources, edits)
+        sources, edited = produce(method, pairs)
+        per_pair[method] = per_pair_scores(judge, pairs, sources, edited)
     per_pair[NO_EDIT] = per_pair_scores(judge, pairs, sources, sources)
     summary = summarise(per_pair, pairs)
     if "prompt-swap" in per_pair:

@@ -121,63 +121,78 @@ def segmentation_scores(model, scenes: xr.Dataset, timesteps=(100, 300, 500, 700
     ``aggregate_iou`` / ``aggregate_accuracy`` (object, variant, threshold) score the DAAM-style
     sum over layers and timesteps. NaN where a variant has no such layer. ``scenes`` is a
     shapes-world Dataset (``workbench.data.generate``); only variants the model has are scored
-    (a U-Net's text tokens never query, and its text has no attention output)."""
+    (a U-Net's text tokens never query, and its text has no attention output). Computed a batch of
+    ``batch`` images at a time (:func:`batch_scores`; the study's job keeps each batch as an item
+    of its store) and joined by :func:`join_batches`."""
+    n = scenes.sizes["sample"]
+    parts = [batch_scores(model, scenes, start, min(start + batch, n), timesteps, seed=seed, variants=variants,
+                          thresholds=thresholds)
+             for start in tqdm(range(0, n, batch), desc=f"segmentation {model.name}", unit="batch",
+                               disable=not progress)]
+    return join_batches(parts)
+
+
+def join_batches(parts: list[xr.Dataset]) -> xr.Dataset:
+    """The scores of consecutive batches (:func:`batch_scores`) as one Dataset over all objects."""
+    joined = xr.concat(parts, "object", data_vars="minimal", coords="minimal", compat="override",
+                       combine_attrs="override")
+    return joined.assign_attrs(images=sum(part.attrs["images"] for part in parts))
+
+
+def batch_scores(model, scenes: xr.Dataset, start: int, stop: int, timesteps=(100, 300, 500, 700), *, seed: int = 0,
+                 variants=VARIANTS, thresholds=THRESHOLDS) -> xr.Dataset:
+    """:func:`segmentation_scores` of the objects of images ``start`` to ``stop`` (their ``object``
+    numbers are those of the whole run: the noise and object order do not depend on the batches)."""
     available = map_sites(model)
     variants = tuple(v for v in variants if v in available)
     if not variants:
         raise ValueError(f"{model.name} records no attention between image and text tokens; nothing to score")
+    if not 0 <= start < stop <= scenes.sizes["sample"]:
+        raise ValueError(f"images {start}..{stop} are not a batch of the {scenes.sizes['sample']} scenes")
     layers = sorted({layer for v in variants for layer in available[v]},
                     key=lambda n: [int(p) if p.isdigit() else p for p in n.split(".")])
     record_sites = sorted({available[v][layer] + (".*" if v == "output" else "")
                            for v in variants for layer in available[v]})
     captions = [str(c) for c in scenes.caption.values]
     pairs, tokens = scored_objects(model, scenes)
+    ours = [k for k, (i, _) in enumerate(pairs) if start <= i < stop]
     masks = scenes.mask.values
     images = torch.from_numpy(scenes.image.values).permute(0, 3, 1, 2).float() / 127.5 - 1
     size = tuple(images.shape[-2:])
-    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
-    shape = (len(pairs), len(variants), len(layers), len(timesteps), len(thresholds), 2)
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))  # all images: batch-free
+    shape = (len(ours), len(variants), len(layers), len(timesteps), len(thresholds), 2)
     scores = np.full(shape, np.nan, dtype=np.float32)
-    aggregate = np.full((len(pairs), len(variants), len(thresholds), 2), np.nan, dtype=np.float32)
-    by_image: dict[int, list[int]] = {}
-    for k, (i, _) in enumerate(pairs):
-        by_image.setdefault(i, []).append(k)
-    for start in tqdm(range(0, len(captions), batch), desc=f"segmentation {model.name}", unit="batch",
-                      disable=not progress):
-        stop = min(start + batch, len(captions))
-        conditioning = model.encode(captions[start:stop])
-        text_tokens = model.text_tokens(captions[start:stop])
-        sums: dict[tuple[int, int], np.ndarray] = {}
-        for ti, t in enumerate(timesteps):
-            noisy = model.add_noise(images[start:stop], t, noise[start:stop])
-            with record(model, record_sites, reduce=("head",)) as rec:
-                model.predict(noisy, t, conditioning, prompts=captions[start:stop])
-            for i in range(start, stop):
-                words = _word_positions(text_tokens[i - start])
-                for k in by_image.get(i, []):
-                    truth = masks[i, pairs[k][1]]
-                    for vi, variant in enumerate(variants):
-                        for li, layer in enumerate(layers):
-                            if layer not in available[variant]:
-                                continue
-                            heat = resize(_heat(rec, variant, available[variant][layer], i - start, tokens[k], words),
-                                           size)
-                            scores[k, vi, li, ti] = threshold_scores(heat, truth, thresholds)
-                            sums[k, vi] = sums.get((k, vi), 0) + heat
-        for (k, vi), heat in sums.items():
-            aggregate[k, vi] = threshold_scores(heat, masks[pairs[k][0], pairs[k][1]], thresholds)
+    aggregate = np.full((len(ours), len(variants), len(thresholds), 2), np.nan, dtype=np.float32)
+    conditioning = model.encode(captions[start:stop])
+    text_tokens = model.text_tokens(captions[start:stop])
+    sums: dict[tuple[int, int], np.ndarray] = {}
+    for ti, t in enumerate(timesteps):
+        noisy = model.add_noise(images[start:stop], t, noise[start:stop])
+        with record(model, record_sites, reduce=("head",)) as rec:
+            model.predict(noisy, t, conditioning, prompts=captions[start:stop])
+        for row, k in enumerate(ours):
+            i, j = pairs[k]
+            words = _word_positions(text_tokens[i - start])
+            for vi, variant in enumerate(variants):
+                for li, layer in enumerate(layers):
+                    if layer not in available[variant]:
+                        continue
+                    heat = resize(_heat(rec, variant, available[variant][layer], i - start, tokens[k], words), size)
+                    scores[row, vi, li, ti] = threshold_scores(heat, masks[i, j], thresholds)
+                    sums[row, vi] = sums.get((row, vi), 0) + heat
+    for (row, vi), heat in sums.items():
+        i, j = pairs[ours[row]]
+        aggregate[row, vi] = threshold_scores(heat, masks[i, j], thresholds)
     cell = ("object", "variant", "layer", "timestep", "threshold")
     whole = ("object", "variant", "threshold")
     return xr.Dataset(
         {"iou": (cell, scores[..., 0]), "pixel_accuracy": (cell, scores[..., 1]),
          "aggregate_iou": (whole, aggregate[..., 0]), "aggregate_accuracy": (whole, aggregate[..., 1])},
-        coords={"object": np.arange(len(pairs)), "image": ("object", [p[0] for p in pairs]),
-                "obj": ("object", [p[1] for p in pairs]), "variant": list(variants), "layer": layers,
-                "timestep": list(timesteps), "threshold": list(thresholds)},
-        attrs={"model": model.name, "images": len(captions), "seed": seed},
+        coords={"object": np.array(ours, dtype=int), "image": ("object", np.array([pairs[k][0] for k in ours], dtype=int)),
+                "obj": ("object", np.array([pairs[k][1] for k in ours], dtype=int)), "variant": list(variants),
+                "layer": layers, "timestep": list(timesteps), "threshold": list(thresholds)},
+        attrs={"model": model.name, "images": stop - start, "seed": seed},
     )
-
-
 
 
 def folder_scenes(folder, size: int, caption: str = "a photo of a {}", word: str | None = None) -> xr.Dataset:
