@@ -370,6 +370,8 @@ def test_a_real_tiny_mochi_pipeline_records_each_samples_unpadded_attention():
     guided ([uncond | cond] in one batch) under ``record``: its processor attends per sample over the
     tokens its T5 mask keeps, so the empty negative prompt keeps only ``</s>`` and the prompt its 7
     tokens; recorded on the whole 16-token axis, kept rows sum to one and dropped tokens get nothing."""
+    with pytest.raises(ValueError, match=r"not a tiny family \(.*tiny-mochi.*tiny-wan"):
+        wb.load("mochi")  # the error lists the tiny pipelines from their registry, the video ones among them
     model = wb.load("tiny-mochi")
     prompt = ["a red circle on the left"]
     reference = model.generate(prompt, steps=2, guidance_scale=4.0)

@@ -53,12 +53,13 @@ def load(source, **kwargs) -> Model:
             loaded = load_local(text, **kwargs)
             return load(loaded) if not isinstance(loaded, Model) else loaded
         from .models import reference
+        from .models.tiny import PIPELINE_FAMILIES
 
         if text in reference.NAMES:
             return reference.load_reference(text)
         raise ValueError(
             f"cannot load {text!r}: not a folder on disk, not a reference model ({', '.join(reference.NAMES)}) "
-            "and not a tiny family (tiny-sd3, tiny-sd35, tiny-flux, tiny-sd, tiny-pixart, tiny-dit, tiny-unet2d)"
+            f"and not a tiny family ({', '.join('tiny-' + family for family in PIPELINE_FAMILIES)})"
         )
     raise TypeError(f"cannot load a {type(source).__name__}")
 
