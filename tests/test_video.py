@@ -392,4 +392,13 @@ def test_a_real_tiny_mochi_pipeline_records_each_samples_unpadded_attention():
     maps = word_maps(rec)
     assert maps.dims == ("word", "frame", "y", "x") and list(maps.word.values) == ["a", "red", "circle", "on", "the", "left"]
     assert (maps.sizes["frame"], maps.sizes["y"], maps.sizes["x"]) == (3, 2, 2)
+    # an intervention on one guidance branch reaches that branch's row only, though each row is its own kernel call
+    with wb.record(model, ["latent.pred"], steps=0) as clean:
+        model.generate(prompt, steps=2, guidance_scale=4.0)
+    with wb.record(model, ["latent.pred"], steps=0, interventions=[wb.scale("transformer_blocks.0.attn1.k.text", 0.0,
+                                                                           branch="cond")]) as edited:
+        model.generate(prompt, steps=2, guidance_scale=4.0)
+    before, after = clean["latent.pred"], edited["latent.pred"]
+    np.testing.assert_array_equal(after.sel(branch="uncond").values, before.sel(branch="uncond").values)
+    assert not np.array_equal(after.sel(branch="cond").values, before.sel(branch="cond").values)
     assert hook_count(model.denoiser) == 0
