@@ -69,16 +69,21 @@ FLUX2 = SiteMap(
 )
 
 
-def chat_tokens(pipeline, prompts: list[str], text_len: int) -> list[list[str]]:
-    """Tokens of a chat-templated prompt (one user turn, generation prompt, thinking off), padded
-    to the text axis: how FLUX.2 Klein and Z-Image feed their Qwen3 encoder."""
-    tokenizer = pipeline.tokenizer
-    rows = []
-    for prompt in prompts:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True, enable_thinking=False)
-        rows.append(padded_tokens(tokenizer, text, text_len))
-    return rows
+def chat_tokens(thinking: bool):
+    """``text_tokens`` of a pipeline that feeds its Qwen3 encoder a chat-templated prompt (one user
+    turn, generation prompt), padded to the text axis: FLUX.2 Klein with thinking off (the template
+    writes an empty think block), Z-Image with it on (no think block)."""
+
+    def text_tokens(pipeline, prompts: list[str], text_len: int) -> list[list[str]]:
+        tokenizer = pipeline.tokenizer
+        rows = []
+        for prompt in prompts:
+            text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                 add_generation_prompt=True, enable_thinking=thinking)
+            rows.append(padded_tokens(tokenizer, text, text_len))
+        return rows
+
+    return text_tokens
 
 
 SITE_MAPS = (FLUX2,)
@@ -88,7 +93,7 @@ PIPELINES = (
         denoiser_attribute="transformer",
         cfg_order=("cond", "uncond"),  # two calls per step, conditional first
         guidance="embedded",  # no batched branches: each call holds one branch (see branch_calls)
-        text_tokens=chat_tokens,
+        text_tokens=chat_tokens(thinking=False),
         description="FLUX.2 klein: guidance as two calls per step (cond, uncond); text axis chat-templated Qwen3",
     ),
 )

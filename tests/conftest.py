@@ -62,8 +62,14 @@ def one_thread():
 
 
 def denoiser_forward(model, inputs):
-    """One denoiser call on a shallow copy of ``inputs`` (diffusers may pop keys from the dict)."""
-    return model(**copy.copy(inputs), return_dict=False)[0]
+    """One denoiser call on a shallow copy of ``inputs`` (diffusers may pop keys from the dict), its
+    prediction as one batched tensor (Z-Image returns a list of per-sample latents: stacked)."""
+    return as_batch(model(**copy.copy(inputs), return_dict=False)[0])
+
+
+def as_batch(prediction):
+    """A denoiser's prediction as one tensor: Z-Image's list of per-sample latents stacked."""
+    return torch.stack(prediction) if isinstance(prediction, (list, tuple)) else prediction
 
 
 def build_tiny_families(families, text_len: int) -> dict:

@@ -10,11 +10,8 @@ import workbench as wb
 from workbench.capture import all_sites
 from workbench.models.tiny import FAMILIES, example_inputs, tiny_denoiser
 
+from conftest import denoiser_forward as forward
 from conftest import hook_count
-
-
-def forward(model, inputs):
-    return model(**copy.copy(inputs), return_dict=False)[0]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

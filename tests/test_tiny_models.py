@@ -31,6 +31,8 @@ from workbench.models.tokenizers import (
     tokenize_words,
 )
 
+from conftest import as_batch
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "a red circle on the left"
 
@@ -56,6 +58,7 @@ EXPECTED_SAMPLE_SHAPES = {
     "cogview4": (2, 16, 16, 16),
     "lumina2": (2, 16, 16, 16),
     "mochi": (2, 12, 3, 8, 8),  # (batch, channels, frames, height, width)
+    "zimage": (2, 16, 1, 16, 16),  # a list of (channels, 1, height, width) latents, stacked
 }
 
 # Parameters diffusers fixes whatever the config: HunyuanVideo 1.5's byT5 projection has a hidden
@@ -80,7 +83,7 @@ def _pictures(output) -> np.ndarray:
 
 def _forward(model: torch.nn.Module, family: str, batch_size: int = 2) -> torch.Tensor:
     with torch.no_grad():
-        return model(**example_inputs(family, batch_size=batch_size)).sample
+        return as_batch(model(**example_inputs(family, batch_size=batch_size)).sample)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The 2025-26 image families (FLUX.2 klein, Qwen-Image, Chroma, Sana, HunyuanDiT, CogView4, Lumina 2), built tiny from their real
+"""The 2025-26 image families (FLUX.2 klein, Qwen-Image, Chroma, Sana, HunyuanDiT, CogView4, Lumina 2,
+Z-Image), built tiny from their real
 diffusers classes, recorded and intervened.
 
 Per family: attention rows sum to one, and keys masked out by the family's text mask (Qwen-Image,
@@ -9,7 +10,8 @@ into a run with another prompt reproduces the source run bitwise. Sana's linear 
 refused by name. Chroma's and CogView4's guidance, run as two calls per step, is recorded with
 ``branch_calls``; CogView4's left-padded GLM tokens label its text keys and give word maps.
 Lumina 2's joint blocks hold each call's valid text only: a batch of ragged prompts is refused, and
-so is stacking guidance calls at a site whose length follows the prompt.
+so is stacking guidance calls at a site whose length follows the prompt. Z-Image's batch-padded caption
+keys get nothing, and its pipeline's batched guidance labels its rows.
 (Recording every site leaves each output bitwise identical: ``test_capture`` runs that on every
 family of ``workbench.models.tiny.FAMILIES``, these included.)
 """
@@ -25,13 +27,13 @@ from torch.overrides import TorchFunctionMode
 import workbench as wb
 from workbench.capture import all_sites
 from workbench.capture.resolve import UnrecordableSite
-from workbench.models.tiny import example_call_kwargs, tiny_pipeline
+from workbench.models.tiny import default_size, example_call_kwargs, tiny_pipeline
 
 from conftest import build_tiny_families, denoiser_forward, hook_count
 
-FAMILIES = ("flux2", "qwenimage", "chroma", "sana", "hunyuandit", "cogview4", "lumina2")
+FAMILIES = ("flux2", "qwenimage", "chroma", "sana", "hunyuandit", "cogview4", "lumina2", "zimage")
 # HunyuanDiT's text also enters through a pooled mT5 embedding added to the timestep embedding.
-KV_ONLY = ("flux2", "qwenimage", "chroma", "sana", "cogview4", "lumina2")
+KV_ONLY = ("flux2", "qwenimage", "chroma", "sana", "cogview4", "lumina2", "zimage")
 MASKED = {"qwenimage": "encoder_hidden_states_mask", "sana": "encoder_attention_mask"}  # text key masks
 TEXT_LEN = 8
 
@@ -121,7 +123,9 @@ def test_patching_text_keys_and_values_is_the_prompt_swap(built, family):
     site_map = wb.hooks.site_map_for(model)
     kv = [s.name for s in all_sites(model) if any(fnmatchcase(s.name, p) for p in site_map.text_keys + site_map.text_values)]
     assert len(kv) == 2 * len(site_map_sites(model, site_map.text_attention)), family  # a text k and v per text attention
-    other = dict(inputs, encoder_hidden_states=torch.randn_like(inputs["encoder_hidden_states"]))
+    text = "cap_feats" if family == "zimage" else "encoder_hidden_states"  # Z-Image: a list of per-sample captions
+    other = dict(inputs, **{text: [torch.randn_like(c) for c in inputs[text]] if family == "zimage"
+                            else torch.randn_like(inputs[text])})
     with wb.record(model, kv) as source:
         forward(model, inputs)
     swapped = forward(model, other)
@@ -243,3 +247,46 @@ def test_lumina2_pipeline_word_maps_and_guidance_calls():
     probs = guided["noise_refiner.0.attn.probs"]
     assert list(probs.branch.values) == ["cond", "uncond"]
     np.testing.assert_array_equal(probs.sel(branch="cond").values, rec["noise_refiner.0.attn.probs"].isel(branch=0).values)
+
+
+def test_zimage_masks_the_batch_padding_of_a_shorter_caption_and_labels_its_latents(built):
+    model, inputs, _ = built["zimage"]
+    ragged = dict(inputs, cap_feats=[inputs["cap_feats"][0], torch.randn(40, inputs["cap_feats"][0].shape[1])])
+    reference = forward(model, ragged)
+    with wb.record(model, ["latent.in", "latent.pred", "layers.0.attention.probs", "context_refiner.0.attention.probs"]) as rec:
+        assert torch.equal(forward(model, ragged), reference)
+    # captions are padded to multiples of 32 (8 -> 32, 40 -> 64); the batch to the longest: sample 0's
+    # last 32 caption keys are batch padding, masked out in the caption refiner and the joint blocks
+    joint = rec["layers.0.attention.probs"]
+    assert list(joint.key_kind.values) == ["image"] * 64 + ["text"] * 64  # [image | caption]
+    for probs, padding in ((joint, slice(96, 128)), (rec["context_refiner.0.attention.probs"], slice(32, 64))):
+        short = probs.isel(sample=0).values
+        assert float(abs(short[..., padding]).max()) == 0.0 and float(short[..., : padding.start].min()) > 0.0
+        assert float(probs.isel(sample=1).values.min()) > 0.0
+    np.testing.assert_array_equal(rec["latent.in"].values[:, 0, 0], torch.stack(ragged["x"])[:, :, 0].numpy())
+    np.testing.assert_array_equal(rec["latent.pred"].values[:, 0, 0], reference[:, :, 0].numpy())
+    with wb.intervene(model, [wb.scale("latent.pred", 0.0)]):  # an intervention on a latent goes back as a list
+        assert not forward(model, ragged).any()
+    assert hook_count(model) == 0
+
+
+def test_zimage_pipeline_guidance_rows_and_word_maps():
+    from workbench.attention.maps import word_maps
+
+    model = wb.load(tiny_pipeline("zimage"))
+    height, width = default_size("zimage")  # the pipeline's default is 1024 px
+    run = dict(steps=2, guidance_scale=3.0, height=height, width=width, max_sequence_length=64)  # guided above 0
+    with wb.record(model, ["layers.*.attention.probs.image->text", "latent.x0"]) as rec:
+        guided = model.generate(["a red circle on the left"], **run)
+    np.testing.assert_array_equal(guided, model.generate(["a red circle on the left"], **run))
+    probs = rec["layers.0.attention.probs.image->text"]
+    assert list(probs.branch.values) == ["cond", "uncond"] and probs.sizes["key"] == 32
+    tokens = list(probs.key_token.values[0])
+    # the chat template with thinking on (no think block), then Z-Image's pad tokens up to 32
+    assert tokens[0] == "<|im_start|>" and "Ġcircle" in tokens and "<think>" not in tokens
+    assert tokens[-1] == model.pipeline.tokenizer.pad_token
+    assert rec["latent.x0"].dims[-3:] == ("channel", "y", "x")
+    maps = word_maps(rec)
+    assert {"red", "circle", "left"} <= set(maps.word.values)
+    np.testing.assert_allclose(maps.sum(("y", "x")).values, 1.0, rtol=1e-5)
+    assert hook_count(model.denoiser) == 0

@@ -319,6 +319,19 @@ class SiteMap:
     # mask of kept tokens; the recorder lays each call out on the whole token axis (dropped tokens
     # zero, their probabilities zero) and gathers the rows into one batch. None: one call per batch.
     per_sample_attention: InputTap | None = None
+    # For a denoiser that takes and returns its latents as something other than one batched tensor
+    # (Z-Image: a list of per-sample (channel, 1, y, x) tensors): (to_batch, from_batch), turning
+    # them into the (batch, *latent_dims) tensor the latent sites hold and a changed batch back into
+    # the denoiser's form (given the original). None: the latents are one batched tensor already.
+    latent_batching: tuple[Callable[[Any], torch.Tensor], Callable[[torch.Tensor, Any], Any]] | None = None
+
+    def batched_latent(self, latent) -> torch.Tensor:
+        """The denoiser's latent input (or prediction) as one (batch, *latent_dims) tensor."""
+        return latent if self.latent_batching is None else self.latent_batching[0](latent)
+
+    def unbatched_latent(self, batch: torch.Tensor, original):
+        """A changed latent batch in the form the denoiser takes or returns (that of ``original``)."""
+        return batch if self.latent_batching is None else self.latent_batching[1](batch, original)
 
     def stage_of(self, site_name: str) -> int:
         """Position of the site's top-level module in the forward pass (0 for latents/unknown)."""

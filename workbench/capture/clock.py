@@ -86,7 +86,7 @@ class StepClock(ModelHook):
             self.expected_steps = expected_steps
         self.announced = True  # the runner said how long the run is, even if "unknown" (None)
 
-    def tick(self, args, kwargs, latent: torch.Tensor) -> bool:
+    def tick(self, args, kwargs, latent: torch.Tensor | list[torch.Tensor]) -> bool:
         """Advance for a new denoiser call; True when it starts a new step (``new_step``; the step
         before it is ``previous_step``)."""
         # on a GPU the timestep is read on the host only where the clock needs its value now (it
@@ -103,7 +103,7 @@ class StepClock(ModelHook):
         else:
             self.step, self.call = self.step + 1, 0
         self.timestep = t
-        self.row_branches = self._branches_for_batch(latent.shape[0])
+        self.row_branches = self._branches_for_batch(len(latent))  # a batched tensor's rows, or a list's samples (Z-Image)
         self._validate_first_call()
         self.selected_now = self.selected(self.step, t)
         self.new_step = not same_step

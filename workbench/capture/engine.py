@@ -190,13 +190,14 @@ class Recorder:
         if self.recording.geometry is None:
             self.recording.geometry = self.geometry
             self._label_text_tokens()
-            self._project_budget(latent)
+            self._project_budget(self.site_map.batched_latent(latent))
         self._info = CallInfo(self.clock.step, self.clock.call, self.clock.timestep, self.clock.row_branches)
         plan = self.plans.get("latent.in")
         if plan is not None:
-            new = self.visit(plan, latent)
-            if new is not latent:
-                return _replace_arg(args, kwargs, self.site_map.latent_input, new)
+            batch = self.site_map.batched_latent(latent)
+            new = self.visit(plan, batch)
+            if new is not batch:
+                return _replace_arg(args, kwargs, self.site_map.latent_input, self.site_map.unbatched_latent(new, latent))
         return None
 
     def _project_budget(self, latent: torch.Tensor) -> None:
@@ -221,8 +222,10 @@ class Recorder:
         plan = self.plans.get("latent.pred")
         if plan is not None:
             pred = output[0] if isinstance(output, tuple) else output.sample
-            new = self.visit(plan, pred)
-            if new is not pred:
+            batch = self.site_map.batched_latent(pred)
+            new = self.visit(plan, batch)
+            if new is not batch:
+                new = self.site_map.unbatched_latent(new, pred)
                 output = (new,) + tuple(output[1:]) if isinstance(output, tuple) else type(output)(sample=new)
         self._check_fired()
         if self.clock.selected_now:
