@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from ..sitemap import AttentionTap, Geometry, InputTap, LatentTap, Site, TokenLayout
+from ..sitemap import STREAM_DIMS, AttentionTap, Geometry, InputTap, LatentTap, Site, TokenLayout
 
 
 class CaptureTooLarge(MemoryError):
@@ -149,13 +149,13 @@ class _SiteShapes:
             heads = getattr(module, "heads", None)
             if not isinstance(heads, int):
                 return None
-            sizes["head"], sizes["channel"] = heads, _head_width(module, tap.role, heads)
+            sizes["head"], sizes["channel"] = heads, _head_width(module, heads)
             sizes["query"] = sizes["token"] = self._tokens(site.query_layout, site.module, output=False)
             sizes["key"] = self._tokens(site.key_layout, site.module, output=False)
             if self.kept_queries is not None and sizes["query"] is not None:
                 sizes["query"] = self.kept_queries(site, sizes["query"])
         else:
-            sizes["channel"] = _output_width(module)
+            sizes["channel"] = _output_width(module, site.dims)
             sizes["token"] = self._tokens(site.query_layout, site.module, output=True)
             sizes["y"], sizes["x"] = self._grid(self._level(site.module, output=True))
         shape = [sizes.get(dim) for dim in site.dims]
@@ -163,14 +163,16 @@ class _SiteShapes:
 
     def _latent_shape(self, what: str) -> tuple[int, ...]:
         shape = list(self.latent.shape)
+        if what != "pred" or self.latent_dims == STREAM_DIMS:
+            return tuple(shape)  # a packed latent's prediction is packed alike (FLUX, Qwen-Image, LTX)
         config = getattr(self.denoiser, "config", None) or {}
-        in_channels, out_channels = config.get("in_channels"), config.get("out_channels")
         channel = 1 + self.latent_dims.index("channel")
-        # A model that learns its variance predicts it beside the noise: twice the latent's channels
-        # (DiT and PixArt declare out_channels = 2 x in_channels, HunyuanDiT says learn_sigma). Other
-        # out_channels count unpacked channels (Qwen-Image packs 2x2 patches), so only this case differs.
-        learns_variance = config.get("learn_sigma") or (in_channels and out_channels == 2 * in_channels)
-        if what == "pred" and learns_variance and shape[channel] == in_channels:
+        # The prediction has the model's output channels, which may differ from its input's: twice
+        # them where it learns its variance (DiT/PixArt declare it, HunyuanDiT says learn_sigma), fewer
+        # where conditioning is concatenated to the latent (HunyuanVideo 1.5's image-to-video channels).
+        if config.get("out_channels"):
+            shape[channel] = config["out_channels"]
+        elif config.get("learn_sigma"):
             shape[channel] *= 2
         return tuple(shape)
 
@@ -237,21 +239,37 @@ def _sampling_levels(denoiser: torch.nn.Module, stages: tuple[str, ...]) -> dict
     return levels
 
 
-def _head_width(module: torch.nn.Module, role: str, heads: int) -> int | None:
-    """Width of one head's queries/keys/values (probabilities need none): the module's own
-    projection for that role split over its heads, or its ``head_dim`` where one fused projection
-    makes q, k and v together (FLUX.2's parallel blocks)."""
-    projection = getattr(module, {"q": "to_q", "k": "to_k", "v": "to_v"}.get(role, "to_q"), None)
-    if isinstance(projection, torch.nn.Linear):
-        return projection.out_features // heads
+def _head_width(module: torch.nn.Module, heads: int) -> int | None:
+    """Width of one head's queries, keys and values as the kernel sees them (it takes q and k of one
+    width, and keys/values shared by head groups are repeated to every head before it: Lumina 2):
+    the query projection split over the heads, or ``head_dim`` where one fused projection makes q, k
+    and v together (FLUX.2's parallel blocks)."""
+    to_q = getattr(module, "to_q", None)
+    if isinstance(to_q, torch.nn.Linear):
+        return to_q.out_features // heads
     head_dim = getattr(module, "head_dim", None)
     return head_dim if isinstance(head_dim, int) else None
 
 
-def _output_width(module: torch.nn.Module) -> int | None:
-    """Channels a module returns: the output width of its last linear or convolution in registration
-    order (a transformer block's feed-forward out, an attention's ``to_out``, a resnet's ``conv2`` or
-    shortcut, a block's sampler); None where it holds neither."""
+def _output_width(module: torch.nn.Module, dims: tuple[str, ...]) -> int | None:
+    """Channels a module returns. A token stream keeps the width it came in with: an attention
+    module's is its output projection's (``to_out``; the heads' width where it has none, FLUX's
+    single blocks), a block's is the query width of its first attention (its residual stream). A
+    feature map (a U-Net's resnets, blocks and samplers) ends in its last linear or convolution in
+    registration order (``conv2`` or the shortcut, ``proj_out``, the sampler's conv). None where it
+    holds neither."""
+    if dims == STREAM_DIMS:
+        attention = next((m for m in module.modules() if isinstance(getattr(m, "heads", None), int)), None)
+        if attention is module:
+            to_out = getattr(module, "to_out", None)
+            out = to_out[0] if isinstance(to_out, torch.nn.ModuleList) else to_out
+            if isinstance(out, torch.nn.Linear):
+                return out.out_features
+            head_dim = _head_width(module, module.heads)
+            return None if head_dim is None else head_dim * module.heads
+        to_q = getattr(attention, "to_q", None)
+        if isinstance(to_q, torch.nn.Linear):
+            return to_q.in_features
     width = None
     for leaf in module.modules():
         if isinstance(leaf, torch.nn.Linear):
