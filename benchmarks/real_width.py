@@ -215,9 +215,10 @@ def measure_geometry(name: str, real: bool, device: str, steps: int, repeats: in
         }
         # one bare warm-up, one image->text warm-up (the attention kernel's one-off check per shape),
         # then (each configuration, bare) in turn
-        runs["image_text"]()
+        warm = runs["image_text"]()
+        captured = warm.nbytes()  # what the target row holds per run
+        del warm
         measured = side_by_side(lambda: denoise(work, steps, device), runs, repeats, leading_bare=0, warm_up=False)
-        captured = runs["image_text"]().nbytes()  # one more recorded run: what a step of the target row holds
     finally:
         shutil.rmtree(store.parent, ignore_errors=True)
     return {"geometry": name, "tokens": work.tokens, "model": type(work.model).__name__, "config": _jsonable(work.config),
