@@ -225,6 +225,26 @@ def test_every_study_has_a_report_that_updates_its_doc():
     assert not writers, f"doc blocks written outside a study's report.py: {writers}"
 
 
+# The studies whose job runs a model over many items: each resumes through the store machinery
+# (``StoreJob`` directly, ``ItemStore``, or ``studies.cache.Cache`` on top of it).
+RESUMABLE_STUDIES = ("attention", "localization", "skips", "svd")
+
+
+def test_every_study_has_a_protocol_a_job_and_a_report():
+    """Each study folder has ``protocol.py`` (pairs, splits, selection on validation, baselines),
+    ``job.py`` (what runs the model and writes results) and ``report.py`` (the quality study's table
+    is printed by its job: see ``NO_DOC_TABLE``); the jobs that run a model over many items resume
+    through the store machinery."""
+    studies = [p for p in (ROOT / "workbench" / "studies").iterdir() if (p / "__init__.py").exists()]
+    missing = [f"{p.name}/{part}" for p in studies for part in ("protocol.py", "job.py", "report.py")
+               if not (p / part).exists() and not (part == "report.py" and p.name in NO_DOC_TABLE)]
+    assert not missing, f"study folders without their protocol, job or report: {missing}"
+    machinery = ("StoreJob", "ItemStore", "Cache(")
+    plain = [name for name in RESUMABLE_STUDIES
+             if not any(word in (ROOT / "workbench" / "studies" / name / "job.py").read_text() for word in machinery)]
+    assert not plain, f"study jobs that do not resume through workbench.store: {plain}"
+
+
 def _family_words() -> set[str]:
     words = {m.family for m in hooks.SITE_MAPS}
     words |= {c for m in hooks.SITE_MAPS for c in m.model_classes}

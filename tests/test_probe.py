@@ -150,3 +150,27 @@ def test_probe_cli_on_an_extracted_store(tmp_path, capsys):
 
 
 # The probing notebook is executed with every other notebook by tests/test_notebooks.py.
+
+
+def test_probing_report_writes_the_doc_tables_from_the_saved_grids():
+    import re
+
+    from workbench.studies.docs import DOCS
+    from workbench.studies.probing.report import tables
+
+    block = re.search(r"<!-- generated:probe-grid -->\n(.*?)\n<!-- /generated:probe-grid -->",
+                      (DOCS / "features.md").read_text(), re.S).group(1)
+    assert tables().strip() == block
+
+
+def test_the_site_shown_per_timestep_is_chosen_on_validation():
+    from workbench.studies.probing.protocol import chosen_per_timestep
+
+    dims = ("label", "site", "timestep", "probe")
+    # timestep 0: site a is best on validation, b on test; timestep 1: the other way round
+    val = np.array([[0.9, 0.1], [0.5, 0.8]]).reshape(1, 2, 2, 1)
+    test = np.array([[0.6, 0.7], [0.95, 0.4]]).reshape(1, 2, 2, 1)
+    grid = xr.Dataset({"accuracy": (dims, test), "val_accuracy": (dims, val)},
+                      coords={"label": ["shape"], "site": ["a", "b"], "timestep": [20, 50], "probe": ["linear"]})
+    chosen = chosen_per_timestep(grid, "shape")
+    assert chosen.values.tolist() == [0.6, 0.4] and chosen.site.values.tolist() == ["a", "b"]

@@ -134,3 +134,30 @@ def test_editing_job_resumes_and_equals_the_run_in_memory(tmp_path, monkeypatch,
     in_memory = compare_methods(mmdit, judge, n_pairs=2, methods=study["methods"], steps=2, reuse_steps=1, batch=1)
     xr.testing.assert_equal(resumed, in_memory)
     assert resumed.attrs["steps"] == 2 and resumed.attrs["reuse_steps"] == 1
+
+
+# -- the SVD study ------------------------------------------------------------------------------
+@pytest.mark.slow  # the properties stage end to end, three times (~7 s a run on the loaded shared machine)
+def test_svd_properties_resume_after_an_interruption(tmp_path, monkeypatch, mmdit):
+    from workbench.studies.svd import job
+
+    def argv(work):
+        return ["toy-mmdit", "--steps", "2", "--prop-pairs", "1", "--val-pairs", "1", "--test-pairs", "1",
+                "--real-pairs", "1", "--swap-pairs", "1", "--swap-steps", "1", "--stages", "properties",
+                "--work", str(tmp_path / work), "--out", str(tmp_path / work)]
+
+    job.main(argv("whole"))
+    whole = json.loads((tmp_path / "whole" / "svd_toy-mmdit.json").read_text())
+    counted = Interrupting(job.runs.trajectory, stop_at=3)  # two trajectories an item: stops in the second item
+    monkeypatch.setattr(job.runs, "trajectory", counted)
+    with pytest.raises(JobInterrupted, match="1 of 2 chunks are done"):
+        job.main(argv("cut"))
+    counted.stop_at = None
+    job.main(argv("cut"))
+    resumed = json.loads((tmp_path / "cut" / "svd_toy-mmdit.json").read_text())
+    assert resumed["runs"][-1]["chunks_loaded"] == 1
+    assert resumed["runs"][-1]["chunks_computed"] == whole["runs"][-1]["chunks_computed"] - 1
+    for key in ("render_rate", "P1", "P2", "P3"):
+        assert resumed[key] == whole[key], key
+    with pytest.raises(ValueError, match="steps: 2 in the store, 3 now"):
+        job.main(argv("cut")[:2] + ["3"] + argv("cut")[3:])

@@ -1,10 +1,8 @@
-"""The probe grid of docs/features.md: probe feature stores written by ``workbench extract`` (see
-the doc for the exact commands), save each grid to ``docs/results/probe_<model>.json`` and print
-the doc's tables from the saved grids. Every peak is the cell with the best *validation* accuracy;
-the figure shown is that cell's *test* accuracy.
+"""The probe grid tables of docs/features.md, from the grids saved by :mod:`.job`
+(``probe_<model>.json``; no model or store is read here). Every peak is the cell with the best
+*validation* accuracy; the figure shown is that cell's *test* accuracy (:mod:`.protocol`).
 
-    python -m workbench.studies.probing.report toy-unet=unet.zarr toy-mmdit=mmdit.zarr
-    python -m workbench.studies.probing.report --tables
+    python -m workbench.studies.probing.report                      # print the tables
     python -m workbench.studies.probing.report --update-doc         # the tables into docs/features.md
 """
 
@@ -12,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import xarray as xr
 
-from ...analysis.probe import peaks, probe
+from ...analysis.probe import peaks
 from ...results import results_dir
 from ..docs import write_block
+from .protocol import chosen_per_timestep
 
-LABELS = ("shape", "colour", "glyph", "position")
 SHORT = {"toy-unet": "U-Net", "toy-mmdit": "MM-DiT"}
 
 
@@ -57,10 +54,7 @@ def tables(models=tuple(SHORT)) -> str:
             "| --- | --- |" + " --- |" * first.sizes["timestep"]]
     for label in first.label.values:
         for name, grid in grids.items():
-            acc = grid.accuracy.sel(label=label, probe="linear")
-            val = grid.val_accuracy.sel(label=label, probe="linear")
-            best = val.fillna(-1).argmax("site")
-            chosen = acc.isel(site=best)
+            chosen = chosen_per_timestep(grid, label, "linear")
             out.append(f"| {label} | {SHORT[name]} | " + " | ".join(f"{v:.3f}" for v in chosen.values) + " |")
     counts = {str(label): int(first.n_test.sel(label=label)) for label in first.label.values}
     out += ["", "Test images per label: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."]
@@ -69,27 +63,11 @@ def tables(models=tuple(SHORT)) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stores", nargs="*", help="MODEL=STORE pairs")
-    parser.add_argument("--tables", action="store_true")
     parser.add_argument("--update-doc", action="store_true", help="write the tables into docs/features.md")
     args = parser.parse_args(argv)
     if args.update_doc:
         write_block("features.md", "probe-grid", tables())
         return
-    if not args.tables:
-        from ...features import open_features
-
-        for pair in args.stores:
-            name, _, store = pair.partition("=")
-            if not store:
-                raise SystemExit(f"expected MODEL=STORE, got {pair!r}")
-            start = time.perf_counter()
-            grid = probe(open_features(store), list(LABELS))
-            grid.attrs["seconds"] = round(time.perf_counter() - start, 1)
-            grid.attrs["store"] = store
-            grid.attrs["job"] = json.dumps(open_features(store).attrs.get("job", ""), default=str)[:2000]
-            (results_dir() / f"probe_{name}.json").write_text(json.dumps(grid.to_dict(), indent=1, default=float))
-            print(f"{name}: probed in {grid.attrs['seconds']} s", flush=True)
     print(tables())
 
 
