@@ -15,6 +15,7 @@ from workbench.sitemap import (
     VIDEO,
     Geometry,
     InputTap,
+    PipelineFacts,
     SiteMap,
     attention_sites,
     kwarg_or_arg,
@@ -57,3 +58,10 @@ COGVIDEOX = SiteMap(
 )
 
 SITE_MAPS = (COGVIDEOX,)
+PIPELINES = (
+    PipelineFacts(
+        pipeline_classes=("CogVideoXPipeline",),
+        denoiser_attribute="transformer",
+        description="CogVideoX: [uncond | cond] batched guidance; text axis T5 tokens padded to max_sequence_length",
+    ),
+)

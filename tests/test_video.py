@@ -11,6 +11,8 @@ after the last block). Word maps come out as (word, frame, y, x). Mochi runs its
 at a time over each sample's unpadded tokens: recorded on the whole axis, the padding zero.
 """
 
+from fnmatch import fnmatchcase
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,6 @@ import torch
 import workbench as wb
 from workbench.attention.maps import decompose, to_grid, word_maps
 from workbench.capture import all_sites
-from workbench.models.tiny import example_call_kwargs
 from workbench.models.tiny._video import VIDEO_TOKEN_GRID
 from workbench.models.tiny.hunyuan_video15 import IMAGE_TOKENS
 
@@ -177,7 +178,7 @@ def test_probs_times_v_is_the_attention_modules_output(built, family):
 def test_patching_text_keys_and_values_is_the_prompt_swap(built, family):
     model, inputs, reference = built[family]
     site_map = wb.hooks.site_map_for(model)
-    kv = [s.name for s in all_sites(model) if any(__import__("fnmatch").fnmatchcase(s.name, p)
+    kv = [s.name for s in all_sites(model) if any(fnmatchcase(s.name, p)
                                                    for p in site_map.text_keys + site_map.text_values)]
     assert len(kv) == 4  # k and v of the text attention in each of the two blocks
     other = dict(inputs, encoder_hidden_states=torch.randn_like(inputs["encoder_hidden_states"]))
@@ -336,32 +337,38 @@ def test_mochi_attends_one_sample_at_a_time_and_records_the_padding_as_zero(buil
     assert hook_count(model) == 0
 
 
-def test_a_real_tiny_wan_pipeline_records_video_maps_end_to_end():
-    """WanPipeline built tiny in-process (umT5 encoder, T5 tokenizer, causal 3-D VAE), run through
-    ``Model.generate`` with classifier-free guidance (two calls per step) under ``record``: the
-    frames are unchanged, video queries carry (frame, y, x), word maps are (word, frame, y, x)
-    over the prompt's words, and x0 is a (channel, frame, y, x) latent."""
-    model = wb.load("tiny-wan")
+# The tiny video pipelines' videos: frames and pixels (the VAEs' temporal and spatial factors differ)
+VIDEO_PIPELINES = {"wan": (5, 16), "cogvideox": (9, 32)}
+
+
+@pytest.mark.parametrize("family", VIDEO_PIPELINES)
+def test_a_real_tiny_video_pipeline_records_video_maps_end_to_end(family):
+    """WanPipeline / CogVideoXPipeline built tiny in-process (umT5 or T5 encoder, T5 tokenizer, a
+    tiny video VAE), run through ``Model.generate`` with classifier-free guidance (Wan: two calls per
+    step; CogVideoX: one batched call) under ``record``: the frames are unchanged, video queries carry
+    (frame, y, x), word maps are (word, frame, y, x) over the prompt's words, and x0 is a video latent."""
+    model = wb.load(f"tiny-{family}")
     prompt = ["a red circle on the left"]
-    kwargs = dict(steps=2, guidance_scale=4.0, **{k: v for k, v in example_call_kwargs("wan").items()
-                                                   if k in ("height", "width", "num_frames", "max_sequence_length")})
-    reference = model.generate(prompt, **kwargs)
-    assert reference.shape == (1, 5, 16, 16, 3)  # 5 frames: the causal VAE decodes 3 latent frames
-    sites = ["blocks.*.attn2.probs", "blocks.0.attn1.probs", "latent.x0"]
-    with wb.record(model, sites, branch_calls=("cond", "uncond")) as rec:
-        frames = model.generate(prompt, **kwargs)
-    np.testing.assert_array_equal(frames, reference)
-    cross = rec["blocks.1.attn2.probs"]
-    assert list(cross.branch.values) == ["cond", "uncond"] and cross.sizes["step"] == 2
+    reference = model.generate(prompt, steps=2, guidance_scale=4.0)
+    frames, pixels = VIDEO_PIPELINES[family]
+    assert reference.shape == (1, frames, pixels, pixels, 3)  # the VAE decodes 3 latent frames
+    separate_calls = model.facts.guidance == "embedded"  # Wan runs cond and uncond as two calls
+    whole = next(s.name for s in all_sites(model.denoiser) if getattr(s.tap, "role", None) == "probs")
+    with wb.record(model, list(model.site_map.text_attention) + [whole, "latent.x0"],
+                   branch_calls=model.facts.cfg_order if separate_calls else None) as rec:
+        video = model.generate(prompt, steps=2, guidance_scale=4.0)
+    np.testing.assert_array_equal(video, reference)
+    cross = rec[next(n for n in rec if fnmatchcase(n, model.site_map.text_attention[0]))]  # video queries, text keys
+    assert set(cross.branch.values) == {"cond", "uncond"} and cross.sizes["step"] == 2
     expected = np.indices(VIDEO_TOKEN_GRID).reshape(3, -1)
     for axis, want in zip(("frame", "y", "x"), expected):
         np.testing.assert_array_equal(cross[f"query_{axis}"].values, want)
-    np.testing.assert_allclose(rec["blocks.0.attn1.probs"].sum("key").values, 1.0, atol=1e-5)
+    np.testing.assert_allclose(rec[whole].sum("key").values, 1.0, atol=1e-5)
     maps = word_maps(rec)
     assert maps.dims == ("word", "frame", "y", "x") and list(maps.word.values) == ["a", "red", "circle", "on", "the", "left"]
     assert (maps.sizes["frame"], maps.sizes["y"], maps.sizes["x"]) == VIDEO_TOKEN_GRID
     np.testing.assert_allclose(maps.sum(("frame", "y", "x")).values, 1.0, rtol=1e-5)
-    assert rec["latent.x0"].dims[-4:] == ("channel", "frame", "y", "x")
+    assert {"channel", "frame", "y", "x"} <= set(rec["latent.x0"].dims)
     assert hook_count(model.denoiser) == 0
 
 
