@@ -90,6 +90,7 @@ LUMINA2 = SiteMap(
     text_attention=("layers.*.attn.probs.image->text",),
     text_keys=("layers.*.attn.k.text",),
     text_values=("layers.*.attn.v.text",),
+    timestep_rises=True,  # the pipeline passes 1 - t / 1000
 )
 
 

@@ -79,6 +79,7 @@ ZIMAGE = SiteMap(
     text_keys=("layers.*.attention.k.text",),
     text_values=("layers.*.attention.v.text",),
     latent_batching=(_stack, _unstack),
+    timestep_rises=True,  # the pipeline passes (1000 - t) / 1000
 )
 
 

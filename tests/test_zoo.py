@@ -290,3 +290,22 @@ def test_zimage_pipeline_guidance_rows_and_word_maps():
     assert {"red", "circle", "left"} <= set(maps.word.values)
     np.testing.assert_allclose(maps.sum(("y", "x")).values, 1.0, rtol=1e-5)
     assert hook_count(model.denoiser) == 0
+
+
+def test_time_running_up_counts_steps_and_refuses_loops_on_scheduler_time(built):
+    """Lumina 2 and Z-Image get 1 - t / 1000 (rising over a run): a cache still counts steps within a
+    run and starts over when the time falls back; loops that feed the scheduler's timesteps raw refuse."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    model = wb.load(tiny_pipeline("zimage"))
+    with wb.reuse(model, ["layers.0.out"], every=2) as cache:
+        for _ in range(2):  # two runs that nobody announces
+            model.pipeline(**dict(example_call_kwargs("zimage"), num_inference_steps=3))
+    assert cache.stats.key_steps == [0, 2, 0, 2] and cache.stats.reused["layers.0"] == 2
+    for family in ("lumina2", "zimage"):
+        denoiser, inputs, _ = built[family]
+        bare = wb.Model(denoiser=denoiser, scheduler=FlowMatchEulerDiscreteScheduler())
+        with pytest.raises(ValueError, match=rf"{family}: its pipeline hands the denoiser the time reversed"):
+            wb.denoise(bare, torch.zeros(1, 16, 16, 16), steps=2)
+        with pytest.raises(ValueError, match=rf"{family}: .*Model.predict feeds it the scheduler's timesteps"):
+            bare.predict(torch.zeros(1, 16, 16, 16), 500.0)

@@ -229,6 +229,7 @@ class Model:
         """One denoiser call on ``noisy`` at ``timestep`` (a single step: what probes and
         segmentation on real images run). Recording contexts see it as one step."""
         site_map = self.site_map
+        site_map.check_scheduler_time("Model.predict")
         announce_run(self.denoiser, RunAnnouncement(prompts, ("cond",), expected_steps=None))
         call = {
             site_map.latent_input.kwarg: noisy,
@@ -422,6 +423,7 @@ def _denoise(model, latents, *, steps, conditioning, negative, guidance_scale, s
     if scheduler is None:
         raise ValueError("denoise needs a scheduler (pass scheduler=...)")
     denoiser, site_map = model.denoiser, model.site_map
+    site_map.check_scheduler_time("workbench.denoise")
     stop = steps if stop_step is None else stop_step
     if not 0 <= start_step <= stop <= steps:
         raise ValueError(f"start_step={start_step}, stop_step={stop_step} must satisfy 0 <= start <= stop <= steps={steps}")

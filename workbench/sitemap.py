@@ -319,11 +319,24 @@ class SiteMap:
     # mask of kept tokens; the recorder lays each call out on the whole token axis (dropped tokens
     # zero, their probabilities zero) and gathers the rows into one batch. None: one call per batch.
     per_sample_attention: InputTap | None = None
+    # True where the denoiser's timestep input rises over a run (Lumina 2 and Z-Image: their pipelines
+    # pass 1 - t / 1000, time running from noise to image, and negate the prediction). The step clock
+    # then starts a new run when the timestep falls back, and the loops that feed the scheduler's
+    # timesteps to the denoiser as they are (``denoise``, ``Model.predict``) refuse the family.
+    timestep_rises: bool = False
     # For a denoiser that takes and returns its latents as something other than one batched tensor
     # (Z-Image: a list of per-sample (channel, 1, y, x) tensors): (to_batch, from_batch), turning
     # them into the (batch, *latent_dims) tensor the latent sites hold and a changed batch back into
     # the denoiser's form (given the original). None: the latents are one batched tensor already.
     latent_batching: tuple[Callable[[Any], torch.Tensor], Callable[[torch.Tensor, Any], Any]] | None = None
+
+    def check_scheduler_time(self, what: str) -> None:
+        """Refuse ``what`` (a loop that hands the denoiser the scheduler's timesteps as they are)
+        for a family whose timestep runs the other way (:attr:`timestep_rises`)."""
+        if self.timestep_rises:
+            raise ValueError(f"{self.family}: its pipeline hands the denoiser the time reversed (1 - t / 1000) and negates "
+                             f"the prediction; {what} feeds it the scheduler's timesteps as they are, which would be "
+                             "silently wrong: run it through its pipeline (Model.generate)")
 
     def batched_latent(self, latent) -> torch.Tensor:
         """The denoiser's latent input (or prediction) as one (batch, *latent_dims) tensor."""

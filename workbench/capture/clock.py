@@ -38,7 +38,8 @@ def check_step_selection(steps, timesteps):
 class StepClock(ModelHook):
     """Counts denoiser calls into (step, call) and knows the guidance branch of every batch row.
 
-    ``new_run_when_timestep_rises``: a timestep higher than the last one starts a new run at
+    ``new_run_when_timestep_rises``: a timestep higher than the last one (lower, for a site map whose
+    timestep rises over a run) starts a new run at
     ``first_step`` (what a cache needs when a pipeline is called twice without an announcement);
     a recorder leaves it off and numbers the steps of consecutive runs on."""
 
@@ -93,8 +94,8 @@ class StepClock(ModelHook):
         # decides the step); otherwise it stays queued, a label read when the recording is read
         needed_now = self.timesteps is not None or self.branch_calls is not None or self.new_run_when_timestep_rises
         t = host_scalar(kwarg_or_arg(args, kwargs, self.site_map.timestep_input), now=needed_now)
-        if self.new_run_when_timestep_rises and self.timestep is not None and t > self.timestep:
-            self.reset()  # the timestep went back up: a new run nobody announced
+        if self.new_run_when_timestep_rises and self.timestep is not None and self._went_back(t):
+            self.reset()  # the timestep went back to the run's start: a new run nobody announced
             self.run_index += 1
         self.previous_step = self.step
         same_step = self.branch_calls is not None and self.call + 1 < len(self.branch_calls) and self.timestep == t
@@ -108,6 +109,10 @@ class StepClock(ModelHook):
         self.selected_now = self.selected(self.step, t)
         self.new_step = not same_step
         return self.new_step
+
+    def _went_back(self, t: float) -> bool:
+        """The timestep moved back towards the start of a run: up, or down where it rises over a run."""
+        return t < self.timestep if self.site_map.timestep_rises else t > self.timestep
 
     @property
     def calls_per_step(self) -> int:
