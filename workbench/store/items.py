@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 import xarray as xr
 
 from .claims import job_dir
-from .jobs import StoreJob, consolidate, create_atomically, write_json_atomically
+from .jobs import StoreJob, check_identity, consolidate, create_atomically, write_json_atomically
 
 log = logging.getLogger("workbench.jobs")
 
@@ -58,7 +58,6 @@ class ItemStore:
     def _create(self, identity: dict) -> None:
         import zarr
 
-        identity = json.loads(json.dumps(identity))  # as it reads back (tuples become lists)
         if not self.path.exists():
             def build(folder: Path) -> None:
                 zarr.open_group(str(folder), mode="w", zarr_format=2)
@@ -66,15 +65,7 @@ class ItemStore:
 
             create_atomically(self.path, build)
         self.marks.mkdir(parents=True, exist_ok=True)
-        saved = self.job / "identity.json"
-        if not saved.exists():
-            write_json_atomically(saved, identity)
-        before = json.loads(saved.read_text())
-        if before != identity:
-            differences = [f"{key}: {before.get(key, '(absent)')!r} in the store, {identity.get(key, '(absent)')!r} now"
-                           for key in sorted(set(before) | set(identity)) if before.get(key) != identity.get(key)]
-            raise ValueError(f"{self.path} holds another job's results ({'; '.join(differences)}): use another "
-                             "store, or rerun with the same settings to resume")
+        check_identity(self.path, identity, "use another store, or rerun with the same settings to resume")
 
     def _check_key(self, key: str) -> None:
         if not key or "/" in key or key.startswith(".") or key != key.strip():

@@ -101,6 +101,22 @@ def consolidate(path) -> None:
         zarr.consolidate_metadata(str(path) if isinstance(path, (str, os.PathLike)) else path)
 
 
+def check_identity(store, identity: dict, remedy: str, file: str = "identity.json") -> None:
+    """Rule 1's identity: keep ``identity`` (what determines the store's contents, JSON-able) beside
+    the store on first use, ``<store>.job/<file>``; a later job with another identity is refused with
+    each difference named and ``remedy`` (what to do instead)."""
+    identity = json.loads(json.dumps(identity))  # as it reads back (tuples become lists)
+    path = job_dir(store) / file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        write_json_atomically(path, identity)
+    before = json.loads(path.read_text())
+    if before != identity:
+        differences = [f"{key}: {before.get(key, '(absent)')!r} in the store, {identity.get(key, '(absent)')!r} now"
+                       for key in sorted(set(before) | set(identity)) if before.get(key) != identity.get(key)]
+        raise ValueError(f"{store} was started with other settings ({'; '.join(differences)}): {remedy}")
+
+
 # -- 3. chunk records -----------------------------------------------------------------------------
 class ChunkRecords:
     """Per done chunk: the zarr files that hold it (with sizes) and a digest of its values, read

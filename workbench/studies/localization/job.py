@@ -43,7 +43,7 @@ import numpy as np
 import xarray as xr
 
 from ...store.claims import job_dir
-from ...store.jobs import ChunkRecords, StoreJob, consolidate, create_atomically, write_json_atomically
+from ...store.jobs import ChunkRecords, StoreJob, check_identity, consolidate, create_atomically, write_json_atomically
 
 
 def run_job(model_name: str, out, *, pairs: int, steps: int, starts: list[int], n_cells: int, per_cell: int,
@@ -84,7 +84,7 @@ def run_job(model_name: str, out, *, pairs: int, steps: int, starts: list[int], 
         settings.update(shares=False)
     if text is not None:
         settings.update(prompts=[p.prompt for p in text], scorer=reader.name)
-    _check_settings(job, settings)
+    check_identity(out, settings, "use another --out, or rerun with the same settings to resume", file="settings.json")
     if any(s >= steps or s < 0 for s in starts):
         raise ValueError(f"--starts {starts} must lie in 0..{steps - 1} for a {steps}-step run")
     resume = (f"workbench localize --model {model_name} --pairs {pairs} --out {out} --steps {steps} "
@@ -132,17 +132,6 @@ def _create_root(out: Path) -> None:
         consolidate(folder)
 
     create_atomically(out, build)
-
-
-def _check_settings(job: Path, settings: dict) -> None:
-    path = job / "settings.json"
-    if path.exists():
-        before = json.loads(path.read_text())
-        if before != settings:
-            raise ValueError(f"{job.parent} was started with other settings {before}; now {settings}: "
-                             "use another --out, or rerun with the same settings to resume")
-    else:
-        path.write_text(json.dumps(settings))
 
 
 def _pairs(job, model, judge, gp, n_cells, per_cell, limit, steps, seed, tqdm, screen=True) -> dict:
