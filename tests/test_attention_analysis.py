@@ -87,6 +87,9 @@ def test_words_of_groups_clip_and_sentencepiece_tokens():
     assert words_of(t5) == [("a", [0]), ("red", [1, 2]), ("circle", [3])]
     glm = ["<|endoftext|>", "[gMASK]", "<sop>", "a", "Ġre", "d", "Ġcircle", "<|im_end|>"]  # byte-level BPE
     assert words_of(glm) == [("a", [3]), ("red", [4, 5]), ("circle", [6])]
+    # a chat template (Qwen3: FLUX.2 klein, Z-Image) puts a newline token between its role and the prompt
+    chat = ["<|im_start|>", "user", "Ċ", "a", "Ġred", "Ġcircle", "<|im_end|>", "Ċ", "<|im_start|>", "assistant", "Ċ"]
+    assert words_of(chat) == [("user", [1]), ("a", [3]), ("red", [4]), ("circle", [5]), ("assistant", [9])]
 
 
 def test_otsu_mask_scores_a_blob():

@@ -24,6 +24,9 @@ KINDS = ("image", "text")  # the kinds of an image model; kinds_of() reads a rec
 _SPECIAL = re.compile(r"^(<\|[^|\s]*\|>|</s>|<pad>|<unk>|<s>|<sop>|\[PAD\]|\[gMASK\]|)$")
 # A word's first token: sentencepiece marks it with "▁", byte-level BPE (GPT-2, Qwen, GLM-4) with "Ġ"
 _WORD_START = ("▁", "Ġ")
+# Byte-level BPE's space, newline and tab: a token made of them only (the "Ċ" after a chat template's
+# "user") separates words and belongs to none
+_BYTE_SPACE = frozenset("ĠĊĉ")
 
 
 def kinds_of(probs: xr.DataArray) -> tuple[str, ...]:
@@ -143,11 +146,11 @@ def resize(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def words_of(tokens: Iterable[str]) -> list[tuple[str, list[int]]]:
     """Group tokenizer tokens into words: CLIP marks a word's end with ``</w>``, T5/sentencepiece
     a word's start with ``▁``, byte-level BPE (Qwen, GLM-4) with ``Ġ``. Special and padding
-    tokens belong to no word."""
+    tokens, and byte-level whitespace tokens (``Ċ``, a newline), belong to no word."""
     words: list[tuple[str, list[int]]] = []
     current, positions = "", []
     for i, token in enumerate(tokens):
-        if _SPECIAL.match(token):
+        if _SPECIAL.match(token) or (token and set(token) <= _BYTE_SPACE):
             if current:
                 words.append((current, positions))
             current, positions = "", []
