@@ -230,8 +230,9 @@ class Recorder:
         self._check_fired()
         if self.clock.selected_now:
             # The backstop, on measured bytes. It still earns its place beside the projection: sites
-            # the projection cannot size (transform= results, a U-Net's skip/backbone inputs) are only
-            # known once captured, and a run of unknown length (bare denoiser calls) grows step by step.
+            # the projection cannot size (transform= results, a U-Net's skip/backbone inputs) or sizes
+            # short (Lumina 2's padded caption refiner) are only known once captured, and a run of
+            # unknown length (bare denoiser calls) grows step by step.
             first_step_done = len(self.recording.steps) == 1 and self.clock.call == self.clock.calls_per_step - 1
             n_steps = self.clock.n_selected_steps() if self.store is None and first_step_done else None
             check_budget(self.recording.nbytes(), n_steps, self.max_bytes)
