@@ -156,11 +156,12 @@ def test_probing_report_writes_the_doc_tables_from_the_saved_grids():
     import re
 
     from workbench.studies.docs import DOCS
-    from workbench.studies.probing.report import tables
+    from workbench.studies.probing.report import pixel_table, tables
 
-    block = re.search(r"<!-- generated:probe-grid -->\n(.*?)\n<!-- /generated:probe-grid -->",
-                      (DOCS / "features.md").read_text(), re.S).group(1)
-    assert tables().strip() == block
+    for key, table in (("probe-grid", tables), ("probe-pixels", pixel_table)):
+        block = re.search(rf"<!-- generated:{key} -->\n(.*?)\n<!-- /generated:{key} -->",
+                          (DOCS / "features.md").read_text(), re.S).group(1)
+        assert table().strip() == block, key
 
 
 def test_the_site_shown_per_timestep_is_chosen_on_validation():
@@ -174,3 +175,22 @@ def test_the_site_shown_per_timestep_is_chosen_on_validation():
                       coords={"label": ["shape"], "site": ["a", "b"], "timestep": [20, 50], "probe": ["linear"]})
     chosen = chosen_per_timestep(grid, "shape")
     assert chosen.values.tolist() == [0.6, 0.4] and chosen.site.values.tolist() == ["a", "b"]
+
+
+def test_the_pixel_baseline_is_a_feature_store_of_the_images_themselves():
+    from workbench.features.config import DatasetSpec
+    from workbench.features.image_sources import open_source
+    from workbench.studies.probing.protocol import LABELS, pixel_features
+
+    source = open_source(DatasetSpec(kind="shapes", split="test", limit=8, seed=0, max_objects=1))
+    features = pixel_features(source)
+    assert features["pixels"].dims == ("image", "timestep", "channel", "y", "x")
+    assert features["pixels"].shape == (8, 1, 3, 32, 32)
+    assert features["pixels 2x2"].shape == (8, 1, 3, 2, 2)
+    images, _ = source.load(range(8), 32)
+    np.testing.assert_allclose(features["pixels"].values[:, 0].transpose(0, 2, 3, 1), images / 255, atol=1e-7)
+    # each 2 x 2 cell is the mean of its 16 x 16 quadrant
+    np.testing.assert_allclose(features["pixels 2x2"].values[:, 0, :, 0, 1],
+                               features["pixels"].values[:, 0, :, :16, 16:].mean((-2, -1)), atol=1e-6)
+    for label in LABELS:
+        np.testing.assert_array_equal(features[label].values, source.labels[label].codes)

@@ -4,6 +4,10 @@
 :mod:`.report` reads.
 
     python -m workbench.studies.probing.job toy-unet=unet.zarr toy-mmdit=mmdit.zarr
+    python -m workbench.studies.probing.job --pixels      # the baseline: probes on the input pixels
+
+The baseline renders the same 1000 test images (``protocol.IMAGES``; their ids are checked against
+the grids' stores by digest) and probes their pixels under the same protocol (``probe_pixels.json``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import time
 
 from ...features import open_features
 from ...results import results_dir
-from .protocol import probe_grid
+from ...features.image_sources import open_source
+from .protocol import IMAGES, pixel_features, probe_grid
 
 
 def probe_store(name: str, store: str) -> dict:
@@ -31,10 +36,28 @@ def probe_store(name: str, store: str) -> dict:
     return saved
 
 
+def probe_pixels() -> dict:
+    """The pixel baseline (``protocol.pixel_features`` of ``protocol.IMAGES``); saved as ``probe_pixels.json``."""
+    start = time.perf_counter()
+    features = pixel_features(open_source(IMAGES))
+    grid = probe_grid(features)
+    grid.attrs.update(seconds=round(time.perf_counter() - start, 1), images=features.attrs["images"],
+                      images_sha1=features.attrs["images_sha1"])
+    saved = grid.to_dict()
+    (results_dir() / "probe_pixels.json").write_text(json.dumps(saved, indent=1, default=float))
+    print(f"pixels: probed in {grid.attrs['seconds']} s", flush=True)
+    return saved
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stores", nargs="+", help="MODEL=STORE pairs")
+    parser.add_argument("stores", nargs="*", help="MODEL=STORE pairs")
+    parser.add_argument("--pixels", action="store_true", help="probe the input pixels (the baseline)")
     args = parser.parse_args(argv)
+    if not args.stores and not args.pixels:
+        parser.error("give MODEL=STORE pairs, --pixels, or both")
+    if args.pixels:
+        probe_pixels()
     for pair in args.stores:
         name, _, store = pair.partition("=")
         if not store:

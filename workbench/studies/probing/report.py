@@ -14,9 +14,10 @@ import json
 import xarray as xr
 
 from ...analysis.probe import peaks
+from ...analysis.stats import wilson
 from ...results import results_dir
 from ..docs import write_block
-from .protocol import chosen_per_timestep
+from .protocol import PIXEL_SITES, chosen_per_timestep
 
 SHORT = {"toy-unet": "U-Net", "toy-mmdit": "MM-DiT"}
 
@@ -61,14 +62,48 @@ def tables(models=tuple(SHORT)) -> str:
     return "\n".join(out)
 
 
+def pixel_table(models=tuple(SHORT)) -> str:
+    """The baseline beside the models: probes on the input pixels (``probe_pixels.json``), test
+    accuracy with its 95% Wilson interval, and each model's peak (chosen on validation)."""
+    path = results_dir() / "probe_pixels.json"
+    if not path.exists():
+        return "no saved pixel baseline"
+    pixels = xr.Dataset.from_dict(json.loads(path.read_text()))
+    grids = {m: _load(m) for m in models if (results_dir() / f"probe_{m}.json").exists()}
+    out = ["The baseline: the same probes on the input pixels, no model (the clean test images; **test** accuracy, "
+           "linear / MLP, 95% Wilson interval in brackets), beside each model's peak from the table above:\n",
+           "| label (chance) | " + " | ".join(f"`{site}`" for site in PIXEL_SITES) + " | "
+           + " | ".join(f"{m} peak" for m in grids) + " |",
+           "| --- |" + " --- |" * (len(PIXEL_SITES) + len(grids))]
+    for label in pixels.label.values:
+        n = int(pixels.n_test.sel(label=label))
+        cells = []
+        for site in PIXEL_SITES:
+            parts = []
+            for kind in ("linear", "mlp"):
+                accuracy = float(pixels.accuracy.sel(label=label, site=site, probe=kind).squeeze())
+                low, high = wilson(int(round(accuracy * n)), n)
+                parts.append(f"{accuracy:.3f} [{low:.2f}, {high:.2f}]")
+            cells.append(" / ".join(parts))
+        for grid in grids.values():
+            table = peaks(grid).set_index(["label", "probe"])
+            cells.append(" / ".join(f"{table.loc[(str(label), kind)].accuracy:.3f}" for kind in ("linear", "mlp")))
+        out.append(f"| {label} ({float(pixels.chance.sel(label=label)):.2f}) | " + " | ".join(cells) + " |")
+    out += ["", f"Pixels: {pixels.attrs['images']} (ids digest {pixels.attrs['images_sha1']}, the grids' stores' "
+            f"`ids_sha1`), clean, where the model features are of noised images (t >= 20); `pixels 2x2`: "
+            f"adaptive 2 x 2 pooling, as the model features; probed in {pixels.attrs['seconds']} s."]
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--update-doc", action="store_true", help="write the tables into docs/features.md")
     args = parser.parse_args(argv)
     if args.update_doc:
         write_block("features.md", "probe-grid", tables())
+        write_block("features.md", "probe-pixels", pixel_table())
         return
-    print(tables())
+    print(tables() + "\n\n" + pixel_table())
 
 
 if __name__ == "__main__":
