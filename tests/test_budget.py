@@ -90,7 +90,8 @@ def test_a_request_that_fits_runs_and_holds_what_was_projected(sd3_1024):
 # image-first and text-first attention, single-stream blocks, fused q/k/v projections, masked
 # text keys, learned variances, conditioning channels, video tokens, refiners and U-Net levels.
 FAMILIES = ("auraflow", "chroma", "cogvideox", "cogview4", "dit", "pixart", "flux", "flux2", "hunyuan_video15",
-            "hunyuandit", "ltx", "lumina2", "mochi", "qwenimage", "sana", "sd3", "sd35", "sdxl", "unet", "unet2d", "wan")
+            "hunyuandit", "ltx", "lumina2", "mochi", "qwenimage", "sana", "sd3", "sd35", "sdxl", "unet", "unet2d", "wan",
+            "zimage")
 # Sites projected short, on purpose and by a known amount: Lumina 2's caption refiner runs over the
 # padded caption, while its Geometry.text_len counts the valid tokens its joint blocks keep (what
 # labels the joint axis). Projected at the valid count, they are short by the padding; the measured
