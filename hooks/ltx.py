@@ -15,6 +15,7 @@ from workbench.sitemap import (
     VIDEO,
     Geometry,
     InputTap,
+    PipelineFacts,
     SiteMap,
     attention_sites,
     kwarg_or_arg,
@@ -55,6 +56,7 @@ LTX = SiteMap(
     timestep_input=InputTap("timestep", 2),
     description="LTX-Video: video self-attention then masked cross-attention to T5 text, tokens (frame, y, x)",
     latent_dims=STREAM_DIMS,
+    latent_tokens="video",  # the pipeline packs (frame, y, x) latent patches into tokens
     stages=("transformer_blocks",),
     text_attention=("transformer_blocks.*.attn2.probs",),
     text_keys=("transformer_blocks.*.attn2.k",),
@@ -62,3 +64,10 @@ LTX = SiteMap(
 )
 
 SITE_MAPS = (LTX,)
+PIPELINES = (
+    PipelineFacts(
+        pipeline_classes=("LTXPipeline",),
+        denoiser_attribute="transformer",
+        description="LTX-Video: [uncond | cond] batched guidance; text axis T5 tokens padded to max_sequence_length (masked)",
+    ),
+)

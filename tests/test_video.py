@@ -338,14 +338,14 @@ def test_mochi_attends_one_sample_at_a_time_and_records_the_padding_as_zero(buil
 
 
 # The tiny video pipelines' videos: frames and pixels (the VAEs' temporal and spatial factors differ)
-VIDEO_PIPELINES = {"wan": (5, 16), "cogvideox": (9, 32)}
+VIDEO_PIPELINES = {"wan": (5, 16), "cogvideox": (9, 32), "ltx": (5, 32)}
 
 
 @pytest.mark.parametrize("family", VIDEO_PIPELINES)
 def test_a_real_tiny_video_pipeline_records_video_maps_end_to_end(family):
-    """WanPipeline / CogVideoXPipeline built tiny in-process (umT5 or T5 encoder, T5 tokenizer, a
-    tiny video VAE), run through ``Model.generate`` with classifier-free guidance (Wan: two calls per
-    step; CogVideoX: one batched call) under ``record``: the frames are unchanged, video queries carry
+    """WanPipeline / CogVideoXPipeline / LTXPipeline built tiny in-process (umT5 or T5 encoder, T5
+    tokenizer, a tiny video VAE), run through ``Model.generate`` with classifier-free guidance (Wan:
+    two calls per step; the others: one batched call) under ``record``: the frames are unchanged, video queries carry
     (frame, y, x), word maps are (word, frame, y, x) over the prompt's words, and x0 is a video latent."""
     model = wb.load(f"tiny-{family}")
     prompt = ["a red circle on the left"]
@@ -368,7 +368,12 @@ def test_a_real_tiny_video_pipeline_records_video_maps_end_to_end(family):
     assert maps.dims == ("word", "frame", "y", "x") and list(maps.word.values) == ["a", "red", "circle", "on", "the", "left"]
     assert (maps.sizes["frame"], maps.sizes["y"], maps.sizes["x"]) == VIDEO_TOKEN_GRID
     np.testing.assert_allclose(maps.sum(("frame", "y", "x")).values, 1.0, rtol=1e-5)
-    assert {"channel", "frame", "y", "x"} <= set(rec["latent.x0"].dims)
+    x0 = rec["latent.x0"]
+    if "token" in x0.dims:  # LTX-Video packs its latent into tokens: they carry (frame, y, x)
+        for axis, want in zip(("frame", "y", "x"), expected):
+            np.testing.assert_array_equal(x0[f"token_{axis}"].values, want)
+    else:
+        assert {"channel", "frame", "y", "x"} <= set(x0.dims)
     assert hook_count(model.denoiser) == 0
 
 

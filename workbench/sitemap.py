@@ -297,6 +297,9 @@ class SiteMap:
     timestep_input: InputTap  # where it receives the timestep
     description: str = ""
     latent_dims: tuple[str, ...] = SPATIAL_DIMS  # FLUX packs its latent into tokens
+    # The kind of a packed latent's tokens (latent_dims with "token"): "image" (FLUX) or "video"
+    # (LTX-Video), so that latent sites label them (y, x) or (frame, y, x).
+    latent_tokens: str = "image"
     # Top-level module lists in forward order (sorting sites by depth: down, mid, up; double, single).
     stages: tuple[str, ...] = ()
     # Patterns of the attention-probability sites where image queries meet text keys (word maps,

@@ -10,7 +10,7 @@ import torch
 
 from ..hooks import site_map_for
 from ..loading import load
-from ..sitemap import IMAGE, LatentTap, Site
+from ..sitemap import LatentTap, Site, TokenLayout
 
 LATENT_MEANINGS = {
     "in": "the noisy latent entering the denoiser at this step",
@@ -22,7 +22,7 @@ LATENT_MEANINGS = {
 def all_sites(denoiser) -> list[Site]:
     """Every site of ``denoiser``, latents first, in module order."""
     site_map = site_map_for(denoiser)
-    layout = IMAGE if "token" in site_map.latent_dims else None
+    layout = TokenLayout((site_map.latent_tokens,)) if "token" in site_map.latent_dims else None
     latents = [
         Site(f"latent.{what}", "", LatentTap(what), site_map.latent_dims, meaning, layout)
         for what, meaning in LATENT_MEANINGS.items()
