@@ -237,3 +237,21 @@ def test_tokens_of_image_axes_carry_their_grid_position():
     assert tokens.sizes["token"] == side * side
     assert (tokens.token_y.values == np.repeat(np.arange(side), side)).all()
     assert (tokens.token_x.values == np.tile(np.arange(side), side)).all()
+
+
+def test_calls_of_one_step_must_stack_and_other_steps_are_not_compared():
+    """Recording.add compares a capture only with the other calls of its own step (guidance run as
+    separate calls are stacked on their rows); other steps, and a call seen again, are not refused."""
+    from workbench.capture.recording import CallInfo, Recording
+    from workbench.capture.resolve import resolve
+
+    site = resolve(tiny_denoiser("sd3"), "transformer_blocks.0.out.text")[0]
+    rec = Recording(sites={site.name: site})
+    rec.add(site, CallInfo(0, 0, 1.0, ["uncond"]), torch.zeros(1, 4, 8))
+    rec.add(site, CallInfo(0, 1, 1.0, ["cond"]), torch.zeros(1, 4, 8))
+    rec.add(site, CallInfo(1, 0, 0.5, ["uncond"]), torch.zeros(1, 6, 8))  # another step: not compared
+    rec.add(site, CallInfo(1, 0, 0.5, ["uncond"]), torch.zeros(1, 5, 8))  # the same call again: replaced
+    assert rec.steps == [0, 1] and rec.kept(site.name, 1).shape == (1, 5, 8)
+    assert rec.nbytes() == 4 * (4 * 8 * 2 + 5 * 8)
+    with pytest.raises(ValueError, match=r"call 1 of step 1 gives it shape \(6, 8\) but call 0 gave \(5, 8\)"):
+        rec.add(site, CallInfo(1, 1, 0.5, ["cond"]), torch.zeros(1, 6, 8))

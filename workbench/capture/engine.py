@@ -103,6 +103,9 @@ class Recorder:
         self._attachments = Attachments()
         self._interceptors: list[AttentionInterceptor] = []
         self._rows_pending: dict[str, dict[int, torch.Tensor]] = {}  # per-sample attention rows not all seen yet
+        # a capture is a plain host copy unless a transform or a reduction applies: decided once here,
+        # not per captured tensor (``_captured`` is the general path)
+        self._plain_copy = transform is None and not self.reduce
 
     # -- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> Recording:
@@ -331,6 +334,8 @@ class Recorder:
         (``transfer.HostCopies``); the recording waits once, when it is read."""
         x = x.detach()
         copies = self.recording.host_copies
+        if self._plain_copy:
+            return copies.copy(x, self.dtype or x.dtype)
         if self.transform is not None:
             # What the transform returns (a pooled map, say) is all that is kept: the full-size
             # activation is never copied. A result that shares the live tensor's memory (a view,
@@ -349,6 +354,11 @@ class Recorder:
     def wants(self, plans: list[SitePlan]) -> bool:
         """Whether any of ``plans`` is due now (recorded at a selected step, or intervened on)."""
         return self.clock.selected_now or any(i.active_at(self.clock.step) for p in plans for i in p.interventions)
+
+    def wants_now(self, intervened: tuple[SitePlan, ...]) -> bool:
+        """:meth:`wants` for a module's plans, given the ones among them with interventions (found once
+        per module, so a recording without interventions asks the clock only)."""
+        return self.clock.selected_now or (bool(intervened) and self.wants(intervened))
 
 
 class _DenoiserCall(ModelHook):
@@ -370,30 +380,39 @@ class _DenoiserCall(ModelHook):
 
 
 class _OutputSites(ModelHook):
-    """The output sites of one module (``out``, ``out.image``, ...), visited after its call."""
+    """The output sites of one module (``out``, ``out.image``, ...), visited after its call.
+
+    This runs once per watched module call, so what does not change during a run (each plan's
+    output index, which plans carry interventions) is looked up here once."""
 
     def __init__(self, recorder: Recorder, plans: list[SitePlan]):
         self.recorder, self.plans = recorder, plans
+        self._indexed = tuple((plan, plan.site.tap.index) for plan in plans)
+        self._intervened = tuple(p for p in plans if p.interventions)
 
     def post_forward(self, module, args, kwargs, output):
         recorder = self.recorder
-        if not recorder.wants(self.plans):
+        if not recorder.wants_now(self._intervened):
             return None
-        for plan in self.plans:
-            index = plan.site.tap.index
-            if index is not None and isinstance(output, torch.Tensor):
+        changed = False
+        for plan, index in self._indexed:
+            if index is None:
+                value = output
+            elif isinstance(output, torch.Tensor):
                 # indexing would silently take one sample of the batch
                 raise TypeError(
                     f"{plan.site.name}: the site map reads element {index} of a tuple, but "
                     f"{type(module).__name__} returned one tensor; fix the family's site map in hooks/"
                 )
-            value = output if index is None else output[index]
+            else:
+                value = output[index]
             if value is None:
                 continue  # the site does not fire: the firing check names it
             new = recorder.visit(plan, value)
             if new is not value:
                 output = new if index is None else _replace_index(output, index, new)
-        return output
+                changed = True
+        return output if changed else None  # None: torch keeps the module's own output
 
 
 class _InputSites(ModelHook):
@@ -401,10 +420,11 @@ class _InputSites(ModelHook):
 
     def __init__(self, recorder: Recorder, plans: list[SitePlan]):
         self.recorder, self.plans = recorder, plans
+        self._intervened = tuple(p for p in plans if p.interventions)
 
     def pre_forward(self, module, args, kwargs):
         recorder = self.recorder
-        if not recorder.wants(self.plans):
+        if not recorder.wants_now(self._intervened):
             return None
         for plan in self.plans:
             tap = plan.site.tap

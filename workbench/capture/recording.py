@@ -50,6 +50,7 @@ class Recording(Mapping):
     queries: dict[str, KeptQueries] = field(default_factory=dict)  # per site that keeps some queries only
     _raw: dict[str, dict[tuple[int, int], torch.Tensor]] = field(default_factory=lambda: defaultdict(dict))
     _calls: dict[tuple[int, int], CallInfo] = field(default_factory=dict)
+    _calls_of_step: dict[int, list[int]] = field(default_factory=dict)  # the call indices of _calls, per step
     _rows: dict[tuple[str, int, int], list[str]] = field(default_factory=dict)  # per-site row labels if not the call's
     _flushed: object = None  # a StepSink once streamed to a store
     _held: int = 0  # bytes of the captures in memory
@@ -59,13 +60,19 @@ class Recording(Mapping):
     # -- filling (used by the engine) ------------------------------------------------------------
     def add(self, site: Site, call: CallInfo, tensor: torch.Tensor, rows: list[str] | None = None) -> None:
         key = (call.step, call.call)
+        if key not in self._calls:
+            self._calls_of_step.setdefault(call.step, []).append(call.call)
         self._calls[key] = call
         per_call = self._raw[site.name]
         # The calls of one step (guidance run as separate calls) are stacked on their rows: refuse, as
         # it happens, a call whose capture cannot stack (Lumina 2's joint sequence holds each call's
         # valid text only, so a conditional and an empty negative prompt give different lengths).
-        for (step, other), held in per_call.items():
-            if step == call.step and other != call.call and held.shape[1:] != tensor.shape[1:]:
+        # Only this step's other calls are looked at (``_calls_of_step``), so an add costs the same
+        # at the last step of a long run as at the first.
+        step = call.step
+        for other in self._calls_of_step[step]:
+            held = per_call.get((step, other)) if other != call.call else None
+            if held is not None and held.shape[1:] != tensor.shape[1:]:
                 raise ValueError(
                     f"{site.name}: denoiser call {call.call} of step {step} gives it shape {tuple(tensor.shape[1:])} "
                     f"but call {other} gave {tuple(held.shape[1:])}; the calls of one step are stacked as guidance "
@@ -122,7 +129,7 @@ class Recording(Mapping):
 
     @property
     def steps(self) -> list[int]:
-        return sorted({step for step, _ in self._calls})
+        return sorted(self._calls_of_step)
 
     @property
     def timesteps(self) -> list[float]:
