@@ -115,11 +115,14 @@ class AttentionInterceptor(ModelHook):
         if mask_opts.get("attn_mask") is not None or mask_opts.get("is_causal"):
             raise NotImplementedError(f"{self.path}: per-sample attention calls that carry their own mask are not supported")
         keep = self._samples[row].to(q.device)
+        # the one host read of this path (a GPU waits here), as in Mochi's own loop, which takes
+        # each sample's kept tokens with nonzero
+        kept_text = torch.nonzero(keep).flatten()
         text_len = keep.shape[0]
-        length = q.shape[-2] - int(keep.sum()) + text_len
+        length = q.shape[-2] - kept_text.numel() + text_len
         spans = token_spans(self.plans[0].site.tap.query, length, text_len)
         a, _ = spans["text"]
-        positions = torch.cat([a + torch.nonzero(keep).flatten() if kind == "text" else torch.arange(*spans[kind], device=q.device)
+        positions = torch.cat([a + kept_text if kind == "text" else torch.arange(*spans[kind], device=q.device)
                                for kind in spans])  # the call's tokens, in its order, on the whole axis
         present = torch.zeros(length, dtype=torch.bool, device=q.device)
         present[positions] = True
