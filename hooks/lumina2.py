@@ -64,7 +64,9 @@ def refined_then_joint_sites(attention: str, joint: TokenLayout, refiners: tuple
 def _lumina2_geometry(model, args, kwargs) -> Geometry:
     latent = kwarg_or_arg(args, kwargs, InputTap("hidden_states", 0))
     mask = kwarg_or_arg(args, kwargs, InputTap("encoder_attention_mask", 3))
-    valid = [int(n) for n in mask.sum(dim=1).tolist()]  # the joint blocks keep each sample's valid text
+    # The joint blocks keep each sample's valid text. (Reading the count on the host adds no stall of
+    # a new kind: the model's own forward reads the same mask's sums with .tolist().)
+    valid = [int(n) for n in mask.sum(dim=1).tolist()]
     if len(set(valid)) > 1:
         raise ValueError(
             f"lumina2: the samples of this call have {valid} valid text tokens; Lumina 2 packs each sample's "
