@@ -118,6 +118,42 @@ def test_estimates_are_additive_over_heads_and_layers(unet, judge):
     assert result.backward_passes == 1 and result.cost.calls == 2 * STEPS  # one source run, one target run
 
 
+def test_path_weights_are_the_trapezoid_rule():
+    alphas, weights = A.path_weights(1)
+    assert alphas.tolist() == [0.0] and weights.tolist() == [1.0]  # first order: the clean point alone
+    for n in (2, 3, 5, 9):
+        alphas, weights = A.path_weights(n)
+        assert alphas[0] == 0 and alphas[-1] == 1 and weights.sum() == pytest.approx(1.0)
+        # the trapezoid rule's error for x^2 over [0, 1] is h^2 / 6 exactly, h = 1 / (n - 1)
+        assert float(weights @ alphas**2) - 1 / 3 == pytest.approx(1 / (6 * (n - 1) ** 2))
+    with pytest.raises(ValueError, match="whole number >= 1"):
+        A.path_weights(0)
+
+
+@pytest.mark.slow  # two gradient runs and three blended runs: ~5 s alone, ~12 s on a loaded machine
+def test_path_points_take_the_gradient_on_the_path_to_the_source(unet, judge):
+    # path_points=2: the clean point and the fully patched one (every layer's K/V the source's).
+    # Each point's derivative (summed over layers, heads, steps) must be the metric's derivative
+    # along the joint path there, i.e. the central difference of the all-layer blend at 1 +- eps.
+    pair = _pair(unet, judge)
+    run = dict(steps=STEPS, token_maps=pair.maps)
+    first = A.attribute(unet, [pair.target], [pair.source], pair.seeds, pair.metric, **run)
+    path = A.attribute(unet, [pair.target], [pair.source], pair.seeds, pair.metric, path_points=2, **run)
+    assert path.backward_passes == 2 and path.path["alpha"].values.tolist() == [0.0, 1.0]
+    # the first point is first-order attribution, bit for bit; the estimate the mean of both ends
+    assert np.array_equal(path.path.isel(alpha=0).values, first.contributions.values, equal_nan=True)
+    assert np.array_equal(path.clean, first.clean)
+    assert np.allclose(path.contributions.values, path.path.mean("alpha").values, equal_nan=True)
+    _, cache = L.cache_text(unet, [pair.source], steps=STEPS, seed=pair.seeds, latents=S.noise_for(unet, pair.seeds))
+    every = dict(layers=list(range(7)))
+    assert path.path_metric[1, 0] == pytest.approx(_metric_at(unet, pair, cache, 1.0, **every), abs=1e-4)
+    at_source = float(path.path.isel(alpha=1).sum(("layer", "head", "step"), skipna=True)[0])
+    fd = (_metric_at(unet, pair, cache, 1 + EPS, **every) - _metric_at(unet, pair, cache, 1 - EPS, **every)) / (2 * EPS)
+    assert _close(at_source, fd), (at_source, fd)
+    at_clean = float(first.contributions.sum(("layer", "head", "step"), skipna=True)[0])
+    assert not _close(at_clean, fd), (at_clean, fd)  # the two ends differ: the check can tell them apart
+
+
 def test_attribution_leaves_the_model_as_it_was_even_when_the_metric_fails(unet, judge):
     pair = _pair(unet, judge)
     hooks = hook_count(unet.denoiser)

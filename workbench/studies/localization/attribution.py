@@ -21,6 +21,13 @@ bit for bit) and keeps a detached copy of the clean K/V; ``Model.generate(grad=T
 autograd on through the loop. Nothing is patched globally; the denoiser's parameters stay frozen;
 the leaves, the graph and the hooks are released when the run ends, also when it raises.
 
+``attribute(path_points=n)`` is the integrated-gradients variant: the same terms with the gradient
+averaged (trapezoid) over n points of the straight path on which every attributed layer's K/V moves
+from the clean run's to the source's together; n = 1 (the default) is the first-order estimate.
+It exists because the metric can be a switch along that path (issue 23: toy-unet's layer 4 is flat
+at both ends and jumps in between, so the gradient at the clean run sees none of the effect); see
+``attribution_fd_scan --part path`` for how much a few points help.
+
 The metric (:class:`GlyphMetric`, the study's choice): the judge's name logit for glyph B minus
 its logit for glyph A, at the pair's position, on the final image. The judge is a CNN over 16 x 16
 crops, differentiable from the pixels; the image is the clamped pixel-space latent, exactly what
@@ -118,52 +125,94 @@ def glyph_logit_gap(metric: GlyphMetric, images: np.ndarray, rows: np.ndarray | 
 # -- the run ----------------------------------------------------------------------------------------
 @dataclass
 class _GradientTap:
-    """``edit`` function: conditional rows get ``+ d`` with ``d`` a zero leaf that requires grad (the
-    values are unchanged); the clean K/V are kept detached. One leaf per (site, step)."""
+    """``edit`` function: conditional rows become ``x + alpha (KV_B - x) + d`` with ``d`` a zero leaf
+    that requires grad, and ``KV_B - x`` (detached) is kept as the direction the estimate dots
+    with the gradient. alpha = 0 leaves the values unchanged (the clean run of first-order
+    attribution); 0 < alpha <= 1 is a point on the straight path to the source's K/V (integrated
+    gradients). One leaf per (site, step)."""
 
+    cache: TextCache
+    token_index: torch.Tensor | None  # (pair, token): target -> source token map, or None
+    alpha: float = 0.0
     leaves: dict = field(default_factory=dict)  # (site, step) -> leaf (cond rows, head, token, channel)
-    clean: dict = field(default_factory=dict)  # (site, step) -> detached clean K/V
+    delta: dict = field(default_factory=dict)  # (site, step) -> detached KV_B - x
 
     def __call__(self, x, ctx):
         rows = torch.tensor([r for r, b in enumerate(ctx.row_branches) if b == "cond"], dtype=torch.long)
         key = (ctx.site.name, ctx.step)
         if key in self.leaves:
             raise RuntimeError(f"{ctx.site.name} fired twice at step {ctx.step}: one gradient per step expected")
+        source = self.cache.kv[ctx.site.name][:, ctx.step]  # (pair, head, token, channel)
+        if self.token_index is not None:
+            index = self.token_index[:, None, :, None].expand(-1, source.shape[1], -1, source.shape[3])
+            source = torch.gather(source, 2, index)
+        delta = source.to(x.dtype).to(x.device) - x.detach()[rows]
+        self.delta[key] = delta
         leaf = torch.zeros((len(rows), *x.shape[1:]), dtype=x.dtype, device=x.device, requires_grad=True)
         self.leaves[key] = leaf
-        self.clean[key] = x.detach()[rows].clone()
-        return x.index_add(0, rows.to(x.device), leaf)
+        # alpha = 0 adds nothing, so the clean run stays bit-identical to an unhooked one
+        shift = leaf if self.alpha == 0 else self.alpha * delta + leaf
+        return x.index_add(0, rows.to(x.device), shift)
 
     def release(self) -> None:
         for leaf in self.leaves.values():
             leaf.grad = None
         self.leaves.clear()
-        self.clean.clear()
+        self.delta.clear()
+
+
+def path_weights(points: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(alphas, weights)`` of the trapezoid rule over ``points`` equally spaced points of [0, 1]
+    (both ends included); ``points = 1`` is the clean point alone, weight 1: first-order attribution.
+    ``sum(weights * f(alphas))`` approximates the integral of ``f`` over [0, 1]."""
+    if int(points) != points or points < 1:
+        raise ValueError(f"path_points must be a whole number >= 1 (1: the gradient at the clean run; n > 1: "
+                         f"integrated gradients over n points from clean to source), got {points}")
+    points = int(points)
+    if points == 1:
+        return np.zeros(1), np.ones(1)
+    alphas = np.linspace(0.0, 1.0, points)
+    weights = np.full(points, 1.0 / (points - 1))
+    weights[[0, -1]] /= 2
+    return alphas, weights
 
 
 @dataclass
 class Attribution:
     """Per pair, text layer, head and step: ``(KV_B - KV_A) . d metric / d KV`` summed over tokens,
-    channels and K + V (``contributions``, NaN for heads a layer does not have); ``clean``: the
-    metric on the unpatched target; ``cost``: denoiser calls and CPU time of the whole estimate."""
+    channels and K + V (``contributions``, NaN for heads a layer does not have), the gradient taken
+    at the clean run or averaged over the path (``path``: the same terms at each point ``alpha``;
+    ``contributions`` is their trapezoid mean); ``clean``: the metric on the unpatched target;
+    ``path_metric`` (alpha, pair): the metric at each point; ``cost``: denoiser calls and CPU time."""
 
     contributions: xr.DataArray  # (pair, layer, head, step)
     clean: np.ndarray  # (pair,)
     layers: list[TextLayer]
     cost: Cost
     backward_passes: int = 0
+    path: xr.DataArray | None = None  # (alpha, pair, layer, head, step)
+    path_metric: np.ndarray | None = None  # (alpha, pair)
 
 
 def attribute(model, targets: Sequence[str], sources: Sequence[str], seeds: Sequence[int], metric: Metric, *,
               steps: int, guidance_scale: float | None = None, token_maps: np.ndarray | None = None,
-              layers=None, batch: int = 32) -> Attribution:
-    """First-order patching effects of every text layer, head and step, for every pair.
+              layers=None, batch: int = 32, path_points: int = 1) -> Attribution:
+    """Estimated patching effects of every text layer, head and step, for every pair.
 
     Per chunk of ``batch`` pairs: the source run (its text K/V cached, no graph), the target run
     with autograd on from the same noise, ``metric(final latents, pair indices).sum()`` backward
     (pairs are independent, so each pair's gradient is its own). ``token_maps`` (pair, token): the
     target -> source token map (``prompt_token_maps``). ``metric`` may use
-    :func:`differentiable_images`; a :class:`GlyphMetric` is taken as it is."""
+    :func:`differentiable_images`; a :class:`GlyphMetric` is taken as it is.
+
+    ``path_points = 1`` (the default) is first-order attribution patching: the gradient at the clean
+    run. ``path_points = n > 1`` is integrated gradients: the target run and backward pass are
+    repeated at ``n`` points ``alpha`` of [0, 1] (:func:`path_weights`, both ends included), where
+    every attributed layer's conditional K/V, at every step, is ``x + alpha (KV_B - x)`` together,
+    and each term is the trapezoid mean along that joint path. Summed over all layers, heads and
+    steps the terms then approach the effect of patching all attributed layers at once (the path
+    integral of the metric's derivative; exact as n grows), not each layer's own patch. Costs n
+    target runs and backward passes per chunk instead of one."""
     targets, sources, seeds = list(targets), list(sources), [int(s) for s in seeds]
     n = len(targets)
     if n == 0:
@@ -177,11 +226,12 @@ def attribute(model, targets: Sequence[str], sources: Sequence[str], seeds: Sequ
     if isinstance(metric, GlyphMetric):
         glyph = metric
         metric = lambda latents, rows: glyph.on_images(differentiable_images(model, latents), rows)  # noqa: E731
+    alphas, weights = path_weights(path_points)
     chosen = pick_layers(model, layers)
     noise = noise_for(model, seeds)
     cost = Cost()
-    chunks: list[dict[str, np.ndarray]] = []
-    clean = np.zeros(n, dtype=np.float64)
+    chunks: list[list[dict[str, np.ndarray]]] = []  # chunk -> point -> layer module -> (pairs, step, head)
+    scores = np.zeros((len(alphas), n), dtype=np.float64)
     passes = 0
     with _Counter(model, cost):
         for a in range(0, n, batch):
@@ -190,29 +240,41 @@ def attribute(model, targets: Sequence[str], sources: Sequence[str], seeds: Sequ
                                   guidance_scale=guidance_scale, latents=noise[rows],
                                   layers=[layer.index for layer in chosen])
             maps = None if token_maps is None else np.asarray(token_maps)[rows]
-            values, score = _one_chunk(model, [targets[i] for i in rows], noise[rows], steps, guidance_scale,
-                                       chosen, cache, maps, metric, rows)
-            chunks.append(values)
-            clean[rows] = score
-            passes += 1
-    heads = max(v.shape[2] for v in chunks[0].values())
-    data = np.full((n, len(chosen), heads, steps), np.nan)
+            points = []
+            for p, alpha in enumerate(alphas):
+                values, score = _one_chunk(model, [targets[i] for i in rows], noise[rows], steps, guidance_scale,
+                                           chosen, cache, maps, metric, rows, float(alpha))
+                points.append(values)
+                scores[p, rows] = score
+                passes += 1
+            chunks.append(points)
+    heads = max(v.shape[2] for v in chunks[0][0].values())
+    data = np.full((len(alphas), n, len(chosen), heads, steps), np.nan)
     for c, a in enumerate(range(0, n, batch)):
-        for j, layer in enumerate(chosen):
-            block = chunks[c][layer.module]  # (pairs, step, head)
-            data[a:a + len(block), j, :block.shape[2], :] = block.transpose(0, 2, 1)
-    contributions = xr.DataArray(
-        data, dims=("pair", "layer", "head", "step"),
-        coords={"pair": np.arange(n), "layer": [layer.index for layer in chosen], "head": np.arange(heads),
-                "step": np.arange(steps), "layer_module": ("layer", [layer.module for layer in chosen])},
-        name="contribution",
-        attrs={"meaning": "(KV_source - KV_target) . d metric / d KV on the clean target run, summed over tokens, "
-                          "channels and K+V (conditional branch)"})
-    return Attribution(contributions, clean, chosen, cost, passes)
+        for p in range(len(alphas)):
+            for j, layer in enumerate(chosen):
+                block = chunks[c][p][layer.module]  # (pairs, step, head)
+                data[p, a:a + len(block), j, :block.shape[2], :] = block.transpose(0, 2, 1)
+    coords = {"pair": np.arange(n), "layer": [layer.index for layer in chosen], "head": np.arange(heads),
+              "step": np.arange(steps), "layer_module": ("layer", [layer.module for layer in chosen])}
+    path = xr.DataArray(data, dims=("alpha", "pair", "layer", "head", "step"), coords={"alpha": alphas, **coords},
+                        name="contribution",
+                        attrs={"meaning": "(KV_source - KV) . d metric / d KV at a point alpha of the joint path, "
+                                          "summed over tokens, channels and K+V (conditional branch)"})
+    # the trapezoid mean; NaN (heads a layer lacks) stays NaN
+    contributions = xr.DataArray(np.tensordot(weights, data, axes=(0, 0)), dims=("pair", "layer", "head", "step"),
+                                 coords=coords, name="contribution",
+                                 attrs={"meaning": "(KV_source - KV_target) . d metric / d KV, at the clean target "
+                                                   "run" + ("" if len(alphas) == 1 else
+                                                            f" averaged over {len(alphas)} points of the path") +
+                                                   ", summed over tokens, channels and K+V (conditional branch)",
+                                        "path_points": len(alphas)})
+    return Attribution(contributions, scores[0], chosen, cost, passes, path, scores)
 
 
-def _one_chunk(model, targets, noise, steps, guidance_scale, layers, cache: TextCache, maps, metric, rows):
-    tap = _GradientTap()
+def _one_chunk(model, targets, noise, steps, guidance_scale, layers, cache: TextCache, maps, metric, rows, alpha):
+    token_index = None if maps is None else torch.as_tensor(np.asarray(maps), dtype=torch.long)
+    tap = _GradientTap(cache, token_index, alpha)
     sites = [s for layer in layers for s in (layer.key, layer.value)]
     try:
         with intervene(model, [edit(site, tap) for site in sites]):
@@ -229,7 +291,6 @@ def _one_chunk(model, targets, noise, steps, guidance_scale, layers, cache: Text
         with torch.enable_grad():
             score.sum().backward()
         out = {}
-        token_index = None if maps is None else torch.as_tensor(np.asarray(maps), dtype=torch.long)
         for layer in layers:
             per_step = []
             for step in range(steps):
@@ -239,12 +300,7 @@ def _one_chunk(model, targets, noise, steps, guidance_scale, layers, cache: Text
                     if key not in tap.leaves:
                         raise RuntimeError(f"{site} did not fire at step {step}")
                     grad = tap.leaves[key].grad
-                    source = cache.kv[site][:, step]  # (pair, head, token, channel)
-                    if token_index is not None:
-                        index = token_index[:, None, :, None].expand(-1, source.shape[1], -1, source.shape[3])
-                        source = torch.gather(source, 2, index)
-                    delta = source.to(grad.dtype) - tap.clean[key]
-                    total = total + (delta * grad).sum((-2, -1)).double()  # (pair, head)
+                    total = total + (tap.delta[key] * grad).sum((-2, -1)).double()  # (pair, head)
                 per_step.append(total.numpy())
             out[layer.module] = np.stack(per_step, 1)  # (pair, step, head)
         return out, score.detach().double().numpy()

@@ -1,15 +1,37 @@
-"""Why the toy-mmdit attribution check needed a wide bound (issue 23): the first-order estimate of
-one block's effect against central, forward and backward finite differences of the metric at
-several step sizes, on the pair and run that ``tests/test_attribution.py`` checks (toy-mmdit,
-block 3, start 0, 3 steps). Writes ``docs/results/attribution_fd_scan.json``.
+"""Why attribution patching disagrees with what it estimates (issue 23), measured two ways.
 
-    python -m workbench.studies.localization.attribution_fd_scan
+``--part fd`` (the default): why the toy-mmdit attribution check needed a wide bound. The
+first-order estimate of one block's effect against central, forward and backward finite differences
+of the metric at several step sizes, on the pair and run that ``tests/test_attribution.py`` checks
+(toy-mmdit, block 3, start 0, 3 steps). Writes ``docs/results/attribution_fd_scan.json``.
+
+``--part path``: why the study's first-order estimate ranks toy-unet's layers backwards (layer 4:
+about -0.08 against an actual +29.6). On the first ``--pairs`` qualifying test pairs of the
+localization store, with the study's 8 steps:
+
+1. a bug or a step mismatch? the estimate of layer 4 from step 0 against its central finite
+   difference at small alpha, through all 8 steps;
+2. non-linearity? the metric along the straight path from layer 4's clean K/V (alpha = 0) to the
+   source's (alpha = 1), and its derivative at the same points from the gradient; the trapezoid
+   mean of the derivative over 2, 3, 5 and all points (integrated gradients) against the actual
+   effect, the metric's change at alpha = 1;
+3. does integrated gradients fix the ranking? every layer's estimate along the joint path (all
+   layers move together, ``attribute(path_points=...)``: the cheap form, one backward pass per
+   point for every layer) against each layer's own activation patch, Spearman over the 7 layers.
+
+Writes ``docs/results/attribution_path_<model>.json``; ``--update-doc`` writes the
+``localization-attribution-path`` block of docs/localization.md from it.
+
+    python -m workbench.studies.localization.attribution_fd_scan [--part fd|path] [--pairs 8] [--update-doc]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import time
 
+import numpy as np
 import torch
 
 from ... import load
@@ -18,13 +40,14 @@ from ...results import results_dir
 from . import attribution as A
 from . import patching as L
 from . import sweeps as S
+from ..docs import write_block
 
 STEPS = 3  # the run tests/test_attribution.py checks
 
 STEP_SIZES = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
 
 
-def main() -> None:
+def finite_difference_scan() -> None:
     torch.set_num_threads(1)
     model, judge = load("toy-mmdit"), load_judge()
     layer, start = 3, 0
@@ -48,5 +71,175 @@ def main() -> None:
     print(f"estimate {estimate:.4f}")
 
 
+
+# -- toy-unet: the metric along the path ----------------------------------------------------------
+PATH_POINTS = 9  # alpha = 0, 1/8, ..., 1: the trapezoid over 2, 3, 5 and 9 of them are subsets
+SUBSETS = (1, 2, 3, 5, 9)  # 1: the clean point alone, i.e. first-order attribution
+FD_STEP_SIZES = (1e-2, 1e-3)
+
+
+def _subset(points: int) -> np.ndarray:
+    """Indices into the PATH_POINTS grid of an equally spaced ``points``-point subset (ends included)."""
+    if points == 1:
+        return np.array([0])
+    stride = (PATH_POINTS - 1) // (points - 1)
+    if stride * (points - 1) != PATH_POINTS - 1:
+        raise ValueError(f"{points} points are not a subset of the {PATH_POINTS}-point grid")
+    return np.arange(0, PATH_POINTS, stride)
+
+
+def _integrated(path: np.ndarray, points: int) -> np.ndarray:
+    """Trapezoid mean over ``points`` of the grid: ``path`` (alpha, ...) -> (...)."""
+    _, weights = A.path_weights(points)
+    return np.tensordot(weights, path[_subset(points)], axes=(0, 0))
+
+
+def path_scan(model_name: str, pairs: int, layer: int) -> dict:
+    from .attribution_study import study_pairs
+    from .job import open_sweep
+    from .report import qualified
+
+    torch.set_num_threads(1)
+    started = time.time()
+    model, judge = load(model_name), load_judge()
+    store = results_dir() / f"localization_{model_name}.zarr"
+    grid = open_sweep(store, "grid")
+    steps = int(grid.attrs["steps"])
+    keep = np.flatnonzero((qualified(grid) & (grid["split"] == "test")).values)[:pairs]
+    glyphs = study_pairs(model, judge, grid.isel(pair=keep))
+    run = dict(steps=steps, token_maps=glyphs.maps)
+    rows = np.arange(len(keep))
+
+    # 2. layer 4's own path: the metric and its derivative at each point (one attribution of that layer)
+    own = A.attribute(model, glyphs.targets, glyphs.sources, glyphs.seeds, glyphs.metric, layers=[layer],
+                      path_points=PATH_POINTS, **run)
+    derivative = own.path.sel(layer=layer).sum(("head", "step")).values  # (alpha, pair)
+    change = own.path_metric - own.path_metric[0]  # (alpha, pair)
+    actual = change[-1]
+    print(f"own path done, {time.time() - started:.0f} s", flush=True)
+
+    # 1. the first-order estimate against finite differences at small alpha, all 8 steps
+    with torch.no_grad():
+        _, cache = L.cache_text(model, glyphs.sources, steps=steps, seed=glyphs.seeds,
+                                latents=S.noise_for(model, glyphs.seeds))
+
+        def metric_at(alpha, layers):
+            latents = A.blended_generate(model, glyphs.targets, cache, glyphs.seeds, layers=layers, alpha=alpha, **run)
+            return glyphs.metric.on_images(A.differentiable_images(model, latents), rows).double().numpy()
+
+        fd = [{"eps": eps, "central": ((metric_at(eps, [layer]) - metric_at(-eps, [layer])) / (2 * eps)).tolist()}
+              for eps in FD_STEP_SIZES]
+        # 3. every layer's own activation patch (alpha = 1), for the ranking
+        clean = own.path_metric[0]
+        per_layer = np.stack([metric_at(1.0, [text.index]) - clean for text in A.pick_layers(model, None)], 1)
+    print(f"finite differences and activation patches done, {time.time() - started:.0f} s", flush=True)
+    joint = A.attribute(model, glyphs.targets, glyphs.sources, glyphs.seeds, glyphs.metric,
+                        path_points=PATH_POINTS, **run)
+    joint_terms = joint.path.sum(("head", "step")).values  # (alpha, pair, layer)
+    joint_change = joint.path_metric[-1] - joint.path_metric[0]  # all layers patched at once
+    print(f"joint path done, {time.time() - started:.0f} s", flush=True)
+
+    layers = [int(x) for x in joint.contributions["layer"].values]
+    actual_means = per_layer.mean(0)
+    ranking = []
+    for points in SUBSETS:
+        estimate = _integrated(joint_terms, points)  # (pair, layer)
+        means = estimate.mean(0)
+        ranking.append({"points": points, "estimate_means": means.tolist(),
+                        "spearman": A.spearman(means, actual_means),
+                        "top1_attribution": layers[int(np.argmax(means))],
+                        "top1_activation": layers[int(np.argmax(actual_means))],
+                        "sum_over_layers_mean": float(estimate.sum(1).mean())})
+    own_ig = [{"points": points, "estimate": _integrated(derivative, points).tolist(),
+               "mean": float(_integrated(derivative, points).mean())} for points in SUBSETS]
+    return {
+        "model": model_name, "store": f"docs/results/{store.name}", "steps": steps, "layer": layer,
+        "layer_module": own.layers[0].module, "start": 0, "split": "test", "pairs": len(keep),
+        "pair_index": keep.tolist(), "metric": "judge name logit(B) - logit(A) at the pair's position",
+        "alphas": own.path["alpha"].values.tolist(),
+        "first_order": derivative[0].tolist(),
+        "finite_differences": fd,
+        "path_metric_change": change.tolist(),  # (alpha, pair)
+        "path_derivative": derivative.tolist(),  # (alpha, pair)
+        "actual": actual.tolist(),
+        "own_path_integrated": own_ig,
+        "layers": layers,
+        "activation_per_layer_means": actual_means.tolist(),
+        "joint_path_ranking": ranking,
+        "joint_all_layers_change_mean": float(joint_change.mean()),
+        "wall_s": round(time.time() - started, 1),
+    }
+
+
+def _fmt(x: float) -> str:
+    return f"{x:+.2f}"
+
+
+def path_table(saved: dict) -> str:
+    """The doc block: the metric along layer 4's path and what each estimate makes of it."""
+    alphas = saved["alphas"]
+    change = np.asarray(saved["path_metric_change"])  # (alpha, pair)
+    derivative = np.asarray(saved["path_derivative"])
+    first = np.asarray(saved["first_order"])
+    fd = {row["eps"]: np.asarray(row["central"]) for row in saved["finite_differences"]}
+    n, layer = saved["pairs"], saved["layer"]
+    # where each pair's metric switches: the grid point at which it first reaches half its final change
+    half = [alphas[int(np.argmax(column >= column[-1] / 2))] for column in change.T]
+    switch = ", ".join(f"{a:g}" for a in sorted(half))
+    ratio = f"{np.median(first / change[-1]):.1%}"
+    out = [f"{n} test pairs, {saved['steps']} steps, layer {layer} (`{saved['layer_module']}`) from step 0; "
+           "means over the pairs (metric: the judge's logit gap B - A).", "",
+           "| | " + " | ".join(f"{a:g}" for a in alphas) + " |", "|---|" + "---|" * len(alphas),
+           "| metric change from alpha = 0 | " + " | ".join(_fmt(v) for v in change.mean(1)) + " |",
+           "| its derivative (gradient . (KV_B - KV_A)) | " + " | ".join(_fmt(v) for v in derivative.mean(1)) + " |",
+           "", f"Per pair, the first alpha where the change passes half its final value: {switch}; the derivative "
+           f"at alpha = 0 is {ratio} of the change at alpha = 1 (median over pairs).",
+           "", "| estimate of layer " + f"{layer}'s effect | mean over pairs | largest gap to the finite difference |",
+           "|---|---|---|"]
+    for eps, values in fd.items():
+        out.append(f"| central finite difference at alpha = +-{eps:g} (derivative at 0) | {_fmt(values.mean())} | "
+                   f"{np.abs(values - first).max():.3f} |")
+    for row in saved["own_path_integrated"]:
+        name = "first order (gradient at alpha = 0)" if row["points"] == 1 else             f"integrated gradients, {row['points']} points (trapezoid)"
+        out.append(f"| {name} | {_fmt(row['mean'])} | |")
+    out.append(f"| actual: the metric's change at alpha = 1 (the activation patch) | {_fmt(np.mean(saved['actual']))} | |")
+    out += ["", "Every layer, the joint path (all layers move together; `attribute(path_points=n)`), against each "
+            "layer's own activation patch on the same pairs:", "",
+            "| points | " + " | ".join(f"layer {j}" for j in saved["layers"]) +
+            " | Spearman vs activation | top layer | sum over layers |",
+            "|---|" + "---|" * (len(saved["layers"]) + 3)]
+    for row in saved["joint_path_ranking"]:
+        name = "1 (first order)" if row["points"] == 1 else str(row["points"])
+        rho = "n/a" if row["spearman"] is None else f"{row['spearman']:+.2f}"
+        out.append(f"| {name} | " + " | ".join(_fmt(v) for v in row["estimate_means"]) +
+                   f" | {rho} | {row['top1_attribution']} | {_fmt(row['sum_over_layers_mean'])} |")
+    out.append("| activation patch, each layer alone | " +
+               " | ".join(_fmt(v) for v in saved["activation_per_layer_means"]) +
+               f" | | {saved['joint_path_ranking'][0]['top1_activation']} | all layers at once: "
+               f"{_fmt(saved['joint_all_layers_change_mean'])} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("fd", "path"), default="fd")
+    parser.add_argument("--model", default="toy-unet", help="--part path: the model whose store is read")
+    parser.add_argument("--layer", type=int, default=4, help="--part path: the layer whose path is scanned")
+    parser.add_argument("--pairs", type=int, default=8, help="--part path: the first N qualifying test pairs")
+    parser.add_argument("--update-doc", action="store_true",
+                        help="--part path: write the doc block from the saved JSON (no run)")
+    args = parser.parse_args(argv)
+    if args.part == "fd":
+        finite_difference_scan()
+        return 0
+    out = results_dir() / f"attribution_path_{args.model}.json"
+    if not args.update_doc:
+        saved = path_scan(args.model, args.pairs, args.layer)
+        out.write_text(json.dumps(saved, indent=1) + "\n")
+        print(f"wrote {out}")
+    write_block("localization.md", "localization-attribution-path", path_table(json.loads(out.read_text())))
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -26,6 +26,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
@@ -61,6 +62,32 @@ def _agreement(estimate, actual, k=3) -> dict:
     return out
 
 
+@dataclass
+class StudyPairs:
+    """The store's pairs as runs: captions, seeds, target -> source token maps, the glyph metric."""
+
+    targets: list[str]
+    sources: list[str]
+    seeds: list[int]
+    maps: np.ndarray
+    metric: A.GlyphMetric
+    target_scenes: list
+    source_scenes: list
+
+
+def study_pairs(model, judge, pairs) -> StudyPairs:
+    """Rebuild the runs of the store's ``pairs`` (a selection of the grid's pair axis)."""
+    cell = [gp.Cell(str(c), str(p), int(s)) for c, p, s in
+            zip(pairs["colour"].values, pairs["position"].values, pairs["seed"].values)]
+    targets = [gp.glyph_scene(str(g), c) for g, c in zip(pairs["target_glyph"].values, cell)]
+    sources = [gp.glyph_scene(str(g), c) for g, c in zip(pairs["source_glyph"].values, cell)]
+    t_caps, s_caps = [t.caption for t in targets], [s.caption for s in sources]
+    maps = prompt_token_maps(model, t_caps, s_caps, [t.spans[0] for t in targets], [s.spans[0] for s in sources])
+    metric = A.GlyphMetric(judge, [c.position for c in cell], [str(g) for g in pairs["target_glyph"].values],
+                           [str(g) for g in pairs["source_glyph"].values])
+    return StudyPairs(t_caps, s_caps, [c.seed for c in cell], maps, metric, targets, sources)
+
+
 def run(model_name: str, store: Path, limit: int | None = None, batch: int = 25, sweep_batch: int = 128) -> dict:
     torch.set_num_threads(1)
     model, judge = load(model_name), load_judge()
@@ -76,16 +103,9 @@ def run(model_name: str, store: Path, limit: int | None = None, batch: int = 25,
     pairs = grid.isel(pair=keep)
     split = pairs["split"].values
     val, test = np.flatnonzero(split == "validation"), np.flatnonzero(split == "test")
-    cell = [gp.Cell(str(c), str(p), int(s)) for c, p, s in
-            zip(pairs["colour"].values, pairs["position"].values, pairs["seed"].values)]
-    targets = [gp.glyph_scene(str(g), c) for g, c in zip(pairs["target_glyph"].values, cell)]
-    sources = [gp.glyph_scene(str(g), c) for g, c in zip(pairs["source_glyph"].values, cell)]
-    t_caps, s_caps = [t.caption for t in targets], [s.caption for s in sources]
-    seeds = [c.seed for c in cell]
-    maps = prompt_token_maps(model, t_caps, s_caps, [t.spans[0] for t in targets], [s.spans[0] for s in sources])
-    metric = A.GlyphMetric(judge, [c.position for c in cell], [str(g) for g in pairs["target_glyph"].values],
-                           [str(g) for g in pairs["source_glyph"].values])
-    masks = gp.glyph_masks(targets, sources)
+    glyphs = study_pairs(model, judge, pairs)
+    t_caps, s_caps, seeds, maps, metric = glyphs.targets, glyphs.sources, glyphs.seeds, glyphs.maps, glyphs.metric
+    masks = gp.glyph_masks(glyphs.target_scenes, glyphs.source_scenes)
 
     # 1. attribution: one source run, one target run with autograd, one backward pass per pair
     cpu0 = time.process_time()
