@@ -337,6 +337,34 @@ def test_mochi_attends_one_sample_at_a_time_and_records_the_padding_as_zero(buil
     assert hook_count(model) == 0
 
 
+def test_mochi_attention_that_no_longer_runs_per_sample_is_refused_not_misrecorded(built):
+    """A processor that attends the whole batch in one call, or one sample only (here: video
+    self-attention alone), breaks the site map's per-sample declaration: the recorder says so
+    instead of filing two samples as one or leaving a sample out."""
+    model, inputs, _ = built["mochi"]
+    attn = model.transformer_blocks[0].attn1
+
+    def batched(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb=None):
+        q, k, v = (proj(hidden_states).unflatten(2, (attn.heads, -1)).transpose(1, 2) for proj in (attn.to_q, attn.to_k, attn.to_v))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+        return attn.to_out[0](out), encoder_hidden_states
+
+    def first_sample_only(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb=None):
+        out, context = batched(attn, hidden_states[:1], encoder_hidden_states, attention_mask)
+        return out.expand_as(hidden_states), context
+
+    original = attn.processor
+    for processor, says in ((batched, "holds 2 samples"), (first_sample_only, "ran 1 time.*for 2 samples")):
+        attn.processor = processor
+        try:
+            with pytest.raises(ValueError, match=f"one sample at a time.*{says}"):
+                with wb.record(model, ["transformer_blocks.0.attn1.probs"]):
+                    forward(model, inputs)
+        finally:
+            attn.processor = original
+    assert hook_count(model) == 0
+
+
 # The tiny video pipelines' videos: frames and pixels (the VAEs' temporal and spatial factors differ)
 VIDEO_PIPELINES = {"wan": (5, 16), "cogvideox": (9, 32), "ltx": (5, 32)}
 

@@ -97,7 +97,11 @@ class AttentionInterceptor(ModelHook):
             self._mode.__enter__()
 
     def post_forward(self, module, args, kwargs, output):
+        mode = self._mode
         self.close()
+        if mode is not None and self._samples is not None and output is not None and mode.seen != mode.calls:
+            raise ValueError(f"{self.path}: the site map says this attention runs one sample at a time, but its kernel "
+                             f"ran {mode.seen} time(s) for {mode.calls} samples; was its attention processor replaced?")
 
     # -- at the kernel call -----------------------------------------------------------------------
     def observed(self, call: int, q, k, v, kernel: Callable, mask_opts: dict, sdpa_opts: dict | None):
@@ -114,6 +118,9 @@ class AttentionInterceptor(ModelHook):
         call holds, so its output is unchanged."""
         if mask_opts.get("attn_mask") is not None or mask_opts.get("is_causal"):
             raise NotImplementedError(f"{self.path}: per-sample attention calls that carry their own mask are not supported")
+        if q.shape[0] != 1:  # e.g. the family's processor was swapped for a batched one
+            raise ValueError(f"{self.path}: the site map says this attention runs one sample at a time, but its kernel "
+                             f"call holds {q.shape[0]} samples; was its attention processor replaced?")
         keep = self._samples[row].to(q.device)
         # the one host read of this path (a GPU waits here), as in Mochi's own loop, which takes
         # each sample's kept tokens with nonzero
