@@ -108,3 +108,70 @@ def test_word_maps_without_attention_says_what_to_record():
         model.generate(["a red circle"], steps=1)
     with pytest.raises(ValueError, match="record e.g."):
         word_maps(rec)
+
+
+def _word_maps(**maps) -> "xr.DataArray":
+    import xarray as xr
+
+    return xr.DataArray(np.stack(list(maps.values())).astype(float), dims=("word", "y", "x"),
+                        coords={"word": list(maps)})
+
+
+def test_intersection_over_area_of_hand_built_regions():
+    """Regions drawn by hand: "red" fills the top-left quadrant, "circle" the left half, "sky" the
+    right half, "a" is flat (no region). |A and B| / |A| is then known for every pair."""
+    from workbench.attention import intersection_over_area
+
+    left, top_left, right = np.zeros((4, 4)), np.zeros((4, 4)), np.zeros((4, 4))
+    left[:, :2], top_left[:2, :2], right[:, 2:] = 1, 1, 1
+    maps = _word_maps(red=top_left * 3 + 0.5, circle=left, sky=right, a=np.full((4, 4), 0.25))
+    ioa = intersection_over_area(maps)
+    assert ioa.dims == ("word", "other") and list(ioa.other.values) == ["red", "circle", "sky", "a"]
+    assert ioa.attrs["threshold"] == 0.4
+    expected = np.array([[1.0, 1.0, 0.0, 0.0],   # red lies wholly inside circle, never meets sky
+                         [0.5, 1.0, 0.0, 0.0],   # half of circle's 8 cells are red's 4
+                         [0.0, 0.0, 1.0, 0.0],
+                         [0.0, 0.0, 0.0, 0.0]])  # a flat map has no region: its row is 0
+    np.testing.assert_array_equal(ioa.values, expected)
+    assert float(ioa.sel(word="red", other="circle")) == 1.0 and float(ioa.sel(word="circle", other="red")) == 0.5
+
+
+def test_intersection_over_area_thresholds_each_map_on_its_own_range():
+    """A graded map: 10, 13, 14, 20 scale to 0, 0.3, 0.4, 1; at 0.4 (DAAM's) its region is the last
+    two cells, at 0.5 the last one, at 0.25 the last three. "spot" is the third cell alone."""
+    from workbench.attention import intersection_over_area
+
+    maps = _word_maps(glow=np.array([[10.0, 13.0, 14.0, 20.0]]), spot=np.array([[0.0, 0.0, 7.0, 0.0]]))
+    by_threshold = {t: float(intersection_over_area(maps, threshold=t).sel(word="glow", other="spot"))
+                    for t in (0.25, 0.4, 0.5)}
+    assert by_threshold == pytest.approx({0.25: 1 / 3, 0.4: 0.5, 0.5: 0.0})
+    assert float(intersection_over_area(maps).sel(word="spot", other="glow")) == 1.0
+
+
+def test_intersection_over_area_of_video_maps_and_clear_errors():
+    import xarray as xr
+
+    from workbench.attention import intersection_over_area
+
+    frames = np.zeros((2, 3, 2, 2))  # (word, frame, y, x)
+    frames[0, 0] = 1  # "ball" fills frame 0
+    frames[1, 0, 0, 0] = frames[1, 2, 1, 1] = 1  # "red": one cell in frame 0, one in frame 2
+    video = xr.DataArray(frames, dims=("word", "frame", "y", "x"), coords={"word": ["ball", "red"]})
+    np.testing.assert_array_equal(intersection_over_area(video).values, [[1.0, 0.25], [0.5, 1.0]])
+    with pytest.raises(ValueError, match="encoder"):
+        intersection_over_area(video.rename(frame="encoder"))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        intersection_over_area(video, threshold=40)
+    with pytest.raises(ValueError, match="'word' dim"):
+        intersection_over_area(video.isel(word=0))
+
+
+def test_intersection_over_area_of_recorded_word_maps(joint):
+    from workbench.attention import intersection_over_area
+
+    _, rec, _ = joint
+    maps = word_maps(rec)
+    ioa = intersection_over_area(maps)
+    assert list(ioa.word.values) == list(maps.word.values) == list(ioa.other.values)
+    assert ((ioa >= 0) & (ioa <= 1)).all()
+    np.testing.assert_array_equal(np.diag(ioa.values), 1.0)  # every recorded map has a region, inside itself

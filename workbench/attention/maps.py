@@ -1,4 +1,5 @@
-"""Pure functions over recorded attention: the four-block decomposition and per-word maps.
+"""Pure functions over recorded attention: the four-block decomposition, per-word maps and the
+intersection over area between two words' maps.
 
 Recorded probabilities carry ``query_kind`` / ``key_kind`` (image, video or text) on their token
 axes, ``*_y`` / ``*_x`` grid positions on image tokens (``*_frame`` / ``*_y`` / ``*_x`` on video
@@ -436,3 +437,46 @@ def _daam_word_positions(tokens: list[str]) -> list[tuple[str, list[int]]]:
                  if tokens[start:start + len(pattern)] == pattern for k in range(len(pattern))]
         out[word] = found
     return list(out.items())
+
+
+#: DAAM's threshold for a word's region: its map scaled to [0, 1], positions at or above 0.4 (the
+#: default of DAAM's word-relation analysis, ``--max-threshold``, and of its mask plots).
+DAAM_THRESHOLD = 0.4
+_POSITION_DIMS = ("frame", "y", "x")
+
+
+def intersection_over_area(maps: xr.DataArray, threshold: float = DAAM_THRESHOLD) -> xr.DataArray:
+    """For every ordered pair of words, the share of the first word's region that lies inside the
+    second's: DAAM's intersection over area (Tang et al. 2023), dims (word, other).
+
+    ``maps``: per-word maps, dims (word, y, x) or (word, frame, y, x), as :func:`word_maps` gives
+    (either method; resize first with its ``size=`` to compare at image resolution, as DAAM does).
+    Each word's *region* is its map scaled to [0, 1] by its own minimum and maximum, kept where
+    it is at least ``threshold`` (``DAAM_THRESHOLD``, 0.4, DAAM's default). Then
+    ``ioa[a, b] = |A and B| / |A|``: 1 when a's region lies wholly inside b's, 0 when they do not
+    meet; not symmetric (a small region inside a large one gives 1 one way, less the other). A
+    word whose map is flat has no region (nothing stands out), and its row is 0, as in DAAM.
+    """
+    if "word" not in maps.dims:
+        raise ValueError(f"intersection_over_area takes per-word maps with a 'word' dim (word_maps gives them); "
+                         f"these have dims {maps.dims}")
+    positions = [d for d in maps.dims if d != "word"]
+    stray = [d for d in positions if d not in _POSITION_DIMS]
+    if stray or not positions:
+        raise ValueError(f"maps must be (word, y, x) or (word, frame, y, x); these have dims {maps.dims}"
+                         + (f": select one entry of {stray} first (e.g. maps.sel(encoder='all'))" if stray else ""))
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold={threshold}: a share of each map's own range, between 0 and 1 (DAAM: 0.4)")
+    values = maps.transpose("word", *positions).values.reshape(maps.sizes["word"], -1).astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("maps hold NaN or infinite values; intersection over area needs finite maps")
+    low, high = values.min(axis=1, keepdims=True), values.max(axis=1, keepdims=True)
+    span = high - low
+    scaled = np.divide(values - low, span, out=np.zeros_like(values), where=span > 0)
+    regions = (scaled >= threshold) & (span > 0)
+    area = regions.sum(axis=1)
+    overlap = regions.astype(np.int64) @ regions.T.astype(np.int64)  # [a, b] = |A and B|
+    ioa = np.divide(overlap, area[:, None], out=np.zeros(overlap.shape), where=area[:, None] > 0)
+    words = list(maps["word"].values)
+    return xr.DataArray(ioa, dims=("word", "other"), coords={"word": words, "other": words},
+                        attrs={"threshold": threshold, "measure": "intersection over area: |word and other| / |word|"})
