@@ -6,6 +6,10 @@ extensions of ipywidgets, anywidget and plotly load, the kernel's messages reach
 which no Python-side test can. It needs Debian's ``chromium`` and the ``playwright`` package
 (``.ci/install_browser`` installs both) and skips with the reason when either is missing.
 
+Also here: notebook 04's picker and notebook 05's probe figures after Run All, the explorer's
+frame slider on a tiny video model, and the probe figures' layout measured on the drawn page
+(labels and titles that do not collide).
+
 Set ``WORKBENCH_UPDATE_SCREENSHOT=1`` to copy the screenshot to ``docs/img/widget.png``.
 """
 
@@ -299,3 +303,169 @@ def test_localization_picker_after_run_all(tmp_path):
         assert not [e for e in errors if "plotly" in e.lower() or "widget" in e.lower()], errors
     if os.environ.get("WORKBENCH_UPDATE_SCREENSHOT") == "1":
         shutil.copy(tmp_path / "picker.png", REPO / "docs" / "img" / "notebook04_picker.png")
+
+
+# The explorer on a tiny video model: its frame slider picks which latent frame's map is drawn.
+FRAME_SLIDER = ".widget-slider:has(.widget-label:text-is('frame'))"
+VIDEO_EXPLORER_CELL = """import workbench as wb
+from workbench import widgets
+from workbench.models.video import tiny_video_model, video_latents
+
+wan = tiny_video_model("wan")
+prompt = ["a red circle on the left"]
+with wb.record(wan, ["blocks.*.attn2.probs"]) as rec:
+    wb.denoise(wan, video_latents(wan), steps=2, conditioning=wan.encode(prompt), prompts=prompt)
+widgets.attention(rec)"""
+
+
+def test_video_explorer_frame_slider_in_chromium(tmp_path):
+    """Move the explorer's frame slider on a tiny Wan recording: the word map redraws (another
+    frame's map) and the status line names the new frame."""
+    reason = _requirements()
+    if reason:
+        pytest.skip(reason)
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(VIDEO_EXPLORER_CELL)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(notebook, tmp_path / "video_explorer.ipynb")
+    with _notebook_in_chromium(tmp_path, "video_explorer.ipynb") as (page, errors):
+        explorer = page.locator(f".jp-OutputArea-output:has(.js-plotly-plot):has({FRAME_SLIDER})").first
+        explorer.locator(".heatmaplayer image").first.wait_for(timeout=60_000)
+        assert "frame 0 of 3" in explorer.inner_text()
+        before, after = _move_slider(explorer, FRAME_SLIDER, HEATMAPS_JS, timeout=30)
+        assert after != before, "moving the frame slider did not redraw the word map"
+        assert "frame 1 of 3" in explorer.inner_text()
+        explorer.screenshot(path=str(tmp_path / "video_explorer.png"))
+        assert not [e for e in errors if "plotly" in e.lower() or "widget" in e.lower()], errors
+
+
+PROBING_NOTEBOOK = REPO / "notebooks" / "05_probing.ipynb"
+# Per plotly figure, the page boxes (left, top, right, bottom) of what must not collide: each
+# subplot's plot area and its y tick labels, and every annotation (the subplot titles).
+LAYOUT_JS = """el => {
+  const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  const svg = el.querySelector('.main-svg');
+  const subplots = Array.from(el.querySelectorAll('.cartesianlayer > .subplot')).map(g => {
+    const id = Array.from(g.classList).find(c => c !== 'subplot');
+    const area = el.querySelector(`.draglayer > .${id} .nsewdrag`);
+    const ticks = Array.from(g.querySelectorAll('.yaxislayer-above text'))
+                       .filter(t => t.textContent.trim()).map(box);
+    return {id, area: area ? box(area) : null, ticks};
+  });
+  const titles = Array.from(el.querySelectorAll('.annotation-text-g, .g-gtitle')).map(g => ({
+    text: g.textContent, box: box(g)}));
+  const axes = Array.from(el.querySelectorAll('.xaxislayer-above text, [class^="g-x"][class$="title"]'))
+                    .filter(t => t.textContent.trim()).map(t => ({text: t.textContent, box: box(t)}));
+  return {figure: box(svg), subplots, titles, axes, heatmaps: el.querySelectorAll('.heatmaplayer image').length};
+}"""
+
+
+def _overlap(a, b, slack: float = 1.0) -> bool:
+    """Do two (left, top, right, bottom) boxes share more than ``slack`` pixels each way?"""
+    return min(a[2], b[2]) - max(a[0], b[0]) > slack and min(a[3], b[3]) - max(a[1], b[1]) > slack
+
+
+def _layout_problems(layout: dict) -> list[str]:
+    """Tick labels over another panel, colliding titles, titles past the figure's edge."""
+    problems = []
+    for panel in layout["subplots"]:
+        for other in layout["subplots"]:
+            if other is panel:
+                continue
+            if other["area"] and any(_overlap(tick, other["area"]) for tick in panel["ticks"]):
+                problems.append(f"{panel['id']}'s y labels lie over panel {other['id']}")
+            if any(_overlap(a, b) for a in panel["ticks"] for b in other["ticks"]):
+                problems.append(f"{panel['id']}'s y labels collide with {other['id']}'s")
+    titles, areas = layout["titles"], [panel["area"] for panel in layout["subplots"] if panel["area"]]
+    left, top, right, bottom = layout["figure"]
+    for i, a in enumerate(titles):
+        problems += [f"titles {a['text']!r} and {b['text']!r} collide" for b in titles[i + 1:] if _overlap(a["box"], b["box"])]
+        problems += [f"title {a['text']!r} covers {b['text']!r} of an x axis" for b in layout["axes"] if _overlap(a["box"], b["box"])]
+        problems += [f"title {a['text']!r} lies over a panel" for area in areas if _overlap(a["box"], area)]
+        if a["box"][0] < left - 1 or a["box"][2] > right + 1 or a["box"][1] < top - 1 or a["box"][3] > bottom + 1:
+            problems.append(f"title {a['text']!r} runs past the figure's edge")
+    return problems
+
+
+@pytest.mark.slow
+def test_probing_notebook_figures_in_chromium(tmp_path):
+    """Run All of notebook 05: its three probe figures draw, and in each the y labels of a panel
+    stay off its neighbours (a second model's site names once printed over the first panel) and
+    the subplot titles neither collide nor run off the figure; measured on the drawn page."""
+    reason = _requirements()
+    if reason:
+        pytest.skip(reason)
+    shutil.copy(PROBING_NOTEBOOK, tmp_path / PROBING_NOTEBOOK.name)
+    with _notebook_in_chromium(tmp_path, PROBING_NOTEBOOK.name) as (page, errors):
+        prompts = page.locator(".jp-CodeCell .jp-InputPrompt")
+        deadline = time.monotonic() + 300
+
+        def finished() -> bool:
+            texts = prompts.all_inner_texts()
+            return bool(texts) and all(re.search(r"\[\d+\]", t) for t in texts)
+
+        while not finished() and time.monotonic() < deadline:
+            page.wait_for_timeout(1000)
+        assert finished(), "Run All did not finish"
+        outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+        assert not any("Traceback" in text for text in outputs), [t for t in outputs if "Traceback" in t]
+        figures = page.locator(".jp-Notebook .js-plotly-plot")  # plotly's mime renderer draws outside .jp-OutputArea-output
+        figures.nth(2).locator(".heatmaplayer image").first.wait_for(state="attached", timeout=30_000)
+        assert figures.count() == 3, "notebook 05 draws two heatmaps and one side-by-side comparison"
+        for i in range(3):
+            figure = figures.nth(i)
+            figure.scroll_into_view_if_needed()
+            layout = figure.evaluate(LAYOUT_JS)
+            assert layout["heatmaps"] == len(layout["subplots"]) >= 3, layout  # one drawn heatmap per panel
+            assert all(panel["ticks"] for panel in layout["subplots"][:1]), "the first panel has no y labels"
+            assert len(layout["titles"]) >= len(layout["subplots"]), "a panel without its title"
+            assert not _layout_problems(layout), _layout_problems(layout)
+            figure.screenshot(path=str(tmp_path / f"probing_{i}.png"))
+        assert page.locator(".jp-OutputArea-output table").count() >= 3, "the accuracy and peak tables render"
+        assert not [e for e in errors if "plotly" in e.lower() or "widget" in e.lower()], errors
+
+
+def _probe_grid(sites: list[str], kinds=("linear", "mlp"), labels=("shape", "colour", "position")):
+    import numpy as np
+    import xarray as xr
+
+    values = np.random.default_rng(0).random((len(labels), len(kinds), len(sites), 3))
+    coords = dict(label=list(labels), probe=list(kinds), site=sites, timestep=[50, 200, 500])
+    accuracy = xr.DataArray(values, dims=("label", "probe", "site", "timestep"), coords=coords)
+    return xr.Dataset(dict(accuracy=accuracy, val_accuracy=accuracy,
+                           chance=xr.DataArray([0.2, 0.14, 0.2][:len(labels)], dims="label", coords=dict(label=list(labels)))))
+
+
+def test_probe_figures_lay_out_without_collisions_in_chromium(tmp_path):
+    """The probe heatmaps as ``workbench probe --html`` writes them, drawn by Chromium from the
+    file (no server): one model with both probe kinds, and two models whose site names differ in
+    length (toy-unet's beside toy-mmdit's). No y label over a neighbour, no colliding titles."""
+    reason = _requirements()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    from workbench.analysis.probe import compare, heatmap
+
+    unet = _probe_grid(["down_blocks.0.out", "mid_block.out", "up_blocks.2.out"])
+    mmdit = _probe_grid([f"transformer_blocks.{i}.out.image" for i in range(4)])
+    figures = {"one model, both probes": heatmap(unet, title="probe accuracy: feats.zarr"),
+               "two models, linear": compare({"toy-unet": unet, "toy-mmdit": mmdit}, probe="linear"),
+               "two models, both probes": compare({"toy-unet": unet, "toy-mmdit": mmdit})}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            for i, (what, fig) in enumerate(figures.items()):
+                path = tmp_path / f"probe_{i}.html"
+                fig.write_html(path, include_plotlyjs=True)
+                page.goto(path.as_uri())
+                plot = page.locator(".js-plotly-plot").first
+                plot.locator(".heatmaplayer image").first.wait_for(state="attached", timeout=20_000)
+                layout = plot.evaluate(LAYOUT_JS)
+                assert layout["heatmaps"] == len(layout["subplots"]) == len(fig.data), what
+                assert not _layout_problems(layout), (what, _layout_problems(layout))
+                assert layout["figure"][2] - layout["figure"][0] <= 900, f"{what}: wider than the page"
+        finally:
+            browser.close()

@@ -124,8 +124,11 @@ def test_heatmaps_one_panel_per_label_and_probe_and_side_by_side():
     other = grid.assign_coords(site=["a much longer site name.out", "another long site name.out"])
     mixed = compare({"model A": grid, "model B": other})
     assert mixed.layout.yaxis2.showticklabels
-    gap_px = (mixed.layout.xaxis2.domain[0] - mixed.layout.xaxis.domain[1]) * mixed.layout.width
-    assert gap_px >= 7 * len("a much longer site name.out"), "the gap must hold the second panel's row labels"
+    # domains are shares of the plot area (the figure less its margins), not of the figure
+    plot_px = mixed.layout.width - mixed.layout.margin.l - mixed.layout.margin.r
+    gap_px = (mixed.layout.xaxis2.domain[0] - mixed.layout.xaxis.domain[1]) * plot_px
+    assert mixed.layout.margin.l >= 5.5 * len("a much longer site name.out"), "the margin must hold the row labels"
+    assert gap_px >= mixed.layout.margin.l - 1, "the gap must hold the second panel's row labels as the margin does the first's"
     assert mixed.layout.width <= 900 and mixed.data[0].colorbar.title.text == "test accuracy"
 
 

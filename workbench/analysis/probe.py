@@ -40,6 +40,8 @@ import xarray as xr
 from ..style import PAGE_WIDTH, style, wrap
 
 PROBES = ("linear", "mlp")
+PANEL_PX = 260  # a heatmap panel's width when the page has room
+ROW_GAP_PX = 80  # between rows of panels: x tick labels, the axis title and the next row's title
 #: Weight decays (L2 penalty on the weights, added to the mean cross-entropy) tried per probe
 #: kind; the one with the best validation accuracy is reported.
 WEIGHT_DECAYS = {"linear": (1e-4, 1e-3, 1e-2), "mlp": (1e-4, 1e-2)}
@@ -319,17 +321,29 @@ def compare(grids: dict[str, xr.Dataset], probe: str | None = None, title: str |
     titles = [
         " ".join(x for x in (name, kind, label) if x) for label in labels for name, kind in columns
     ]
-    # Panels of grids with the same sites share their row labels (shown once, on the left); grids of
-    # different models each need theirs, and the gap between panels must hold the longest one.
+    # Laid out in px, then given to plotly as shares of its plot area (the figure less its left and
+    # right margins: spacing given as a share of the whole figure once left the second model's row
+    # labels 80 px short, printed over the first panel). Row labels sit left of a panel that starts
+    # a model (the first one's in the left margin); grids with the same sites share the first's.
     same_sites = len({tuple(map(str, g["site"].values)) for g in grids.values()}) == 1
-    label_px = 7 * max(len(str(s)) for g in grids.values() for s in g["site"].values) + 10
-    panel_px = 260
-    width = label_px + len(columns) * panel_px + (0 if same_sites else (len(columns) - 1) * label_px) + 90
-    shown = min(width, PAGE_WIDTH)  # style() caps the width at the page: the gap is a share of what is shown
-    gap = 20 / shown if same_sites else label_px / shown
-    gap = min(gap, 0.8 / (len(columns) - 1)) if len(columns) > 1 else 0.0
-    fig = make_subplots(rows=len(labels), cols=len(columns), subplot_titles=[wrap(t, panel_px, 11) for t in titles],
-                        horizontal_spacing=gap, vertical_spacing=max(0.04, 0.35 / len(labels)))
+    labelled = [c == 0 or (not same_sites and name != columns[c - 1][0]) for c, (name, _) in enumerate(columns)]
+    label_px = 6 * max(len(str(s)) for g in grids.values() for s in g["site"].values) + 14  # 10 px ticks: ~5.3 px a character
+    gaps = [0] + [label_px if labelled[c] else 24 for c in range(1, len(columns))]
+    colorbar_px = 90  # the right margin holds the shared colour bar and its title
+    width = min(label_px + len(columns) * PANEL_PX + sum(gaps) + colorbar_px, PAGE_WIDTH)
+    plot_px = width - label_px - colorbar_px
+    panel_px = (plot_px - sum(gaps)) / len(columns)
+    domains, left = [], 0.0
+    for gap in gaps:
+        left += gap
+        domains.append((left / plot_px, min(1.0, (left + panel_px) / plot_px)))
+        left += panel_px
+    # Rows: each panel's x tick labels and axis title, then the next row's title, fit in ROW_GAP_PX.
+    panel_h = 22 * len(first["site"]) + 10
+    plot_h = len(labels) * panel_h + (len(labels) - 1) * ROW_GAP_PX
+    fig = make_subplots(rows=len(labels), cols=len(columns),
+                        subplot_titles=[wrap(t, int(panel_px), 11) for t in titles],
+                        vertical_spacing=ROW_GAP_PX / plot_h if len(labels) > 1 else 0.0)
     for r, label in enumerate(labels, start=1):
         for c, (name, kind) in enumerate(columns, start=1):
             grid = grids[name]
@@ -348,10 +362,14 @@ def compare(grids: dict[str, xr.Dataset], probe: str | None = None, title: str |
                 row=r, col=c,
             )
             fig.update_xaxes(title_text="timestep", type="category", row=r, col=c)
-            fig.update_yaxes(showticklabels=c == 1 or not same_sites, tickfont=dict(size=10), row=r, col=c)
+            fig.update_yaxes(showticklabels=labelled[c - 1], tickfont=dict(size=10), row=r, col=c)
+            k = (r - 1) * len(columns) + c  # plotly's subplot number: xaxis, xaxis2, ... row by row
+            fig.layout[f"xaxis{k if k > 1 else ''}"].domain = domains[c - 1]
+            fig.layout.annotations[k - 1].x = sum(domains[c - 1]) / 2  # its title, over the moved panel
     fig.update_annotations(font_size=11)
-    height = len(labels) * (70 + 22 * len(first["site"]))
-    fig.update_layout(height=height, margin=dict(l=label_px, r=10, b=40))
-    return style(fig, title=title or "Probe accuracy (test split)", width=width, colorbar_title="test accuracy",
+    fig.update_traces(colorbar=dict(thickness=14, x=1.0, xanchor="left", xpad=8))
+    fig.update_layout(margin=dict(l=label_px, r=colorbar_px, b=50))
+    return style(fig, title=title or "Probe accuracy (test split)", width=width, height=plot_h + 50,
+                 colorbar_title="test accuracy",
                  how_to_read="Each cell: test accuracy of a probe reading the label from that site's features at that "
                              "timestep (hover: validation accuracy and chance); bright = the feature holds the label.")
