@@ -19,10 +19,10 @@ localization store, with the study's 8 steps:
    layers move together, ``attribute(path_points=...)``: the cheap form, one backward pass per
    point for every layer) against each layer's own activation patch, Spearman over the 7 layers.
 
-Writes ``docs/results/attribution_path_<model>.json``; ``--update-doc`` writes the
-``localization-attribution-path`` block of docs/localization.md from it.
+Writes ``docs/results/attribution_path_<model>.json``; ``python -m workbench.studies.localization.report
+--update-doc`` writes the ``localization-attribution-path`` block of docs/localization.md from it.
 
-    python -m workbench.studies.localization.attribution_fd_scan [--part fd|path] [--pairs 8] [--update-doc]
+    python -m workbench.studies.localization.attribution_fd_scan [--part fd|path] [--pairs 8]
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from ...results import results_dir
 from . import attribution as A
 from . import patching as L
 from . import sweeps as S
-from ..docs import write_block
 
 STEPS = 3  # the run tests/test_attribution.py checks
 
@@ -171,73 +170,20 @@ def path_scan(model_name: str, pairs: int, layer: int) -> dict:
     }
 
 
-def _fmt(x: float) -> str:
-    return f"{x:+.2f}"
-
-
-def path_table(saved: dict) -> str:
-    """The doc block: the metric along layer 4's path and what each estimate makes of it."""
-    alphas = saved["alphas"]
-    change = np.asarray(saved["path_metric_change"])  # (alpha, pair)
-    derivative = np.asarray(saved["path_derivative"])
-    first = np.asarray(saved["first_order"])
-    fd = {row["eps"]: np.asarray(row["central"]) for row in saved["finite_differences"]}
-    n, layer = saved["pairs"], saved["layer"]
-    # where each pair's metric switches: the grid point at which it first reaches half its final change
-    half = [alphas[int(np.argmax(column >= column[-1] / 2))] for column in change.T]
-    switch = ", ".join(f"{a:g}" for a in sorted(half))
-    ratio = f"{np.median(first / change[-1]):.1%}"
-    out = [f"{n} test pairs, {saved['steps']} steps, layer {layer} (`{saved['layer_module']}`) from step 0; "
-           "means over the pairs (metric: the judge's logit gap B - A).", "",
-           "| | " + " | ".join(f"{a:g}" for a in alphas) + " |", "|---|" + "---|" * len(alphas),
-           "| metric change from alpha = 0 | " + " | ".join(_fmt(v) for v in change.mean(1)) + " |",
-           "| its derivative (gradient . (KV_B - KV_A)) | " + " | ".join(_fmt(v) for v in derivative.mean(1)) + " |",
-           "", f"Per pair, the first alpha where the change passes half its final value: {switch}; the derivative "
-           f"at alpha = 0 is {ratio} of the change at alpha = 1 (median over pairs).",
-           "", "| estimate of layer " + f"{layer}'s effect | mean over pairs | largest gap to the finite difference |",
-           "|---|---|---|"]
-    for eps, values in fd.items():
-        out.append(f"| central finite difference at alpha = +-{eps:g} (derivative at 0) | {_fmt(values.mean())} | "
-                   f"{np.abs(values - first).max():.3f} |")
-    for row in saved["own_path_integrated"]:
-        name = "first order (gradient at alpha = 0)" if row["points"] == 1 else             f"integrated gradients, {row['points']} points (trapezoid)"
-        out.append(f"| {name} | {_fmt(row['mean'])} | |")
-    out.append(f"| actual: the metric's change at alpha = 1 (the activation patch) | {_fmt(np.mean(saved['actual']))} | |")
-    out += ["", "Every layer, the joint path (all layers move together; `attribute(path_points=n)`), against each "
-            "layer's own activation patch on the same pairs:", "",
-            "| points | " + " | ".join(f"layer {j}" for j in saved["layers"]) +
-            " | Spearman vs activation | top layer | sum over layers |",
-            "|---|" + "---|" * (len(saved["layers"]) + 3)]
-    for row in saved["joint_path_ranking"]:
-        name = "1 (first order)" if row["points"] == 1 else str(row["points"])
-        rho = "n/a" if row["spearman"] is None else f"{row['spearman']:+.2f}"
-        out.append(f"| {name} | " + " | ".join(_fmt(v) for v in row["estimate_means"]) +
-                   f" | {rho} | {row['top1_attribution']} | {_fmt(row['sum_over_layers_mean'])} |")
-    out.append("| activation patch, each layer alone | " +
-               " | ".join(_fmt(v) for v in saved["activation_per_layer_means"]) +
-               f" | | {saved['joint_path_ranking'][0]['top1_activation']} | all layers at once: "
-               f"{_fmt(saved['joint_all_layers_change_mean'])} |")
-    return "\n".join(out)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("fd", "path"), default="fd")
     parser.add_argument("--model", default="toy-unet", help="--part path: the model whose store is read")
     parser.add_argument("--layer", type=int, default=4, help="--part path: the layer whose path is scanned")
     parser.add_argument("--pairs", type=int, default=8, help="--part path: the first N qualifying test pairs")
-    parser.add_argument("--update-doc", action="store_true",
-                        help="--part path: write the doc block from the saved JSON (no run)")
     args = parser.parse_args(argv)
     if args.part == "fd":
         finite_difference_scan()
         return 0
     out = results_dir() / f"attribution_path_{args.model}.json"
-    if not args.update_doc:
-        saved = path_scan(args.model, args.pairs, args.layer)
-        out.write_text(json.dumps(saved, indent=1) + "\n")
-        print(f"wrote {out}")
-    write_block("localization.md", "localization-attribution-path", path_table(json.loads(out.read_text())))
+    saved = path_scan(args.model, args.pairs, args.layer)
+    out.write_text(json.dumps(saved, indent=1) + "\n")
+    print(f"wrote {out}; its doc block: python -m workbench.studies.localization.report --update-doc")
     return 0
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -507,6 +508,56 @@ def prevention_table(apps: dict) -> str:
     return _table(header, rows)
 
 
+def _signed(x: float) -> str:
+    return f"{x:+.2f}"
+
+
+def attribution_path_table(saved: dict) -> str:
+    """The metric along one layer's patch path and what each estimate makes of it
+    (``attribution_path_<model>.json`` of ``attribution_fd_scan --part path``)."""
+    alphas = saved["alphas"]
+    change = np.asarray(saved["path_metric_change"])  # (alpha, pair)
+    derivative = np.asarray(saved["path_derivative"])
+    first = np.asarray(saved["first_order"])
+    fd = {row["eps"]: np.asarray(row["central"]) for row in saved["finite_differences"]}
+    n, layer = saved["pairs"], saved["layer"]
+    # where each pair's metric switches: the grid point at which it first reaches half its final change
+    half = [alphas[int(np.argmax(column >= column[-1] / 2))] for column in change.T]
+    switch = ", ".join(f"{a:g}" for a in sorted(half))
+    ratio = f"{np.median(first / change[-1]):.1%}"
+    out = [f"{n} test pairs, {saved['steps']} steps, layer {layer} (`{saved['layer_module']}`) from step 0; "
+           "means over the pairs (metric: the judge's logit gap B - A).", "",
+           "| | " + " | ".join(f"{a:g}" for a in alphas) + " |", "|---|" + "---|" * len(alphas),
+           "| metric change from alpha = 0 | " + " | ".join(_signed(v) for v in change.mean(1)) + " |",
+           "| its derivative (gradient . (KV_B - KV_A)) | " + " | ".join(_signed(v) for v in derivative.mean(1)) + " |",
+           "", f"Per pair, the first alpha where the change passes half its final value: {switch}; the derivative "
+           f"at alpha = 0 is {ratio} of the change at alpha = 1 (median over pairs).",
+           "", "| estimate of layer " + f"{layer}'s effect | mean over pairs | largest gap to the finite difference |",
+           "|---|---|---|"]
+    for eps, values in fd.items():
+        out.append(f"| central finite difference at alpha = +-{eps:g} (derivative at 0) | {_signed(values.mean())} | "
+                   f"{np.abs(values - first).max():.3f} |")
+    for row in saved["own_path_integrated"]:
+        name = "first order (gradient at alpha = 0)" if row["points"] == 1 else             f"integrated gradients, {row['points']} points (trapezoid)"
+        out.append(f"| {name} | {_signed(row['mean'])} | |")
+    out.append(f"| actual: the metric's change at alpha = 1 (the activation patch) | {_signed(np.mean(saved['actual']))} | |")
+    out += ["", "Every layer, the joint path (all layers move together; `attribute(path_points=n)`), against each "
+            "layer's own activation patch on the same pairs:", "",
+            "| points | " + " | ".join(f"layer {j}" for j in saved["layers"]) +
+            " | Spearman vs activation | top layer | sum over layers |",
+            "|---|" + "---|" * (len(saved["layers"]) + 3)]
+    for row in saved["joint_path_ranking"]:
+        name = "1 (first order)" if row["points"] == 1 else str(row["points"])
+        rho = "n/a" if row["spearman"] is None else f"{row['spearman']:+.2f}"
+        out.append(f"| {name} | " + " | ".join(_signed(v) for v in row["estimate_means"]) +
+                   f" | {rho} | {row['top1_attribution']} | {_signed(row['sum_over_layers_mean'])} |")
+    out.append("| activation patch, each layer alone | " +
+               " | ".join(_signed(v) for v in saved["activation_per_layer_means"]) +
+               f" | | {saved['joint_path_ranking'][0]['top1_activation']} | all layers at once: "
+               f"{_signed(saved['joint_all_layers_change_mean'])} |")
+    return "\n".join(out)
+
+
 # --- all blocks ----------------------------------------------------------------------------------
 
 
@@ -529,6 +580,9 @@ def blocks() -> dict[str, str]:
     if reports:
         out["localization-attribution"] = attribution_table(reports, summaries)
         out["localization-head-pairs"] = head_pairs_table(reports, stores)
+    paths = _load("attribution_path")
+    if "toy-unet" in paths:
+        out["localization-attribution-path"] = attribution_path_table(paths["toy-unet"])
     apps = _load("text_applications")
     if apps:
         out["localization-editing"] = editing_table(apps, summaries)
