@@ -221,7 +221,8 @@ def measure_geometry(name: str, real: bool, device: str, steps: int, repeats: in
         measured = side_by_side(lambda: denoise(work, steps, device), runs, repeats, leading_bare=0, warm_up=False)
     finally:
         shutil.rmtree(store.parent, ignore_errors=True)
-    return {"geometry": name, "tokens": work.tokens, "model": type(work.model).__name__, "config": _jsonable(work.config),
+    return {"geometry": name, "measured": _now(), "code": _code(), "tokens": work.tokens, "model": type(work.model).__name__,
+            "config": _jsonable(work.config),
             "steps": steps, "repeats": repeats, "captured_mib_per_step": captured / steps / 2**20,
             "rows": [{"config": c, **measured[c]} for c in runs]}
 
@@ -240,8 +241,27 @@ def measure_flatness(name: str, real: bool, device: str, steps: int, video_heads
         per_step = sum(a.isel(step=0).nbytes for a in stored.values())  # what one step would hold unstreamed
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return {"geometry": name, "tokens": work.tokens, "config": _jsonable(work.config), "steps": steps,
+    return {"geometry": name, "measured": _now(), "code": _code(), "tokens": work.tokens, "config": _jsonable(work.config),
+            "steps": steps,
             "captured_mib_per_step": per_step / 2**20, **row}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def _code() -> str:
+    """The commit of the workbench checkout measured (``git describe``), or what ``$WORKBENCH_CODE`` says
+    (a copy of a checkout without its git folder)."""
+    import os
+
+    import workbench
+
+    if os.environ.get("WORKBENCH_CODE"):
+        return os.environ["WORKBENCH_CODE"]
+    root = Path(workbench.__file__).resolve().parents[1]
+    proc = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"
 
 
 def _jsonable(config: dict) -> dict:
@@ -270,13 +290,27 @@ def machine(threads: int, device: str) -> str:
 
 
 def run_all(geometries: list[str], *, real: bool, device: str, threads: int, video_heads: int,
-            flat_geometry: str | None, flat_layers: int | None, out: Path | None, in_process: bool) -> dict:
-    """Every geometry side by side, then the flatness runs; ``out`` is rewritten after each measurement,
-    so a long run that is stopped keeps what it finished."""
+            flat_geometry: str | None, flat_layers: int | None, out: Path | None, in_process: bool,
+            resume: bool = False, merge: tuple[str, ...] = (), flatness: bool = True) -> dict:
+    """Every geometry side by side, and the flatness runs after ``flat_geometry``'s; ``out`` is rewritten
+    after each measurement, so a long run that is stopped keeps what it finished (``resume``: and goes
+    on from there, measuring only what ``out`` does not hold yet)."""
     common = ["--threads", str(threads), "--device", device, "--video-heads", str(video_heads)] + ([] if real else ["--smoke"])
     saved = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(threads, device),
              "real": real, "device": device, "target_image_text": TARGET_IMAGE_TEXT, "branches": list(BRANCHES),
              "geometries": [], "flatness": []}
+    if resume and out is not None and out.exists():  # a stopped run goes on: what it measured is kept
+        saved = json.loads(out.read_text())
+        saved.setdefault("resumed", []).append(_now())
+    for other in merge:  # measurements of another run (its own bare runs in each process) that this one lacks
+        theirs = json.loads(Path(other).read_text())
+        have = {g["geometry"] for g in saved["geometries"]}
+        saved["geometries"] += [g for g in theirs["geometries"] if g["geometry"] not in have]
+        if not saved["flatness"]:
+            saved["flatness"] = theirs["flatness"]
+        saved.setdefault("merged", []).append(f"{other} ({theirs['date']})")
+    done = {g["geometry"] for g in saved["geometries"]}
+    flat_done = {r["steps"] for r in saved["flatness"]}
 
     def save():
         if out is not None:
@@ -284,17 +318,18 @@ def run_all(geometries: list[str], *, real: bool, device: str, threads: int, vid
 
     for name in geometries:
         repeats = REPEATS[name] if real else 1
-        print(f"{name}: measuring ({repeats} repeat(s))", file=sys.stderr, flush=True)
-        if in_process:
-            result = measure_geometry(name, real, device, 1, repeats, video_heads)
-        else:
-            result = _in_subprocess(["--one", name, "--repeats", str(repeats), *common])
-        saved["geometries"].append(result)
-        save()
-        print(_geometry_lines(result), file=sys.stderr, flush=True)
-        if name != flat_geometry:
+        if name not in done:
+            print(f"{name}: measuring ({repeats} repeat(s))", file=sys.stderr, flush=True)
+            if in_process:
+                result = measure_geometry(name, real, device, 1, repeats, video_heads)
+            else:
+                result = _in_subprocess(["--one", name, "--repeats", str(repeats), *common])
+            saved["geometries"].append(result)
+            save()
+            print(_geometry_lines(result), file=sys.stderr, flush=True)
+        if name != flat_geometry or not flatness:
             continue
-        for steps in FLAT_STEPS if real else SMOKE_FLAT_STEPS:
+        for steps in [n for n in (FLAT_STEPS if real else SMOKE_FLAT_STEPS) if n not in flat_done]:
             print(f"{name}: streamed recording of {steps} steps", file=sys.stderr, flush=True)
             if in_process:
                 result = measure_flatness(name, real, device, steps, video_heads, flat_layers)
@@ -336,7 +371,8 @@ def tables(saved: dict) -> str:
            "*extra* is that peak above the resident memory at the run's start.", ""]
     for g in saved["geometries"]:
         bare = g["rows"][0]
-        out += [f"**{g['geometry']}**: `{g['model']}`, {g['tokens']} tokens, "
+        out += [f"**{g['geometry']}** (measured {g.get('measured', saved['date'])}, code {g.get('code', 'not recorded')}): "
+                f"`{g['model']}`, {g['tokens']} tokens, "
                 + ", ".join(f"{k}={v}" for k, v in g["config"].items())
                 + f"; median of {g['repeats']} run(s) per configuration, {g['repeats'] + 1} bare runs. "
                 f"Bare: {bare['bare_wall_s']:.1f} s wall, {bare['bare_cpu_s']:.1f} s CPU, run peak "
@@ -352,7 +388,8 @@ def tables(saved: dict) -> str:
         out.append("")
     if saved["flatness"]:
         f0 = saved["flatness"][0]
-        out += [f"Streamed recording (image->text at every layer, `store=`), **{f0['geometry']}**, {f0['tokens']} tokens, "
+        out += [f"Streamed recording (image->text at every layer, `store=`), **{f0['geometry']}** (measured "
+                f"{f0.get('measured', saved['date'])}, code {f0.get('code', 'not recorded')}), {f0['tokens']} tokens, "
                 + ", ".join(f"{k}={v}" for k, v in f0["config"].items())
                 + "; each step count in a fresh process, after one bare warm-up step:", "",
                 "| steps | wall s | CPU s | run peak MiB | extra MiB | one step's capture MiB |", "| --- | --- | --- | --- | --- | --- |"]
@@ -374,6 +411,10 @@ def main(argv=None) -> None:
     parser.add_argument("--json", help="write the results here (default: docs/results/real_width.json, or "
                         "real_width_cuda.json on a GPU; --smoke writes only where --json says)")
     parser.add_argument("--update-doc", action="store_true", help="write the saved tables into docs/benchmarks.md")
+    parser.add_argument("--resume", action="store_true", help="keep what the results file holds; measure the rest")
+    parser.add_argument("--merge", action="append", default=[], metavar="JSON",
+                        help="take the geometries (and streamed-memory runs) this run lacks from another results file")
+    parser.add_argument("--no-flatness", action="store_true", help="skip the streamed-memory runs")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one geometry side by side, JSON on stdout
     parser.add_argument("--flat", help=argparse.SUPPRESS)  # internal: one streamed run, JSON on stdout
     parser.add_argument("--steps", type=int, default=1, help=argparse.SUPPRESS)
@@ -403,7 +444,8 @@ def main(argv=None) -> None:
     out = Path(args.json) if args.json else (None if args.smoke else default)
     saved = run_all(geometries, real=real, device=args.device, threads=args.threads, video_heads=args.video_heads,
                     flat_geometry="sd3-medium" if "sd3-medium" in geometries else geometries[0],
-                    flat_layers=args.flat_layers if real else None, out=out, in_process=args.smoke)
+                    flat_layers=args.flat_layers if real else None, out=out, in_process=args.smoke,
+                    resume=args.resume, merge=tuple(args.merge), flatness=not args.no_flatness)
     print(tables(saved))
 
 

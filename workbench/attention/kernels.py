@@ -32,8 +32,14 @@ def _mask_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | 
 
 
 def _logits(q: torch.Tensor, k: torch.Tensor, scale: float, bias: torch.Tensor | None) -> torch.Tensor:
-    logits = (q @ k.transpose(-1, -2)) * scale
-    return logits if bias is None else logits + bias
+    # the matmul's result is new: scaled (and biased) in place, so a (queries x keys) block costs one
+    # buffer, not three (the same values bit for bit as out-of-place ops)
+    logits = (q @ k.transpose(-1, -2)).mul_(scale)
+    if bias is None:
+        return logits
+    if torch.broadcast_shapes(logits.shape, bias.shape) == logits.shape:
+        return logits.add_(bias)
+    return logits + bias  # a mask wider than the logits (broadcast up): a new tensor
 
 
 def default_scale(q: torch.Tensor, scale: float | None) -> float:
@@ -134,7 +140,7 @@ def block_probs(q, k, lse, q_rows, k_span, *, scale=None, attn_mask=None, is_cau
         bias = bias[..., ks]
     logits = _logits(q[..., qs, :], k[..., ks, :], scale, bias)
     lse = lse[..., None]
-    return _masked_rows_zero(torch.exp(logits - lse), torch.isneginf(lse))
+    return _masked_rows_zero(logits.sub_(lse).exp_(), torch.isneginf(lse))  # in place: logits is ours
 
 
 def as_rows(rows) -> slice | torch.Tensor:

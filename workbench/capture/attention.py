@@ -146,9 +146,11 @@ class AttentionInterceptor(ModelHook):
         return self.attend(embed(q), embed(k), embed(v), lambda q, k, v: kernel(gather(q), gather(k), gather(v)),
                            dict(mask_opts, attn_mask=present[:, None] & present[None, :]), sdpa_opts, gather)
 
-    def _visit(self, plan: "SitePlan", x, kept=None):
+    def _visit(self, plan: "SitePlan", x, kept=None, fresh: bool = False):
+        """``fresh``: ``x`` was computed for this site alone (a block or rows of probabilities), so the
+        recording may keep it without a copy."""
         if self._samples is None:
-            return self.recorder.visit(plan, x, kept=kept)
+            return self.recorder.visit(plan, x, kept=kept, fresh=fresh)
         return self.recorder.visit_row(plan, x, self._row, self._samples.shape[0], kept=kept)
 
     def attend(self, q, k, v, kernel: Callable, mask_opts: dict, sdpa_opts: dict | None, gather: Callable | None = None):
@@ -224,7 +226,7 @@ class AttentionInterceptor(ModelHook):
                 site_lse = lse[..., slice(*site_rows) if lse_rows is None else lse_at[plan.site.name]]
                 k_kind = plan.site.tap.block.split("->")[1]
                 probs = kernels.block_probs(q, k, site_lse, site_rows, k_spans[k_kind], **mask_opts)
-            self._visit(plan, probs)
+            self._visit(plan, probs, fresh=True)
         return out
 
     def _rows(self, plans: list["SitePlan"], kept: dict, q_spans, device):

@@ -268,20 +268,25 @@ class Recorder:
 
     # -- visiting a site --------------------------------------------------------------------------
     def visit(self, plan: SitePlan, x: torch.Tensor, rows: list[str] | None = None,
-              kept: torch.Tensor | None = None) -> torch.Tensor:
+              kept: torch.Tensor | None = None, fresh: bool = False) -> torch.Tensor:
         """Apply the plan's interventions active now and record the result (capture-time
         reductions, and ``kept``: the query rows a probabilities site keeps, apply to the recorded
-        copy only); return what flows on through the model."""
+        copy only); return what flows on through the model. ``fresh``: ``x`` is a tensor computed for
+        this site alone (nothing else holds it), so on the CPU the recording keeps it without a copy."""
         self.firing.fired.add(plan.site.name)
         clock = self.clock
+        original = x
         if plan.interventions:
             ctx = CallContext(plan.site, clock.step, clock.call, rows or clock.row_branches, clock.timestep)
             for intervention in plan.interventions:
                 if intervention.active_at(clock.step):
                     x = intervention(x, ctx)
         if plan.record and clock.selected_now:
-            kept_x = x if kept is None else x.index_select(-2, kept)  # (batch, head, query, key): query rows
-            self.recording.add(plan.site, self._info, self._captured(plan.site, kept_x), rows)
+            if kept is None:
+                kept_x, fresh = x, fresh and x is original  # an intervention's result may alias anything
+            else:
+                kept_x, fresh = x.index_select(-2, kept), True  # (batch, head, query, key): a new tensor of query rows
+            self.recording.add(plan.site, self._info, self._captured(plan.site, kept_x, fresh), rows)
         return x
 
     def visit_row(self, plan: SitePlan, x: torch.Tensor, row: int, n_rows: int,
@@ -304,7 +309,7 @@ class Recorder:
             if len(pending) == n_rows:
                 del self._rows_pending[plan.site.name]
                 whole = torch.cat([pending[i] for i in range(n_rows)])
-                self.recording.add(plan.site, self._info, self._captured(plan.site, whole))
+                self.recording.add(plan.site, self._info, self._captured(plan.site, whole, fresh=True))  # cat: new
         return x
 
     def _kept_query_count(self, site: Site, n_tokens: int) -> int:
@@ -328,10 +333,11 @@ class Recorder:
             index = self._kept_index[key] = torch.as_tensor(positions, device=device)
         return index
 
-    def _captured(self, site: Site, x: torch.Tensor) -> torch.Tensor:
+    def _captured(self, site: Site, x: torch.Tensor, fresh: bool = False) -> torch.Tensor:
         """The copy a recording keeps: reduced, on the CPU, in the requested dtype, never aliasing
-        a tensor the model may still change in place. From a GPU the copy is queued without waiting
-        (``transfer.HostCopies``); the recording waits once, when it is read."""
+        a tensor the model may still change in place (``fresh``: ``x`` is one nothing else holds, kept
+        as it is on the CPU). From a GPU the copy is queued without waiting (``transfer.HostCopies``);
+        the recording waits once, when it is read."""
         x = x.detach()
         copies = self.recording.host_copies
         if self._plain_copy:
@@ -349,7 +355,7 @@ class Recorder:
             if axes:
                 x = x.mean(dim=axes)  # a new tensor: no copy needed
                 return copies.copy(x, self.dtype or x.dtype, fresh=True)
-        return copies.copy(x, self.dtype or x.dtype)
+        return copies.copy(x, self.dtype or x.dtype, fresh=fresh)
 
     def wants(self, plans: list[SitePlan]) -> bool:
         """Whether any of ``plans`` is due now (recorded at a selected step, or intervened on)."""
