@@ -22,7 +22,7 @@ localization store, with the study's 8 steps:
 Writes ``docs/results/attribution_path_<model>.json``; ``python -m workbench.studies.localization.report
 --update-doc`` writes the ``localization-attribution-path`` block of docs/localization.md from it.
 
-    python -m workbench.studies.localization.attribution_fd_scan [--part fd|path] [--pairs 8]
+    python -m workbench.studies.localization.attribution_fd_scan [--part fd|path] [--pairs 12]
 """
 
 from __future__ import annotations
@@ -144,7 +144,8 @@ def path_scan(model_name: str, pairs: int, layer: int) -> dict:
     for points in SUBSETS:
         estimate = _integrated(joint_terms, points)  # (pair, layer)
         means = estimate.mean(0)
-        ranking.append({"points": points, "estimate_means": means.tolist(),
+        ranking.append({"points": points, "estimate_means": means.tolist(), "estimates": estimate.tolist(),
+                        "top1_agrees_per_pair": int((estimate.argmax(1) == per_layer.argmax(1)).sum()),
                         "spearman": A.spearman(means, actual_means),
                         "top1_attribution": layers[int(np.argmax(means))],
                         "top1_activation": layers[int(np.argmax(actual_means))],
@@ -164,6 +165,7 @@ def path_scan(model_name: str, pairs: int, layer: int) -> dict:
         "own_path_integrated": own_ig,
         "layers": layers,
         "activation_per_layer_means": actual_means.tolist(),
+        "activation_per_layer": per_layer.tolist(),  # (pair, layer)
         "joint_path_ranking": ranking,
         "joint_all_layers_change_mean": float(joint_change.mean()),
         "wall_s": round(time.time() - started, 1),
@@ -175,7 +177,7 @@ def main(argv=None) -> int:
     parser.add_argument("--part", choices=("fd", "path"), default="fd")
     parser.add_argument("--model", default="toy-unet", help="--part path: the model whose store is read")
     parser.add_argument("--layer", type=int, default=4, help="--part path: the layer whose path is scanned")
-    parser.add_argument("--pairs", type=int, default=8, help="--part path: the first N qualifying test pairs")
+    parser.add_argument("--pairs", type=int, default=12, help="--part path: the first N qualifying test pairs")
     args = parser.parse_args(argv)
     if args.part == "fd":
         finite_difference_scan()

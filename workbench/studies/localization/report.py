@@ -544,16 +544,19 @@ def attribution_path_table(saved: dict) -> str:
     out += ["", "Every layer, the joint path (all layers move together; `attribute(path_points=n)`), against each "
             "layer's own activation patch on the same pairs:", "",
             "| points | " + " | ".join(f"layer {j}" for j in saved["layers"]) +
-            " | Spearman vs activation | top layer | sum over layers |",
-            "|---|" + "---|" * (len(saved["layers"]) + 3)]
+            " | Spearman vs activation | top layer | per pair: top layer agrees [95% CI] | sum over layers |",
+            "|---|" + "---|" * (len(saved["layers"]) + 4)]
     for row in saved["joint_path_ranking"]:
         name = "1 (first order)" if row["points"] == 1 else str(row["points"])
         rho = "n/a" if row["spearman"] is None else f"{row['spearman']:+.2f}"
+        agree = row["top1_agrees_per_pair"]
+        low, high = wilson(agree, n)
         out.append(f"| {name} | " + " | ".join(_signed(v) for v in row["estimate_means"]) +
-                   f" | {rho} | {row['top1_attribution']} | {_signed(row['sum_over_layers_mean'])} |")
+                   f" | {rho} | {row['top1_attribution']} | {agree} of {n} [{low:.2f}, {high:.2f}] | "
+                   f"{_signed(row['sum_over_layers_mean'])} |")
     out.append("| activation patch, each layer alone | " +
                " | ".join(_signed(v) for v in saved["activation_per_layer_means"]) +
-               f" | | {saved['joint_path_ranking'][0]['top1_activation']} | all layers at once: "
+               f" | | {saved['joint_path_ranking'][0]['top1_activation']} | | all layers at once: "
                f"{_signed(saved['joint_all_layers_change_mean'])} |")
     return "\n".join(out)
 
