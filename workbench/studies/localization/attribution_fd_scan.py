@@ -19,10 +19,15 @@ localization store, with the study's 8 steps:
    layers move together, ``attribute(path_points=...)``: the cheap form, one backward pass per
    point for every layer) against each layer's own activation patch, Spearman over the 7 layers.
 
-Writes ``docs/results/attribution_path_<model>.json``; ``python -m workbench.studies.localization.report
---update-doc`` writes the ``localization-attribution-path`` block of docs/localization.md from it.
+Writes ``docs/results/attribution_path_<model>.json``.
 
-    python -m workbench.studies.localization.attribution_fd_scan [--part fd|path] [--pairs 12]
+``--part ranking``: item 3 on all the study's qualifying test pairs (the 44 of the published table),
+joint path at 5 points (subsets of 1, 2, 3 and 5). Writes ``docs/results/attribution_ig_<model>.json``.
+
+``python -m workbench.studies.localization.report --update-doc`` writes the
+``localization-attribution-path`` block of docs/localization.md from both.
+
+    python -m workbench.studies.localization.attribution_fd_scan [--part fd|path|ranking] [--pairs 12]
 """
 
 from __future__ import annotations
@@ -77,20 +82,20 @@ SUBSETS = (1, 2, 3, 5, 9)  # 1: the clean point alone, i.e. first-order attribut
 FD_STEP_SIZES = (1e-2, 1e-3)
 
 
-def _subset(points: int) -> np.ndarray:
-    """Indices into the PATH_POINTS grid of an equally spaced ``points``-point subset (ends included)."""
+def _subset(points: int, grid: int = PATH_POINTS) -> np.ndarray:
+    """Indices into a ``grid``-point path of an equally spaced ``points``-point subset (ends included)."""
     if points == 1:
         return np.array([0])
-    stride = (PATH_POINTS - 1) // (points - 1)
-    if stride * (points - 1) != PATH_POINTS - 1:
-        raise ValueError(f"{points} points are not a subset of the {PATH_POINTS}-point grid")
-    return np.arange(0, PATH_POINTS, stride)
+    stride = (grid - 1) // (points - 1)
+    if stride * (points - 1) != grid - 1:
+        raise ValueError(f"{points} points are not a subset of the {grid}-point grid")
+    return np.arange(0, grid, stride)
 
 
 def _integrated(path: np.ndarray, points: int) -> np.ndarray:
     """Trapezoid mean over ``points`` of the grid: ``path`` (alpha, ...) -> (...)."""
     _, weights = A.path_weights(points)
-    return np.tensordot(weights, path[_subset(points)], axes=(0, 0))
+    return np.tensordot(weights, path[_subset(points, len(path))], axes=(0, 0))
 
 
 def path_scan(model_name: str, pairs: int, layer: int) -> dict:
@@ -172,9 +177,64 @@ def path_scan(model_name: str, pairs: int, layer: int) -> dict:
     }
 
 
+# -- toy-unet: integrated gradients on all the study's test pairs ------------------------------------
+RANKING_POINTS = 5  # alpha = 0, 1/4, ..., 1: subsets of 1, 2, 3 and 5 points
+
+
+def ranking_scan(model_name: str) -> dict:
+    """Every layer's joint-path estimate at 1, 2, 3 and 5 points against its own activation patch
+    (alpha = 1, from step 0), on all the store's qualifying test pairs: the study's pairs."""
+    from .attribution_study import study_pairs
+    from .job import open_sweep
+    from .report import qualified
+
+    torch.set_num_threads(1)
+    started = time.time()
+    model, judge = load(model_name), load_judge()
+    store = results_dir() / f"localization_{model_name}.zarr"
+    grid = open_sweep(store, "grid")
+    steps = int(grid.attrs["steps"])
+    keep = np.flatnonzero((qualified(grid) & (grid["split"] == "test")).values)
+    glyphs = study_pairs(model, judge, grid.isel(pair=keep))
+    run = dict(steps=steps, token_maps=glyphs.maps)
+    rows = np.arange(len(keep))
+    cpu = time.process_time()
+    joint = A.attribute(model, glyphs.targets, glyphs.sources, glyphs.seeds, glyphs.metric,
+                        path_points=RANKING_POINTS, batch=(len(keep) + 1) // 2, **run)
+    cpu = time.process_time() - cpu
+    print(f"joint path done, {time.time() - started:.0f} s", flush=True)
+    with torch.no_grad():
+        _, cache = L.cache_text(model, glyphs.sources, steps=steps, seed=glyphs.seeds,
+                                latents=S.noise_for(model, glyphs.seeds))
+        per_layer = []
+        for text in joint.layers:
+            latents = A.blended_generate(model, glyphs.targets, cache, glyphs.seeds, layers=[text.index], **run)
+            per_layer.append(glyphs.metric.on_images(A.differentiable_images(model, latents), rows).double().numpy())
+    per_layer = np.stack(per_layer, 1) - joint.clean[:, None]  # (pair, layer)
+    terms = joint.path.sum(("head", "step")).values  # (alpha, pair, layer)
+    layers = [int(x) for x in joint.contributions["layer"].values]
+    actual_means = per_layer.mean(0)
+    rows_out = []
+    for points in (1, 2, 3, RANKING_POINTS):
+        estimate = _integrated(terms, points)
+        means = estimate.mean(0)
+        rows_out.append({"points": points, "estimate_means": means.tolist(),
+                         "spearman": A.spearman(means, actual_means),
+                         "top1_attribution": layers[int(np.argmax(means))],
+                         "top1_agrees_per_pair": int((estimate.argmax(1) == per_layer.argmax(1)).sum()),
+                         "top3_overlap": A.top_k_overlap(means, actual_means, 3)})
+    return {"model": model_name, "store": f"docs/results/{store.name}", "steps": steps, "start": 0, "split": "test",
+            "pairs": len(keep), "layers": layers, "points": RANKING_POINTS,
+            "activation_per_layer_means": actual_means.tolist(),
+            "top1_activation": layers[int(np.argmax(actual_means))],
+            "rows": rows_out, "attribution_cpu_s": round(cpu, 1),
+            "attribution_cpu_s_note": f"all {RANKING_POINTS} points; n points cost about n / {RANKING_POINTS} of it",
+            "wall_s": round(time.time() - started, 1)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("fd", "path"), default="fd")
+    parser.add_argument("--part", choices=("fd", "path", "ranking"), default="fd")
     parser.add_argument("--model", default="toy-unet", help="--part path: the model whose store is read")
     parser.add_argument("--layer", type=int, default=4, help="--part path: the layer whose path is scanned")
     parser.add_argument("--pairs", type=int, default=12, help="--part path: the first N qualifying test pairs")
@@ -182,8 +242,12 @@ def main(argv=None) -> int:
     if args.part == "fd":
         finite_difference_scan()
         return 0
-    out = results_dir() / f"attribution_path_{args.model}.json"
-    saved = path_scan(args.model, args.pairs, args.layer)
+    if args.part == "ranking":
+        out = results_dir() / f"attribution_ig_{args.model}.json"
+        saved = ranking_scan(args.model)
+    else:
+        out = results_dir() / f"attribution_path_{args.model}.json"
+        saved = path_scan(args.model, args.pairs, args.layer)
     out.write_text(json.dumps(saved, indent=1) + "\n")
     print(f"wrote {out}; its doc block: python -m workbench.studies.localization.report --update-doc")
     return 0

@@ -561,6 +561,28 @@ def attribution_path_table(saved: dict) -> str:
     return "\n".join(out)
 
 
+def attribution_ig_table(saved: dict) -> str:
+    """Integrated gradients on all the study's test pairs (``attribution_ig_<model>.json`` of
+    ``attribution_fd_scan --part ranking``): each layer's estimate against its activation patch."""
+    n, layers = saved["pairs"], saved["layers"]
+    out = [f"The same on all {n} qualifying test pairs of the study (joint path, from step 0; attribution "
+           f"{saved['attribution_cpu_s']:.0f} CPU s for all {saved['points']} points):", "",
+           "| points | " + " | ".join(f"layer {j}" for j in layers) +
+           " | Spearman vs activation | top-3 overlap | top layer | per pair: top layer agrees [95% CI] |",
+           "|---|" + "---|" * (len(layers) + 4)]
+    for row in saved["rows"]:
+        name = "1 (first order)" if row["points"] == 1 else str(row["points"])
+        rho = "n/a" if row["spearman"] is None else f"{row['spearman']:+.2f}"
+        low, high = wilson(row["top1_agrees_per_pair"], n)
+        out.append(f"| {name} | " + " | ".join(_signed(v) for v in row["estimate_means"]) +
+                   f" | {rho} | {row['top3_overlap']} of 3 | {row['top1_attribution']} | "
+                   f"{row['top1_agrees_per_pair']} of {n} [{low:.2f}, {high:.2f}] |")
+    out.append("| activation patch, each layer alone | " +
+               " | ".join(_signed(v) for v in saved["activation_per_layer_means"]) +
+               f" | | | {saved['top1_activation']} | |")
+    return "\n".join(out)
+
+
 # --- all blocks ----------------------------------------------------------------------------------
 
 
@@ -584,8 +606,12 @@ def blocks() -> dict[str, str]:
         out["localization-attribution"] = attribution_table(reports, summaries)
         out["localization-head-pairs"] = head_pairs_table(reports, stores)
     paths = _load("attribution_path")
+    igs = _load("attribution_ig")
     if "toy-unet" in paths:
-        out["localization-attribution-path"] = attribution_path_table(paths["toy-unet"])
+        text = attribution_path_table(paths["toy-unet"])
+        if "toy-unet" in igs:
+            text += "\n\n" + attribution_ig_table(igs["toy-unet"])
+        out["localization-attribution-path"] = text
     apps = _load("text_applications")
     if apps:
         out["localization-editing"] = editing_table(apps, summaries)
