@@ -130,7 +130,6 @@ def test_path_weights_are_the_trapezoid_rule():
         A.path_weights(0)
 
 
-@pytest.mark.slow  # two gradient runs and three blended runs: ~5 s alone, ~12 s on a loaded machine
 def test_path_points_take_the_gradient_on_the_path_to_the_source(unet, judge):
     # path_points=2: the clean point and the fully patched one (every layer's K/V the source's).
     # Each point's derivative (summed over layers, heads, steps) must be the metric's derivative
