@@ -365,13 +365,15 @@ def overhead_table(saved: dict) -> str:
                 "per tensor (the copy's cost cancels) and what differs is per-call work that does not grow with the "
                 "width. Medians over the repeats, [95% bootstrap intervals].", "",
                 "| width, steps | repeats | tensors per run | workbench us/tensor | hand-written us/tensor | "
-                "difference us/tensor | implied gap at this width | direct gap (table above) | within 2%? |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                "difference us/tensor | difference per run, ms | implied gap at this width | direct gap (table above) "
+                "| within 2%? |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in saved["rows"]:
             pc = r["per_call"]
             out.append(f"| {r['width']}, {r['steps']} steps | {pc['repeats']} | {pc['tensors_per_run']} | "
                        f"{_us(pc['workbench_us_per_tensor'])} | {_us(pc['handwritten_us_per_tensor'])} | "
-                       f"{_us(pc['difference_us_per_tensor'])} | {_pct(pc['implied_gap'])} | {100 * r['gap']:+.1f}% | "
+                       f"{_us(pc['difference_us_per_tensor'])} | {_us([1e3 * d for d in pc['difference_run_s']])} | "
+                       f"{_pct(pc['implied_gap'])} | {100 * r['gap']:+.1f}% | "
                        f"{per_call_verdict(pc['implied_gap'], saved['target_gap'])} |")
     if any("before" in r for r in saved["rows"]):
         out += ["", "The same comparison for the code before the change named here, measured in the same run "

@@ -63,5 +63,5 @@ def test_table_shows_the_per_call_rows_beside_the_direct_gap(bench):
            "per_call": summary}
     table = bench["overhead_table"]({"date": "d", "machine": "m", "model": "big", "per_call_model": "cheap",
                                      "target_gap": 0.02, "rows": [row]})
-    assert "| 512, 3 steps | 20 | 10 | +12.0 [" in table
+    assert "| 512, 3 steps | 20 | 10 | +12.0 [" in table and "| +0.1 [+0.1, +0.1] |" in table  # 80 us per run
     assert "| +0.00% [+0.00, +0.00] | +0.0% | yes: the interval is within 2% |" in table
