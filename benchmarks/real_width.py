@@ -299,6 +299,11 @@ def run_all(geometries: list[str], *, real: bool, device: str, threads: int, vid
     saved = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(threads, device),
              "real": real, "device": device, "target_image_text": TARGET_IMAGE_TEXT, "branches": list(BRANCHES),
              "geometries": [], "flatness": []}
+
+    def save():
+        if out is not None:
+            out.write_text(json.dumps(saved, indent=1) + "\n")
+
     if resume and out is not None and out.exists():  # a stopped run goes on: what it measured is kept
         saved = json.loads(out.read_text())
         saved.setdefault("resumed", []).append(_now())
@@ -308,13 +313,10 @@ def run_all(geometries: list[str], *, real: bool, device: str, threads: int, vid
         saved["geometries"] += [g for g in theirs["geometries"] if g["geometry"] not in have]
         if not saved["flatness"]:
             saved["flatness"] = theirs["flatness"]
-        saved.setdefault("merged", []).append(f"{other} ({theirs['date']})")
+        saved.setdefault("merged", []).append(f"{Path(other).name} ({theirs['date']})")
+    save()
     done = {g["geometry"] for g in saved["geometries"]}
     flat_done = {r["steps"] for r in saved["flatness"]}
-
-    def save():
-        if out is not None:
-            out.write_text(json.dumps(saved, indent=1) + "\n")
 
     for name in geometries:
         repeats = REPEATS[name] if real else 1
