@@ -59,9 +59,11 @@ class Recording(Mapping):
 
     # -- filling (used by the engine) ------------------------------------------------------------
     def add(self, site: Site, call: CallInfo, tensor: torch.Tensor, rows: list[str] | None = None) -> None:
-        key = (call.step, call.call)
+        step, index = call.step, call.call
+        key = (step, index)
+        calls_of_step = self._calls_of_step.setdefault(step, [])
         if key not in self._calls:
-            self._calls_of_step.setdefault(call.step, []).append(call.call)
+            calls_of_step.append(index)
         self._calls[key] = call
         per_call = self._raw[site.name]
         # The calls of one step (guidance run as separate calls) are stacked on their rows: refuse, as
@@ -69,23 +71,21 @@ class Recording(Mapping):
         # valid text only, so a conditional and an empty negative prompt give different lengths).
         # Only this step's other calls are looked at (``_calls_of_step``), so an add costs the same
         # at the last step of a long run as at the first.
-        step = call.step
-        for other in self._calls_of_step[step]:
-            held = per_call.get((step, other)) if other != call.call else None
+        for other in calls_of_step:
+            held = per_call.get((step, other)) if other != index else None
             if held is not None and held.shape[1:] != tensor.shape[1:]:
                 raise ValueError(
-                    f"{site.name}: denoiser call {call.call} of step {step} gives it shape {tuple(tensor.shape[1:])} "
+                    f"{site.name}: denoiser call {index} of step {step} gives it shape {tuple(tensor.shape[1:])} "
                     f"but call {other} gave {tuple(held.shape[1:])}; the calls of one step are stacked as guidance "
                     "branches, so they must match. The token count of this site depends on the prompt: record the "
                     "branches in separate runs (e.g. the conditional run alone, without guidance), or record sites "
                     "whose shape does not depend on the prompt"
                 )
-        if key in per_call:  # the same site seen twice in one call: the later value replaces the earlier
-            self._held -= _size(per_call[key])
+        replaced = per_call.get(key)  # the same site seen twice in one call: the later value replaces the earlier
         per_call[key] = tensor
-        self._held += _size(tensor)
+        self._held += _size(tensor) - (0 if replaced is None else _size(replaced))
         if rows is not None:
-            self._rows[(site.name, call.step, call.call)] = rows
+            self._rows[(site.name, step, index)] = rows
 
     def keep_queries(self, site: str, kept: KeptQueries) -> None:
         """Label ``site``'s query axis with the positions it keeps (``record(..., queries=)``)."""

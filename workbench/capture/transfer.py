@@ -40,7 +40,10 @@ class HostCopies:
         ``fresh``: ``x`` is a new tensor nobody else holds, so on the CPU it is kept as it is). From CUDA
         the copy is queued (pinned memory, ``non_blocking``): read it only after :meth:`wait`."""
         if x.device.type == "cpu":
-            return x.to(dtype=dtype, copy=not fresh)
+            if fresh:
+                return x.to(dtype=dtype)  # x itself where the dtype matches
+            # clone(): the same copy as to(copy=True), without its argument parsing (once per capture)
+            return x.clone() if x.dtype == dtype else x.to(dtype=dtype, copy=True)
         if not _on_cuda(x):  # another accelerator (mps, xpu): its ordinary copy
             return x.to("cpu", dtype=dtype, copy=True)
         out = torch.empty(x.shape, dtype=dtype, pin_memory=True)
