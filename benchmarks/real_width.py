@@ -309,6 +309,8 @@ def run_all(geometries: list[str], *, real: bool, device: str, threads: int, vid
         saved.setdefault("resumed", []).append(_now())
     for other in merge:  # measurements of another run (its own bare runs in each process) that this one lacks
         theirs = json.loads(Path(other).read_text())
+        for entry in theirs["geometries"] + theirs["flatness"]:  # a file from before entries carried their time
+            entry.setdefault("measured", f"in a run started {theirs['date']}")
         have = {g["geometry"] for g in saved["geometries"]}
         saved["geometries"] += [g for g in theirs["geometries"] if g["geometry"] not in have]
         if not saved["flatness"]:
@@ -366,7 +368,8 @@ def flatness_verdict(runs: list[dict]) -> str:
 
 
 def tables(saved: dict) -> str:
-    out = [f"Measured {saved['date']} on {saved['machine']}; device {saved['device']}; batch {len(saved['branches'])} "
+    merged = f" (combined with {', '.join(saved['merged'])})" if saved.get("merged") else ""
+    out = [f"Run started {saved['date']}{merged} on {saved['machine']}; device {saved['device']}; batch {len(saved['branches'])} "
            f"(guidance branches {', '.join(saved['branches'])} batched), 1 step per run. Per geometry, one process runs bare "
            "and each configuration in turn; ratios are medians of the configuration's runs over the median of all bare "
            "runs of that process. *Run peak* is a run's own peak resident memory (Linux `VmHWM`, reset before each run); "
