@@ -16,3 +16,7 @@ def test_notebook_executes(path, tmp_path):
     client.execute()
     errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    # warnings and progress bars (tqdm writes to stderr) are noise in a notebook a reader opens
+    noise = [(i, "".join(o.get("text", ""))[:200]) for i, cell in enumerate(notebook.cells)
+             for o in cell.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+    assert not noise, f"cells writing to stderr: {noise}"

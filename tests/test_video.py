@@ -249,9 +249,13 @@ def test_tiny_video_model_records_prompt_words_and_the_report_shows_each_frame()
     fig = video_word_map_figure(maps, max_words=3)
     heat = [t for t in fig.data if t.type == "heatmap"]
     assert len(heat) == 3 * VIDEO_TOKEN_GRID[0]
-    first = maps.sel(word=[w for w in maps.word.values if len(w) > 1 or w.isalnum()][0])
-    for frame in range(VIDEO_TOKEN_GRID[0]):  # row 1: the first word, one column per frame
+    first = maps.sel(word="red")  # row 1: the first content word ("a" is a stop word), one column per frame
+    for frame in range(VIDEO_TOKEN_GRID[0]):
         np.testing.assert_allclose(np.asarray(heat[frame].z), first.isel(frame=frame).values)
+    rows = [a.text for a in fig.layout.annotations if a.text.startswith('"')]
+    assert rows == ['"red"', '"circle"', '"left"']  # stop words dropped, content words kept in order
+    assert heat[0].colorbar.title.text == "share" and "averaged over" in fig.layout.title.text
+    assert "video patch" in fig.layout.title.text
     with pytest.raises(ValueError, match=r"\(word, frame, y, x\)"):
         video_word_map_figure(maps.isel(frame=0))
     title, parts = video_section("a red circle on the left", steps=2)

@@ -27,14 +27,15 @@ def content_words(words) -> list[str]:
     return [str(w) for w in words if str(w).lower().strip('"') not in STOP_WORDS and any(c.isalnum() for c in str(w))]
 
 
-def averaged(maps: xr.DataArray) -> str:
+def averaged(maps: xr.DataArray, patches: str = "image patch") -> str:
     """One line saying what a word map averages (from the attrs ``word_maps`` sets)."""
     steps, heads = maps.attrs.get("steps"), maps.attrs.get("heads")
     n_steps = f"{len(steps)} steps" if isinstance(steps, list) else "all steps"
     n_heads = f"{len(heads)} heads" if isinstance(heads, list) else "heads averaged when recorded"
     layers = maps.attrs.get("layers", "?")
-    return (f"Each map: attention from every image patch to that word, averaged over {layers} layers, {n_steps} and "
-            f"{n_heads} ({maps.attrs.get('branch', 'cond')} branch), scaled to sum to one over the image.")
+    return (f"Each map: attention from every {patches} to that word, averaged over {layers} layers, {n_steps} and "
+            f"{n_heads} ({maps.attrs.get('branch', 'cond')} branch), scaled to sum to one over the "
+            f"{'video' if 'video' in patches else 'image'}.")
 
 
 def word_map_figure(image: np.ndarray, maps: xr.DataArray, title: str = "", per_row: int | None = None) -> go.Figure:
@@ -71,12 +72,14 @@ def word_map_figure(image: np.ndarray, maps: xr.DataArray, title: str = "", per_
 
 
 def video_word_map_figure(maps: xr.DataArray, title: str = "", max_words: int = 6, tile: int = 110) -> go.Figure:
-    """A video model's word maps (word, frame, y, x): one row per word, one column per latent
-    frame, all on one colour range so frames compare (where in time the word's attention goes)."""
+    """A video model's word maps (word, frame, y, x): one row per content word, one column per
+    latent frame, all on one colour range so frames compare (where in time the word's attention goes)."""
     if tuple(maps.dims) != ("word", "frame", "y", "x"):
         raise ValueError(f"expected video word maps with dims (word, frame, y, x), got {tuple(maps.dims)}; "
                          "image maps (word, y, x) go to word_map_figure")
-    words = [w for w in maps.word.values if len(str(w)) > 1 or str(w).isalnum()][:max_words]
+    words = content_words(maps.word.values)[:max_words]
+    if not words:
+        raise ValueError(f"no content words among {list(maps.word.values)}: nothing to map")
     frames = maps.sizes["frame"]
     fig = make_subplots(rows=len(words), cols=frames, horizontal_spacing=0.01, vertical_spacing=0.04,
                         column_titles=[f"frame {f}" for f in range(frames)], row_titles=[f'"{w}"' for w in words])
@@ -89,8 +92,10 @@ def video_word_map_figure(maps: xr.DataArray, title: str = "", max_words: int = 
                           row=row, col=col + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
-    fig.update_layout(title=title, height=tile * len(words) + 80, width=tile * frames + 160, margin=dict(l=5, r=60, t=70, b=5))
-    return fig
+    fig.update_layout(margin=dict(l=5, r=60, b=5))
+    return style(fig, title=title, colorbar_title="share",
+                 how_to_read=averaged(maps, "video patch") + " One colour range for all panels: brighter is more.",
+                 width=tile * frames + 160, height=tile * len(words) + 40)
 
 
 def label_facets(fig: go.Figure, labels, font_size: int | None = None) -> go.Figure:
