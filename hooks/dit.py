@@ -19,17 +19,25 @@ from workbench.sitemap import (
 from .sd3 import patched_geometry
 
 
-def dit_sites(model) -> list:
-    sites = []
-    for i, block in enumerate(model.transformer_blocks):
-        path = f"transformer_blocks.{i}"
-        sites.append(output_site(path, "out", None, STREAM_DIMS, "block output (image tokens)", IMAGE))
-        sites += attention_sites(f"{path}.attn1", IMAGE, IMAGE, "self-attention over image tokens")
-        sites.append(output_site(f"{path}.attn1", "out", None, STREAM_DIMS, "attn1 output", IMAGE))
-        if getattr(block, "attn2", None) is not None:
-            sites += attention_sites(f"{path}.attn2", IMAGE, TEXT, "cross-attention to the prompt")
-            sites.append(output_site(f"{path}.attn2", "out", None, STREAM_DIMS, "attn2 output", IMAGE))
+def self_then_cross_block_sites(path: str, tokens=IMAGE, cross: str | None = "cross-attention to the prompt") -> list:
+    """One block of the PixArt layout, shared by DiT/PixArt, HunyuanDiT, Wan and LTX-Video: its
+    output, self-attention (``attn1``) over the image or video tokens and its output, then, where
+    ``cross`` describes one, cross-attention (``attn2``) from those tokens to the text and its output."""
+    noun = tokens.segments[0]  # "image" or "video"
+    sites = [output_site(path, "out", None, STREAM_DIMS, f"block output ({noun} tokens)", tokens)]
+    sites += attention_sites(f"{path}.attn1", tokens, tokens, f"self-attention over {noun} tokens")
+    sites.append(output_site(f"{path}.attn1", "out", None, STREAM_DIMS, "attn1 output", tokens))
+    if cross is not None:
+        sites += attention_sites(f"{path}.attn2", tokens, TEXT, cross)
+        sites.append(output_site(f"{path}.attn2", "out", None, STREAM_DIMS, "attn2 output", tokens))
     return sites
+
+
+def dit_sites(model) -> list:
+    return [site for i, block in enumerate(model.transformer_blocks)
+            for site in self_then_cross_block_sites(f"transformer_blocks.{i}",
+                                                    cross=None if getattr(block, "attn2", None) is None
+                                                    else "cross-attention to the prompt")]
 
 
 DIT = SiteMap(

@@ -11,29 +11,20 @@ from __future__ import annotations
 
 from workbench.sitemap import (
     IMAGE,
-    STREAM_DIMS,
-    TEXT,
     Geometry,
     InputTap,
     PipelineFacts,
     SiteMap,
-    attention_sites,
     kwarg_or_arg,
-    output_site,
     padded_tokens,
 )
 
+from .dit import self_then_cross_block_sites
+
 
 def hunyuandit_sites(model) -> list:
-    sites = []
-    for i, _ in enumerate(model.blocks):
-        path = f"blocks.{i}"
-        sites.append(output_site(path, "out", None, STREAM_DIMS, "block output (image tokens)", IMAGE))
-        sites += attention_sites(f"{path}.attn1", IMAGE, IMAGE, "self-attention over image tokens")
-        sites.append(output_site(f"{path}.attn1", "out", None, STREAM_DIMS, "attn1 output", IMAGE))
-        sites += attention_sites(f"{path}.attn2", IMAGE, TEXT, "cross-attention to [BERT | mT5] text")
-        sites.append(output_site(f"{path}.attn2", "out", None, STREAM_DIMS, "attn2 output", IMAGE))
-    return sites
+    return [site for i in range(len(model.blocks))
+            for site in self_then_cross_block_sites(f"blocks.{i}", IMAGE, "cross-attention to [BERT | mT5] text")]
 
 
 def _hunyuandit_geometry(model, args, kwargs) -> Geometry:

@@ -11,28 +11,20 @@ from __future__ import annotations
 
 from workbench.sitemap import (
     STREAM_DIMS,
-    TEXT,
     VIDEO,
     Geometry,
     InputTap,
     PipelineFacts,
     SiteMap,
-    attention_sites,
     kwarg_or_arg,
-    output_site,
 )
+
+from .dit import self_then_cross_block_sites
 
 
 def ltx_sites(model) -> list:
-    sites = []
-    for i, _ in enumerate(model.transformer_blocks):
-        path = f"transformer_blocks.{i}"
-        sites.append(output_site(path, "out", None, STREAM_DIMS, "block output (video tokens)", VIDEO))
-        sites += attention_sites(f"{path}.attn1", VIDEO, VIDEO, "self-attention over video tokens")
-        sites.append(output_site(f"{path}.attn1", "out", None, STREAM_DIMS, "attn1 output", VIDEO))
-        sites += attention_sites(f"{path}.attn2", VIDEO, TEXT, "cross-attention to the prompt")
-        sites.append(output_site(f"{path}.attn2", "out", None, STREAM_DIMS, "attn2 output", VIDEO))
-    return sites
+    return [site for i in range(len(model.transformer_blocks))
+            for site in self_then_cross_block_sites(f"transformer_blocks.{i}", VIDEO, "cross-attention to the prompt")]
 
 
 def _ltx_geometry(model, args, kwargs) -> Geometry:

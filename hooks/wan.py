@@ -12,35 +12,23 @@ are refused by name rather than recorded wrongly.
 from __future__ import annotations
 
 from workbench.sitemap import (
-    STREAM_DIMS,
-    TEXT,
     VIDEO,
     Geometry,
     InputTap,
     PipelineFacts,
     SiteMap,
-    attention_sites,
     kwarg_or_arg,
-    output_site,
 )
+
+from .dit import self_then_cross_block_sites
 
 #: (batch, channels, frames, height, width) latents
 VIDEO_LATENT_DIMS = ("channel", "frame", "y", "x")
 
 
 def wan_sites(model) -> list:
-    if getattr(model.blocks[0].attn2, "add_k_proj", None) is not None:
-        raise TypeError("Wan image-to-video checkpoints (attn2 with image context, add_k_proj) run two attention "
-                        "kernels in attn2; workbench maps text-to-video Wan (T2V, Wan 2.2 TI2V) only")
-    sites = []
-    for i, _ in enumerate(model.blocks):
-        path = f"blocks.{i}"
-        sites.append(output_site(path, "out", None, STREAM_DIMS, "block output (video tokens)", VIDEO))
-        sites += attention_sites(f"{path}.attn1", VIDEO, VIDEO, "self-attention over video tokens")
-        sites.append(output_site(f"{path}.attn1", "out", None, STREAM_DIMS, "attn1 output", VIDEO))
-        sites += attention_sites(f"{path}.attn2", VIDEO, TEXT, "cross-attention to the prompt")
-        sites.append(output_site(f"{path}.attn2", "out", None, STREAM_DIMS, "attn2 output", VIDEO))
-    return sites
+    return [site for i in range(len(model.blocks))
+            for site in self_then_cross_block_sites(f"blocks.{i}", VIDEO, "cross-attention to the prompt")]
 
 
 def video_patch_geometry(latent, text, patch: tuple[int, int, int]) -> Geometry:
