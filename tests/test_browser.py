@@ -227,6 +227,15 @@ def test_widget_notebook_in_chromium(tmp_path):
 # The singular-value explorer (workbench.widgets.svd): its output area and its first gain slider.
 SVD_EXPLORER = ".jp-OutputArea-output:has(.js-plotly-plot):has(.widget-label:text-is('gain s1'))"
 GAIN_SLIDER = ".widget-slider:has(.widget-label:text-is('gain s1'))"
+def _one_cell_notebook(path: Path, source: str) -> None:
+    """Write a notebook of one code cell, for the python3 kernel, to ``path``."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(notebook, path)
+
+
 SVD_CELL = """import workbench as wb
 from workbench.studies.svd.runs import EditSession
 from workbench.widgets.svd import SVDExplorer
@@ -238,11 +247,7 @@ def test_svd_explorer_in_chromium(tmp_path):
     reason = _requirements()
     if reason:
         pytest.skip(reason)
-    import nbformat
-
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(SVD_CELL)])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nbformat.write(notebook, tmp_path / "svd_explorer.ipynb")
+    _one_cell_notebook(tmp_path / "svd_explorer.ipynb", SVD_CELL)
     with _notebook_in_chromium(tmp_path, "svd_explorer.ipynb") as (page, errors):
         explorer = page.locator(SVD_EXPLORER).first
         explorer.locator(".imagelayer image").first.wait_for(timeout=60_000)
@@ -324,11 +329,7 @@ def test_video_explorer_frame_slider_in_chromium(tmp_path):
     reason = _requirements()
     if reason:
         pytest.skip(reason)
-    import nbformat
-
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(VIDEO_EXPLORER_CELL)])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nbformat.write(notebook, tmp_path / "video_explorer.ipynb")
+    _one_cell_notebook(tmp_path / "video_explorer.ipynb", VIDEO_EXPLORER_CELL)
     with _notebook_in_chromium(tmp_path, "video_explorer.ipynb") as (page, errors):
         explorer = page.locator(f".jp-OutputArea-output:has(.js-plotly-plot):has({FRAME_SLIDER})").first
         explorer.locator(".heatmaplayer image").first.wait_for(timeout=60_000)
