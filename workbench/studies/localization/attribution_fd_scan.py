@@ -98,19 +98,24 @@ def _integrated(path: np.ndarray, points: int) -> np.ndarray:
     return np.tensordot(weights, path[_subset(points, len(path))], axes=(0, 0))
 
 
-def path_scan(model_name: str, pairs: int, layer: int) -> dict:
+def _study_test_pairs(model_name: str, limit: int | None = None):
+    """The model, its study store, the store's steps, and its qualifying test pairs (the first
+    ``limit`` of them, or all) with their prompts, seeds and metric: what both scans start from."""
     from .attribution_study import study_pairs
     from .job import open_sweep
     from .report import qualified
 
     torch.set_num_threads(1)
-    started = time.time()
     model, judge = load(model_name), load_judge()
     store = results_dir() / f"localization_{model_name}.zarr"
     grid = open_sweep(store, "grid")
-    steps = int(grid.attrs["steps"])
-    keep = np.flatnonzero((qualified(grid) & (grid["split"] == "test")).values)[:pairs]
-    glyphs = study_pairs(model, judge, grid.isel(pair=keep))
+    keep = np.flatnonzero((qualified(grid) & (grid["split"] == "test")).values)[:limit]
+    return model, store, int(grid.attrs["steps"]), keep, study_pairs(model, judge, grid.isel(pair=keep))
+
+
+def path_scan(model_name: str, pairs: int, layer: int) -> dict:
+    started = time.time()
+    model, store, steps, keep, glyphs = _study_test_pairs(model_name, pairs)
     run = dict(steps=steps, token_maps=glyphs.maps)
     rows = np.arange(len(keep))
 
@@ -184,18 +189,8 @@ RANKING_POINTS = 5  # alpha = 0, 1/4, ..., 1: subsets of 1, 2, 3 and 5 points
 def ranking_scan(model_name: str) -> dict:
     """Every layer's joint-path estimate at 1, 2, 3 and 5 points against its own activation patch
     (alpha = 1, from step 0), on all the store's qualifying test pairs: the study's pairs."""
-    from .attribution_study import study_pairs
-    from .job import open_sweep
-    from .report import qualified
-
-    torch.set_num_threads(1)
     started = time.time()
-    model, judge = load(model_name), load_judge()
-    store = results_dir() / f"localization_{model_name}.zarr"
-    grid = open_sweep(store, "grid")
-    steps = int(grid.attrs["steps"])
-    keep = np.flatnonzero((qualified(grid) & (grid["split"] == "test")).values)
-    glyphs = study_pairs(model, judge, grid.isel(pair=keep))
+    model, store, steps, keep, glyphs = _study_test_pairs(model_name)
     run = dict(steps=steps, token_maps=glyphs.maps)
     rows = np.arange(len(keep))
     cpu = time.process_time()
