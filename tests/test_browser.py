@@ -227,6 +227,23 @@ def test_widget_notebook_in_chromium(tmp_path):
 # The singular-value explorer (workbench.widgets.svd): its output area and its first gain slider.
 SVD_EXPLORER = ".jp-OutputArea-output:has(.js-plotly-plot):has(.widget-label:text-is('gain s1'))"
 GAIN_SLIDER = ".widget-slider:has(.widget-label:text-is('gain s1'))"
+def _wait_for_run_all(page, seconds: float = 300) -> None:
+    """Wait until every code cell shows an execution count (Run All has finished), then check
+    that no output is a traceback."""
+    prompts = page.locator(".jp-CodeCell .jp-InputPrompt")
+    deadline = time.monotonic() + seconds
+
+    def finished() -> bool:
+        texts = prompts.all_inner_texts()
+        return bool(texts) and all(re.search(r"\[\d+\]", t) for t in texts)
+
+    while not finished() and time.monotonic() < deadline:
+        page.wait_for_timeout(1000)
+    assert finished(), "Run All did not finish"
+    outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+    assert not any("Traceback" in text for text in outputs), [t for t in outputs if "Traceback" in t]
+
+
 def _one_cell_notebook(path: Path, source: str) -> None:
     """Write a notebook of one code cell, for the python3 kernel, to ``path``."""
     import nbformat
@@ -276,21 +293,10 @@ def test_localization_picker_after_run_all(tmp_path):
         pytest.skip(reason)
     shutil.copy(LOCALIZATION_NOTEBOOK, tmp_path / LOCALIZATION_NOTEBOOK.name)
     with _notebook_in_chromium(tmp_path, LOCALIZATION_NOTEBOOK.name) as (page, errors):
-        prompts = page.locator(".jp-CodeCell .jp-InputPrompt")
-        deadline = time.monotonic() + 300
-
-        def finished() -> bool:  # every cell has run, the ones after the picker included
-            texts = prompts.all_inner_texts()
-            return bool(texts) and all(re.search(r"\[\d+\]", t) for t in texts)
-
-        while not finished() and time.monotonic() < deadline:
-            page.wait_for_timeout(1000)
-        assert finished(), "Run All did not finish"
+        _wait_for_run_all(page)  # every cell has run, the ones after the picker included
         picker = page.locator(PICKER).first
         picker.scroll_into_view_if_needed()
         picker.locator(".imagelayer image").first.wait_for(timeout=30_000)
-        outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
-        assert not any("Traceback" in text for text in outputs), [t for t in outputs if "Traceback" in t]
         heads_shown = _dropdown(picker, "heads").evaluate("s => s.options[s.selectedIndex].text")
         assert heads_shown.replace("\xa0", " ") == "all heads", heads_shown  # ipywidgets renders spaces as nbsp
 
@@ -399,18 +405,7 @@ def test_probing_notebook_figures_in_chromium(tmp_path):
         pytest.skip(reason)
     shutil.copy(PROBING_NOTEBOOK, tmp_path / PROBING_NOTEBOOK.name)
     with _notebook_in_chromium(tmp_path, PROBING_NOTEBOOK.name) as (page, errors):
-        prompts = page.locator(".jp-CodeCell .jp-InputPrompt")
-        deadline = time.monotonic() + 300
-
-        def finished() -> bool:
-            texts = prompts.all_inner_texts()
-            return bool(texts) and all(re.search(r"\[\d+\]", t) for t in texts)
-
-        while not finished() and time.monotonic() < deadline:
-            page.wait_for_timeout(1000)
-        assert finished(), "Run All did not finish"
-        outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
-        assert not any("Traceback" in text for text in outputs), [t for t in outputs if "Traceback" in t]
+        _wait_for_run_all(page)
         figures = page.locator(".jp-Notebook .js-plotly-plot")  # plotly's mime renderer draws outside .jp-OutputArea-output
         figures.nth(2).locator(".heatmaplayer image").first.wait_for(state="attached", timeout=30_000)
         assert figures.count() == 3, "notebook 05 draws two heatmaps and one side-by-side comparison"
