@@ -11,8 +11,8 @@ counts only this process's work, so the CPU-time ratio is the one to read there.
 
     python benchmarks/capture_overhead.py                      # all configurations, markdown table
     python benchmarks/capture_overhead.py --python .bench-venv/bin/python   # nnsight lives there
-    python benchmarks/capture_overhead.py --record      # workbench vs hand-written hooks side by side at
-                                                        # widths 512 and 64 -> docs/results/capture_overhead.json
+    python benchmarks/capture_overhead.py --record      # workbench vs hand-written hooks in rotating rounds
+                                                        # at widths 512 and 64 -> docs/results/capture_overhead.json
     python benchmarks/capture_overhead.py --update-doc  # its table into docs/benchmarks.md
 
 nnsight is not a workbench dependency; install it in its own environment, e.g.
@@ -173,118 +173,127 @@ def captured_per_run(name: str, result) -> int:
     raise KeyError(f"captured_per_run counts blocks_workbench and blocks_handwritten only, not {name!r}")
 
 
-def measure_per_call(layers: int, steps: int, repeats: int, threads: int = 1) -> dict:
-    """Runs in a subprocess: the side-by-side comparison on the CHEAP model, in CPU seconds per run.
-
-    Half the repeats run workbench first in each round, half the hand-written loop first, so neither
-    always follows the other. Returns, per configuration, every repeat's CPU seconds, the bare
-    median of its half beside each, and the tensors one run captured."""
+def measure_pair(layers: int, steps: int, rounds: int, threads: int = 1, cheap: bool = False,
+                 width: int = 512) -> dict:
+    """Runs in a subprocess: workbench.record, the hand-written loop and the bare run, each once per
+    round in a rotating order (``workbench.studies.timing.counterbalanced``), CPU seconds per round.
+    ``cheap``: on the CHEAP model (the per-call measurement; ``width`` unused), else at ``width``
+    with 1024 image + 77 text tokens (the end-to-end one). Returns the tensors one run captured and
+    the CPU seconds per round of each of the three."""
     import torch
 
-    from workbench.studies.timing import side_by_side
+    from workbench.studies.timing import counterbalanced
 
     torch.set_num_threads(threads)
-    model, scheduler, inputs = build(CHEAP["width"], layers, CHEAP["latent_size"], CHEAP["text_tokens"])
-    names = SIDE_BY_SIDE.split("+")
-    runs = {name: instrumented(name, model, scheduler, inputs, steps) for name in names}
-    out = {name: {"tensors_per_run": captured_per_run(name, runs[name]()), "cpu_s": [], "bare_cpu_s": []}
-           for name in names}
-    for order in (names, names[::-1]):
-        measured = side_by_side(lambda: denoise(model, scheduler, inputs, steps), {n: runs[n] for n in order},
-                                repeats // 2 + (repeats % 2 if order is names else 0))
-        for name in names:
-            bare = measured[name]["bare_cpu_s"]
-            out[name]["cpu_s"] += [ratio * bare for ratio in measured[name]["cpu_ratios"]]
-            out[name]["bare_cpu_s"] += [bare] * len(measured[name]["cpu_ratios"])
-    return out
+    sizes = CHEAP if cheap else {"width": width}
+    model, scheduler, inputs = build(sizes["width"], layers, sizes.get("latent_size", 64), sizes.get("text_tokens", 77))
+    runs = {name: instrumented(name, model, scheduler, inputs, steps) for name in SIDE_BY_SIDE.split("+")}
+    counts = {name: captured_per_run(name, run()) for name, run in runs.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"the recorders captured different numbers of tensors per run ({counts}): they must "
+                         "capture the same tensors to be compared")
+    runs["bare"] = lambda: denoise(model, scheduler, inputs, steps)
+    return {"tensors_per_run": counts["blocks_workbench"], "cpu_s": counterbalanced(runs, rounds)}
 
 
-def summarise_per_call(measured: dict, bare_run_cpu_s: float) -> dict:
-    """From :func:`measure_per_call`'s repeats: each recorder's cost per captured tensor over the bare
-    run (microseconds), the paired difference workbench - hand-written per tensor and per run, and
-    the overhead that difference implies on a run whose bare CPU time is ``bare_run_cpu_s`` (the
-    same layers and steps at a real width: the same hooks fire the same number of times). Each as
-    [median, low, high]: the median over repeats and its 95% bootstrap interval.
-
-    The implication assumes what differs between the two is per-call Python work, not the copy: both
-    copy each captured tensor once (the hand-written loop ``clone()``, workbench ``to(copy=True)``),
-    so at a real width the bytes copied are the same and the copy's cost cancels."""
+def median_and_interval(values) -> list[float]:
+    """[median, low, high]: the median and its 95% bootstrap interval."""
     import numpy as np
 
     from workbench.analysis.stats import bootstrap
 
-    def median_and_interval(values) -> list[float]:
-        values = np.asarray(values, dtype=float)
-        return [float(np.median(values)), *bootstrap(values, statistic=np.median)]
+    values = np.asarray(values, dtype=float)
+    return [float(np.median(values)), *bootstrap(values, statistic=np.median)]
 
-    wb, hand = measured["blocks_workbench"], measured["blocks_handwritten"]
-    if wb["tensors_per_run"] != hand["tensors_per_run"]:
-        raise ValueError(f"workbench captured {wb['tensors_per_run']} tensors per run but the hand-written loop "
-                         f"{hand['tensors_per_run']}: they must capture the same tensors to be compared")
-    n = wb["tensors_per_run"]
-    per_tensor = {name: [(cpu - bare) / n * 1e6 for cpu, bare in zip(m["cpu_s"], m["bare_cpu_s"])]
-                  for name, m in (("workbench", wb), ("handwritten", hand))}
-    difference_s = [a - b for a, b in zip(wb["cpu_s"], hand["cpu_s"])]  # same round: adjacent runs
+
+def summarise_pair(measured: dict) -> dict:
+    """From :func:`measure_pair` at a real width: each recorder's CPU time against the bare median,
+    and the gap of each round (workbench - hand-written, over the bare median): their median with its
+    95% bootstrap interval, the quartiles, and every round's gap, sorted."""
+    import numpy as np
+
+    cpu = {name: np.asarray(values, dtype=float) for name, values in measured["cpu_s"].items()}
+    bare = float(np.median(cpu["bare"]))
+    gaps = (cpu["blocks_workbench"] - cpu["blocks_handwritten"]) / bare
     return {
-        "repeats": len(difference_s), "tensors_per_run": n,
-        "bare_cheap_run_cpu_s": float(np.median(wb["bare_cpu_s"])),
-        "workbench_us_per_tensor": median_and_interval(per_tensor["workbench"]),
-        "handwritten_us_per_tensor": median_and_interval(per_tensor["handwritten"]),
-        "difference_us_per_tensor": median_and_interval([d / n * 1e6 for d in difference_s]),
-        "difference_run_s": median_and_interval(difference_s),
-        "bare_run_cpu_s": bare_run_cpu_s,
-        "implied_gap": median_and_interval([d / bare_run_cpu_s for d in difference_s]),
+        "rounds": len(gaps), "tensors_per_run": measured["tensors_per_run"], "bare_cpu_s": bare,
+        "workbench_ratio": float(np.median(cpu["blocks_workbench"])) / bare,
+        "handwritten_ratio": float(np.median(cpu["blocks_handwritten"])) / bare,
+        "gap": median_and_interval(gaps),
+        "gap_quartiles": [float(q) for q in np.percentile(gaps, [25, 75])],
+        "gap_per_round": sorted(float(g) for g in gaps),
         "raw": measured,
     }
 
 
-def per_call_verdict(implied_gap: list[float], target: float) -> str:
-    """Met only if the whole interval of the implied gap is within the target."""
-    _, low, high = implied_gap
+def summarise_per_call(measured: dict, bare_run_cpu_s: float) -> dict:
+    """From :func:`measure_pair` on the CHEAP model: each recorder's cost per captured tensor over the
+    bare run of its round (microseconds), the difference workbench - hand-written per tensor and per
+    run (same round), and the overhead that difference implies on a run whose bare CPU time is
+    ``bare_run_cpu_s`` (the same layers and steps at a real width: the same hooks fire the same number
+    of times). Each as [median, low, high]: the median over rounds and its 95% bootstrap interval.
+
+    The implication assumes what differs between the two is per-call Python work, not the copy: both
+    copy each captured tensor once (the hand-written loop ``clone()``, workbench ``clone()`` too), so
+    at a real width the bytes copied are the same and the copy's cost cancels."""
+    import numpy as np
+
+    cpu = {name: np.asarray(values, dtype=float) for name, values in measured["cpu_s"].items()}
+    n = measured["tensors_per_run"]
+    difference_s = cpu["blocks_workbench"] - cpu["blocks_handwritten"]
+    return {
+        "rounds": len(difference_s), "tensors_per_run": n,
+        "bare_cheap_run_cpu_s": float(np.median(cpu["bare"])),
+        "workbench_us_per_tensor": median_and_interval((cpu["blocks_workbench"] - cpu["bare"]) / n * 1e6),
+        "handwritten_us_per_tensor": median_and_interval((cpu["blocks_handwritten"] - cpu["bare"]) / n * 1e6),
+        "difference_us_per_tensor": median_and_interval(difference_s / n * 1e6),
+        "difference_run_s": median_and_interval(difference_s),
+        "bare_run_cpu_s": bare_run_cpu_s,
+        "implied_gap": median_and_interval(difference_s / bare_run_cpu_s),
+        "raw": measured,
+    }
+
+
+def interval_verdict(triple: list[float], target: float) -> str:
+    """Met only if the whole 95% interval is within the target."""
+    _, low, high = triple
     if high <= target:
-        return "yes: the interval is within 2%"
+        return f"yes: the interval is within {100 * target:g}%"
     if low > target:
-        return "**no**: the interval is above 2%"
-    return "not resolved: the interval spans 2%"
+        return f"**no**: the interval is above {100 * target:g}%"
+    return f"not resolved: the interval spans {100 * target:g}%"
 
 
 # The recorded comparison (issue 25's target: block recording within 2% of a hand-written hook loop):
-# (width, steps, repeats); width 64 makes hook overhead a larger share of the work. Each row's
-# per-call measurement runs the CHEAP model for the same layers and steps, PER_CALL_REPEATS times.
-RECORDED = ((512, 3, 5), (64, 10, 9))
-PER_CALL_REPEATS = 60
+# (width, steps, rounds); width 64 makes hook overhead a larger share of the work, and its cheaper
+# runs allow more rounds. Each row's per-call measurement runs the CHEAP model for the same layers
+# and steps, PER_CALL_ROUNDS rounds.
+RECORDED = ((512, 3, 30), (64, 10, 90))
+PER_CALL_ROUNDS = 60
 SIDE_BY_SIDE = "blocks_workbench+blocks_handwritten"
 
 
-def run_group(python: str, group: str, width: int, layers: int, steps: int, repeats: int, threads: int,
-              per_call: bool = False):
-    """One subprocess measuring the configurations of ``group`` ('a+b' side by side); ``per_call``:
-    on the CHEAP model instead (:func:`measure_per_call`, ``width`` unused)."""
-    cmd = [python, __file__, "--one", group, "--width", str(width), "--layers", str(layers),
-           "--steps", str(steps), "--repeats", str(repeats), "--threads", str(threads)] + (["--per-call"] if per_call else [])
+def run_pair(python: str, width: int, layers: int, steps: int, rounds: int, threads: int, cheap: bool = False) -> dict:
+    """:func:`measure_pair` in its own subprocess (its own memory, a fresh interpreter)."""
+    cmd = [python, __file__, "--pair", "--width", str(width), "--layers", str(layers), "--steps", str(steps),
+           "--repeats", str(rounds), "--threads", str(threads)] + (["--cheap"] if cheap else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"{group} at width {width} failed:\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"the pair at width {'cheap' if cheap else width} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _compare(python: str, width: int, layers: int, steps: int, repeats: int, threads: int) -> dict:
-    """One side-by-side run of workbench.record and the hand-written loop, with its gaps, and the
-    per-call measurement for the same layers and steps on the CHEAP model."""
-    by_name = {r["config"]: r for r in run_group(python, SIDE_BY_SIDE, width, layers, steps, repeats, threads)}
-    wb, hand = by_name["blocks_workbench"], by_name["blocks_handwritten"]
-    gaps = sorted(a - b for a, b in zip(wb["cpu_ratios"], hand["cpu_ratios"]))
-    per_call = run_group(python, SIDE_BY_SIDE, width, layers, steps, PER_CALL_REPEATS, threads, per_call=True)
-    return {"workbench": wb, "handwritten": hand, "gap": wb["ratio"] - hand["ratio"], "gap_per_repeat": gaps,
-            "gap_median_per_repeat": statistics.median(gaps),
-            "gap_quartiles": [float(q) for q in statistics.quantiles(gaps, n=4)],
-            "per_call": summarise_per_call(per_call, wb["bare_cpu_s"])}
+def _compare(python: str, width: int, layers: int, steps: int, rounds: int, threads: int) -> dict:
+    """workbench.record against the hand-written loop at ``width`` (end to end), and per captured
+    tensor on the CHEAP model for the same layers and steps."""
+    row = summarise_pair(run_pair(python, width, layers, steps, rounds, threads))
+    cheap = run_pair(python, width, layers, steps, PER_CALL_ROUNDS, threads, cheap=True)
+    row["per_call"] = summarise_per_call(cheap, row["bare_cpu_s"])
+    return row
 
 
 def record(python: str, layers: int, threads: int, before: str | None = None) -> dict:
-    """workbench.record and the hand-written hook loop side by side at each width of RECORDED; per
-    repeat, the gap is workbench's CPU-time ratio minus the hand-written loop's (same bare median,
-    same repeat), so the spread of the gaps is the machine's noise on the comparison itself.
+    """workbench.record and the hand-written hook loop side by side at each width of RECORDED.
 
     ``before``: an interpreter whose ``workbench`` is an earlier version of the code; at each width
     it is measured the same way right before this version (same run, same machine moment), under
@@ -292,19 +301,17 @@ def record(python: str, layers: int, threads: int, before: str | None = None) ->
     import torch
 
     rows = []
-    for width, steps, repeats in RECORDED:
-        row = {"width": width, "steps": steps, "repeats": repeats}
+    for width, steps, rounds in RECORDED:
+        row = {"width": width, "steps": steps}
         if before is not None:
-            row["before"] = _compare(before, width, layers, steps, repeats, threads)
+            row["before"] = _compare(before, width, layers, steps, rounds, threads)
             row["before"]["workbench_version"] = _version_of(before)
-        row.update(_compare(python, width, layers, steps, repeats, threads))
+        row.update(_compare(python, width, layers, steps, rounds, threads))
         rows.append(row)
-        pc = row["per_call"]
-        print(f"width {width}: workbench {row['workbench']['ratio']:.3f}x, hand-written {row['handwritten']['ratio']:.3f}x, "
-              f"gap {100 * row['gap']:+.1f}% (per repeat {', '.join(f'{100 * g:+.1f}' for g in row['gap_per_repeat'])}); "
-              f"per captured tensor {pc['difference_us_per_tensor'][0]:+.1f} us, implied gap {_pct(pc['implied_gap'])}"
-              + (f"; before: gap {100 * row['before']['gap']:+.1f}%, implied {_pct(row['before']['per_call']['implied_gap'])}"
-                 if before else ""), file=sys.stderr)
+        print(f"width {width}: workbench {row['workbench_ratio']:.3f}x, hand-written {row['handwritten_ratio']:.3f}x, "
+              f"gap per round {_pct(row['gap'])}; per captured tensor {_us(row['per_call']['difference_us_per_tensor'])} "
+              f"us, implied gap {_pct(row['per_call']['implied_gap'])}"
+              + (f"; before: gap {_pct(row['before']['gap'])}" if before else ""), file=sys.stderr)
     cheap = (CHEAP["latent_size"] // 2) ** 2
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "target_gap": 0.02,
             "machine": f"{platform.processor() or platform.machine()}, {threads} thread(s), torch {torch.__version__}",
@@ -334,64 +341,49 @@ def _version_of(python: str) -> str:
 
 
 def overhead_table(saved: dict) -> str:
-    """docs/benchmarks.md's side-by-side table, from the saved results."""
-    out = [f"Measured {saved['date']} ({saved['machine']}; {saved['model']}); CPU time on one thread, workbench, "
-           "hand-written and bare runs in turn in one process. *gap* = workbench's ratio minus the hand-written "
-           "loop's; *per-repeat gaps* pair the two runs of each repeat (same bare median), sorted, so their range "
-           "is the noise on the comparison itself.", "",
-           "| width, steps, repeats | workbench.record vs bare | per repeat | hand-written hooks vs bare | per repeat "
-           "| gap (medians) | per-repeat gaps: median [quartiles], range | within 2%? |",
+    """docs/benchmarks.md's side-by-side tables, from the saved results."""
+    target = saved["target_gap"]
+    out = [f"Measured {saved['date']} ({saved['machine']}; {saved['model']}); CPU time on one thread. Each round "
+           "runs workbench.record, the hand-written hooks and the bare loop once, in an order that rotates through "
+           "all six permutations, in one process. *gap per round* = (workbench - hand-written) / the bare median, "
+           "for the two runs of one round, made seconds apart, so a slow drift of the machine's speed cancels; "
+           "its median over the rounds, [95% bootstrap interval]. Met only if the whole interval is within "
+           f"{100 * target:g}%.", "",
+           "| width, steps | rounds | workbench.record vs bare | hand-written hooks vs bare | gap per round: median "
+           "[95% interval] | quartiles | range | within 2%? |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in saved["rows"]:
-        wb, hand, gaps = r["workbench"], r["handwritten"], r["gap_per_repeat"]
-        q1, _, q3 = r["gap_quartiles"]
-        verdict = "yes, on the medians" if r["gap"] <= saved["target_gap"] else "**no**"
-        if q3 - q1 > saved["target_gap"]:  # the noise on the comparison is wider than the target itself
-            verdict += f"; not resolved: the per-repeat gaps' quartiles span {100 * (q3 - q1):.1f} points"
-        out.append(f"| {r['width']}, {r['steps']} steps, median of {r['repeats']} | {wb['ratio']:.3f}x | "
-                   f"{', '.join(f'{x:.3f}' for x in wb['cpu_ratios'])} | {hand['ratio']:.3f}x | "
-                   f"{', '.join(f'{x:.3f}' for x in hand['cpu_ratios'])} | {100 * r['gap']:+.1f}% | "
-                   f"{100 * r['gap_median_per_repeat']:+.1f}% [{100 * q1:+.1f}, {100 * q3:+.1f}], "
-                   f"{100 * gaps[0]:+.1f} to {100 * gaps[-1]:+.1f}% | {verdict} |")
-    if all("per_call" in r for r in saved["rows"]):
-        out += ["", f"Per captured tensor, measured directly: the same two recorders over a cheap model "
-                f"({saved['per_call_model']}: the same hooks on the same modules, the same tensors captured per step, "
-                "little compute), for each row's layers and steps, workbench, hand-written and bare runs in turn "
-                "(half the rounds workbench first, half hand-written first), CPU time on one thread. *per tensor* = "
-                "(a run's CPU time - the bare median) / tensors captured per run, so it includes each run's set-up "
-                "(workbench.record resolves its sites once per run). *difference* pairs the workbench and hand-written "
-                "runs of each round. *implied gap* = that difference per run / the bare run's CPU time at the row's "
-                "width: the overhead workbench adds over the hand-written loop there, since both copy the same bytes "
-                "per tensor (the copy's cost cancels) and what differs is per-call work that does not grow with the "
-                "width. Medians over the repeats, [95% bootstrap intervals].", "",
-                "| width, steps | repeats | tensors per run | workbench us/tensor | hand-written us/tensor | "
-                "difference us/tensor | difference per run, ms | implied gap at this width | direct gap (table above) "
-                "| within 2%? |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for r in saved["rows"]:
-            pc = r["per_call"]
-            out.append(f"| {r['width']}, {r['steps']} steps | {pc['repeats']} | {pc['tensors_per_run']} | "
-                       f"{_us(pc['workbench_us_per_tensor'])} | {_us(pc['handwritten_us_per_tensor'])} | "
-                       f"{_us(pc['difference_us_per_tensor'])} | {_us([1e3 * d for d in pc['difference_run_s']])} | "
-                       f"{_pct(pc['implied_gap'])} | {100 * r['gap']:+.1f}% | "
-                       f"{per_call_verdict(pc['implied_gap'], saved['target_gap'])} |")
+        gaps, (q1, q3) = r["gap_per_round"], r["gap_quartiles"]
+        out.append(f"| {r['width']}, {r['steps']} steps | {r['rounds']} | {r['workbench_ratio']:.3f}x | "
+                   f"{r['handwritten_ratio']:.3f}x | {_pct(r['gap'])} | {100 * q1:+.1f} to {100 * q3:+.1f}% | "
+                   f"{100 * gaps[0]:+.1f} to {100 * gaps[-1]:+.1f}% | {interval_verdict(r['gap'], target)} |")
+    out += ["", f"Per captured tensor, measured directly: the same two recorders over a cheap model "
+            f"({saved['per_call_model']}: the same hooks on the same modules, the same tensors captured per step, "
+            "little compute), for each row's layers and steps, in rotating rounds as above. *per tensor* = (a run's "
+            "CPU time - the bare run of its round) / tensors captured per run, so it includes each run's set-up "
+            "(workbench.record resolves its sites and projects its size once per run). *difference* pairs the "
+            "workbench and hand-written runs of each round. *implied gap* = that difference per run / the bare "
+            "median at the row's width: the overhead workbench adds over the hand-written loop there, since both "
+            "copy the same bytes per tensor (the copy's cost cancels) and what differs is per-call work that does "
+            "not grow with the width. Medians over the rounds, [95% bootstrap intervals].", "",
+            "| width, steps | rounds | tensors per run | workbench us/tensor | hand-written us/tensor | "
+            "difference us/tensor | difference per run, ms | implied gap at this width | within 2%? |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in saved["rows"]:
+        pc = r["per_call"]
+        out.append(f"| {r['width']}, {r['steps']} steps | {pc['rounds']} | {pc['tensors_per_run']} | "
+                   f"{_us(pc['workbench_us_per_tensor'])} | {_us(pc['handwritten_us_per_tensor'])} | "
+                   f"{_us(pc['difference_us_per_tensor'])} | {_us([1e3 * d for d in pc['difference_run_s']])} | "
+                   f"{_pct(pc['implied_gap'])} | {interval_verdict(pc['implied_gap'], target)} |")
     if any("before" in r for r in saved["rows"]):
         out += ["", "The same comparison for the code before the change named here, measured in the same run "
                 "just before each row above:", "",
-                "| width | code | workbench.record vs bare | hand-written hooks vs bare | gap (medians) | "
-                "per-repeat gaps: median [quartiles] |", "| --- | --- | --- | --- | --- | --- |"]
-        with_per_call = all("per_call" in r and "per_call" in r["before"] for r in saved["rows"] if "before" in r)
-        if with_per_call:
-            out[-2] += " difference us/tensor | implied gap |"
-            out[-1] += " --- | --- |"
+                "| width | code | gap per round: median [95% interval] | implied gap per tensor |", "| --- | --- | --- | --- |"]
         for r in saved["rows"]:
+            if "before" not in r:
+                continue
             for label, m in (("before: " + r["before"]["workbench_version"].split()[-1], r["before"]), ("this", r)):
-                q1, _, q3 = m["gap_quartiles"]
-                out.append(f"| {r['width']} | {label} | {m['workbench']['ratio']:.3f}x | {m['handwritten']['ratio']:.3f}x | "
-                           f"{100 * m['gap']:+.1f}% | {100 * m['gap_median_per_repeat']:+.1f}% "
-                           f"[{100 * q1:+.1f}, {100 * q3:+.1f}] |"
-                           + (f" {_us(m['per_call']['difference_us_per_tensor'])} | {_pct(m['per_call']['implied_gap'])} |"
-                              if with_per_call else ""))
+                out.append(f"| {r['width']} | {label} | {_pct(m['gap'])} | {_pct(m['per_call']['implied_gap'])} |")
     return "\n".join(out)
 
 
@@ -416,12 +408,11 @@ def main(argv=None) -> None:
     parser.add_argument("--update-doc", action="store_true",
                         help="write the saved comparison into docs/benchmarks.md's generated block")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
-    parser.add_argument("--per-call", action="store_true", help=argparse.SUPPRESS)  # internal: --one on the CHEAP model
+    parser.add_argument("--pair", action="store_true", help=argparse.SUPPRESS)  # internal: measure_pair, print JSON
+    parser.add_argument("--cheap", action="store_true", help=argparse.SUPPRESS)  # internal: --pair on the CHEAP model
     args = parser.parse_args(argv)
-    if args.one and args.per_call:
-        if args.one != SIDE_BY_SIDE:
-            parser.error(f"--per-call measures {SIDE_BY_SIDE} only, not {args.one}")
-        print(json.dumps(measure_per_call(args.layers, args.steps, args.repeats, args.threads)))
+    if args.pair:
+        print(json.dumps(measure_pair(args.layers, args.steps, args.repeats, args.threads, args.cheap, args.width)))
         return
     if args.one:
         print(json.dumps(measure(args.one.split("+"), args.width, args.layers, args.steps, args.repeats, args.threads)))

@@ -1,6 +1,6 @@
 """Side-by-side timing: instrumented runs against bare runs of the same work, in one process.
 
-The one method of the overhead benchmarks (``benchmarks/capture_overhead.py``,
+The method of the overhead benchmarks (``benchmarks/capture_overhead.py``,
 ``benchmarks/real_width.py``): bare and instrumented runs alternate in one process, so each ratio
 compares runs made at the same moments of a shared, noisy machine. Time is taken twice: wall clock,
 and the process's own CPU time (``time.process_time``), which on a shared machine counts only this
@@ -9,10 +9,16 @@ process's work and is the ratio to read there (on one torch thread it is exact).
 Memory is taken per run where Linux allows it: writing ``5`` to ``/proc/self/clear_refs`` resets the
 process's high-water mark (``VmHWM``) to its current resident set, so after a run ``VmHWM`` is that
 run's own peak, in a process that has already made other runs.
+
+Where two instrumented runs are compared with each other (workbench against a hand-written hook
+loop), :func:`counterbalanced` runs them and the bare run in rounds whose order rotates through
+every permutation: no run always follows another, and the two compared runs of a round are
+seconds apart, so a slow drift of the machine's speed cancels in their difference.
 """
 
 from __future__ import annotations
 
+import itertools
 import resource
 import statistics
 import time
@@ -112,3 +118,22 @@ def side_by_side(bare: Callable[[], object], runs: dict[str, Callable[[], object
                 bare_run_extra_mib=max(r["extra_mib"] for r in bare_rows),
             )
     return out
+
+
+def counterbalanced(runs: dict[str, Callable[[], object]], rounds: int, *, warm_up: bool = True) -> dict[str, list[float]]:
+    """CPU seconds of each of ``runs`` per round, ``rounds`` rounds. Each round runs every one of
+    ``runs`` once, in an order that cycles through all permutations of them (so with three runs,
+    each stands first, second and third equally often over every six rounds). Round ``i`` of each
+    list is one round: subtract them pairwise to compare two runs made moments apart. ``warm_up``:
+    each run once, untimed, first."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, not {rounds}")
+    if warm_up:
+        for run in runs.values():
+            run()
+    orders = list(itertools.permutations(runs))
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(rounds):
+        for name in orders[i % len(orders)]:
+            cpu[name].append(timed(runs[name])[2])
+    return cpu
