@@ -24,6 +24,8 @@ MODELS = ("toy-mmdit", "toy-unet")
 
 def heatmap(cells: xr.Dataset, thresholds: dict[str, str], path, title: str) -> None:
     """Test mIoU per layer and timestep, per variant at the threshold chosen on validation."""
+    from pathlib import Path
+
     import plotly.express as px
 
     variants = list(thresholds)
@@ -34,7 +36,7 @@ def heatmap(cells: xr.Dataset, thresholds: dict[str, str], path, title: str) -> 
                     height=320 + 14 * cells.sizes["layer"], width=360 * len(variants))
     for i, v in enumerate(variants):
         fig.layout.annotations[i].text = f"{v} (threshold {thresholds[v]})"
-    fig.write_html(path, include_plotlyjs="cdn")
+    fig.write_html(path, include_plotlyjs="cdn", div_id=Path(path).stem)
 
 
 def _fmt(row: dict) -> str:

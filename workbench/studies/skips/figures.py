@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         frame = ds.low_of_ac.mean("resnet").to_dataframe().reset_index()
         figures.append(px.line(frame, x="step", y="low_of_ac", color="kind", facet_col="stage",
                                title=f"{name}: low-frequency share of the varying energy, backbone vs skip, per decoder stage"))
-    html = "\n".join(f.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False) for i, f in enumerate(figures))
+    html = "\n".join(f.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False, div_id=f"skips-{i}") for i, f in enumerate(figures))
     (results / "skips_figures.html").write_text(f"<html><body>{html}</body></html>")
     return 0
 

@@ -104,7 +104,7 @@ def figures(results: dict, img_dir: Path, html_path: Path) -> list[Path]:
                                      name=f"{name} {key[0]} k={key[1]}: other prompt"), row=row, col=len(picks) + 1)
     fig.update_layout(height=380 * len(results), width=1150, title="P1: Grassmann distance between steps "
                       "(heatmaps; right: to the final step and to another prompt at the same step, / random baseline)")
-    html_path.write_text(fig.to_html(include_plotlyjs="cdn", full_html=True))
+    html_path.write_text(fig.to_html(include_plotlyjs="cdn", full_html=True, div_id="svd-p1"))
     written.append(html_path)
     return written
 
