@@ -34,6 +34,7 @@ from tqdm import tqdm
 import workbench as wb
 from workbench.capture.reuse import deepcache, encoder_propagation, middle_blocks
 from workbench.models.judge import load_judge
+from workbench.store.jobs import write_json_atomically
 
 from workbench.studies.quality.protocol import prompt_families, score
 from workbench.studies.skips.protocol import FAMILIES
@@ -119,10 +120,10 @@ def measure(model_name: str, schemes: list[str], every: list[int], n: int, steps
         timing_prompts = [c for c, _ in prompt_families(timing_batch, seed=0)["single"]]
         entry["timing"] = time_variants(model, configs, timing_prompts, steps, repeats)
         entry["timing_setup"] = {"prompts": timing_batch, "repeats": repeats, "threads": torch.get_num_threads()}
-        _save(results, out)
+        write_json_atomically(out, results, indent=1)
     if "fidelity" not in entry:
         entry["fidelity"] = fidelity(model, configs, [c for c, _ in prompt_families(timing_batch, seed=0)["single"]], steps)
-        _save(results, out)
+        write_json_atomically(out, results, indent=1)
     judge = load_judge()
     families = prompt_families(n, seed=0)
     quality = entry.setdefault("quality", {})
@@ -138,18 +139,12 @@ def measure(model_name: str, schemes: list[str], every: list[int], n: int, steps
                 row["reused_share"] = round(stats.share_reused(), 3)
                 row["calls"] = {"computed": dict(stats.computed), "reused": dict(stats.reused)}
         quality[name] = row
-        _save(results, out)
+        write_json_atomically(out, results, indent=1)
     base = quality["uncached"]
     for name, row in quality.items():
         row["drop_points"] = {key: round(base[key] - row[key], 1) for key in FAMILIES.values()}
-    _save(results, out)
+    write_json_atomically(out, results, indent=1)
     return results
-
-
-def _save(results: dict, out: Path) -> None:
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(out)  # atomic: an interruption never leaves a half-written file
 
 
 def markdown(results: dict) -> str:

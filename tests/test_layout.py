@@ -161,6 +161,7 @@ def _defined_functions(roots) -> dict[str, list[str]]:
     ("bootstrap", "workbench/analysis/stats.py"),
     ("results_dir", "workbench/results.py"),
     ("write_block", "workbench/studies/docs.py"),
+    ("write_json_atomically", "workbench/store/jobs.py"),
 ])
 def test_one_owner_per_study_helper(helper, owner):
     """One PSNR, one bootstrap, one results location, one doc-block writer: no second definition
@@ -187,6 +188,30 @@ def test_benchmarks_are_scripts_that_import_no_sibling_and_patch_no_path():
             # a private helper module beside the scripts (the old _doc, _npz_cache) is a sibling too
             wrong += [f"{path.name} imports {n}, a helper beside the scripts" for n in names if n.startswith("_") and n != "__future__"]
     assert not wrong, "\n".join(wrong)
+
+
+# The generated blocks a benchmark may write: the timing tables (docs/benchmarks.md), and the
+# extraction timing that docs/features.md shows beside the feature store it times. A study's table
+# (findings, skips, attention, ...) is written by that study's report.py.
+TIMING_BLOCKS = {"benchmarks.md": None, "features.md": {"extraction"}}  # doc -> its keys a benchmark may write (None: any)
+
+
+def test_benchmarks_time_things_and_write_only_timing_docs():
+    """``benchmarks/`` keeps timings only: every ``write_block`` call there names, as a literal, a
+    timing doc of ``TIMING_BLOCKS`` (so a study's rows written from a benchmark, as the old
+    ``findings_figures.py`` and ``peers.py`` did, fail here)."""
+    wrong = []
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "write_block"):
+                continue
+            doc, key = (node.args + [None, None])[:2]
+            if not (isinstance(doc, ast.Constant) and doc.value in TIMING_BLOCKS):
+                wrong.append(f"{path.name}:{node.lineno} writes into {ast.unparse(doc) if doc else '?'}")
+            elif TIMING_BLOCKS[doc.value] is not None and not (isinstance(key, ast.Constant)
+                                                               and key.value in TIMING_BLOCKS[doc.value]):
+                wrong.append(f"{path.name}:{node.lineno} writes block {ast.unparse(key) if key else '?'} of {doc.value}")
+    assert not wrong, "benchmarks writing doc blocks that are not timings:\n" + "\n".join(wrong)
 
 
 def test_cli_is_thin():

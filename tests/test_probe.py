@@ -156,15 +156,11 @@ def test_probe_cli_on_an_extracted_store(tmp_path, capsys):
 
 
 def test_probing_report_writes_the_doc_tables_from_the_saved_grids():
-    import re
-
-    from workbench.studies.docs import DOCS
+    from workbench.studies.docs import read_block
     from workbench.studies.probing.report import pixel_table, tables
 
     for key, table in (("probe-grid", tables), ("probe-pixels", pixel_table)):
-        block = re.search(rf"<!-- generated:{key} -->\n(.*?)\n<!-- /generated:{key} -->",
-                          (DOCS / "features.md").read_text(), re.S).group(1)
-        assert table().strip() == block, key
+        assert table().strip() == read_block("features.md", key), key
 
 
 def test_the_site_shown_per_timestep_is_chosen_on_validation():

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 
 from workbench.results import results_dir
-from workbench.studies.docs import DOCS
+from workbench.studies.docs import read_block
 from workbench.studies.scorers.protocol import CONDITION_NOTES, FONTS, KINDS, outside_world, render, text_of
 from workbench.studies.scorers.report import judge_tables, ocr_tables
 
 
-def _block(doc: str, key: str) -> str:
-    source = (DOCS / doc).read_text()
-    return re.search(rf"<!-- generated:{key} -->\n(.*?)\n<!-- /generated:{key} -->", source, re.S).group(1)
-
-
 def test_the_report_writes_the_judge_doc_tables_from_the_saved_results():
     assert judge_tables(json.loads((results_dir() / "judge_checks.json").read_text())).strip() == \
-        _block("judge.md", "judge-checks")
+        read_block("judge.md", "judge-checks")
     assert ocr_tables(json.loads((results_dir() / "ocr_accuracy.json").read_text())).strip() == \
-        _block("judge.md", "ocr-accuracy")
+        read_block("judge.md", "ocr-accuracy")
 
 
 def test_outside_world_images_are_in_range_and_differ_per_kind():

@@ -233,11 +233,11 @@ def _digest_of(variables: list[str], blocks: dict) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomically(path: Path, data) -> None:
+def write_json_atomically(path: Path, data, indent: int | None = None) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file and a rename: never half-written."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        temporary.write_text(json.dumps(data))
+        temporary.write_text(json.dumps(data, indent=indent))
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

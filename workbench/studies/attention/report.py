@@ -1,6 +1,6 @@
 """The attention studies' report: the tables of docs/attention.md and the segmentation heatmaps,
-from the saved results (``segmentation_<model>.json``, ``editing_toy-mmdit.json``; written by
-:mod:`workbench.studies.attention.job`). No model runs here.
+from the saved results (``segmentation_<model>.json``, ``editing_toy-mmdit.json``, written by
+:mod:`workbench.studies.attention.job`; ``peers_daam.json``, written by :mod:`.daam`). No model runs here.
 
     python -m workbench.studies.attention.report               # print the tables
     python -m workbench.studies.attention.report --update-doc  # write them into docs/attention.md
@@ -123,6 +123,15 @@ def editing_tables() -> str:
     return "\n".join(out)
 
 
+def daam_table() -> str:
+    """How far DAAM's word maps are from the default ones: Pearson correlation per word, over prompts."""
+    result = json.loads((results_dir() / "peers_daam.json").read_text())
+    q = result["pearson_quartiles"]
+    return ("| model | prompts | words | Pearson median | quartiles | min |\n| --- | --- | --- | --- | --- | --- |\n"
+            f"| {result['model']} | {result['prompts']} | {result['words']} | {result['pearson_median']:.3f} | "
+            f"[{q[0]:.3f}, {q[1]:.3f}] | {result['pearson_min']:.3f} |")
+
+
 def markdown_tables() -> str:
     """The tables of docs/attention.md, from the saved results."""
     parts = [segmentation_tables()]
@@ -130,6 +139,7 @@ def markdown_tables() -> str:
         if (results_dir() / f"segmentation_{name}.json").exists():
             parts.append(grid_tables(name))
     parts.append("\n### Editing\n\n" + editing_tables())
+    parts.append("\n### DAAM against the default word maps\n\n" + daam_table())
     return "\n".join(parts)
 
 
@@ -144,6 +154,7 @@ def main(argv=None) -> None:
     write_block("attention.md", "segmentation", segmentation_tables())
     write_block("attention.md", "segmentation-grids", "\n".join(grid_tables(n) for n in MODELS))
     write_block("attention.md", "editing", editing_tables())
+    write_block("attention.md", "peers-daam", daam_table())
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ pipeline cannot resume mid-schedule, so each variant is one whole patched genera
 from __future__ import annotations
 
 import json
-import os
 from itertools import permutations
 from pathlib import Path
 
@@ -168,9 +167,7 @@ def _pairs(job, model, judge, gp, n_cells, per_cell, limit, steps, seed, tqdm, s
         bar.close()
     keep = min(limit, len(table["cell"]))
     table = {k: v[:keep] for k, v in table.items()}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(table))
-    os.replace(tmp, path)
+    write_json_atomically(path, table)
     return table
 
 

@@ -63,6 +63,14 @@ def prompt_families(n: int = 200, seed: int = 0, n_held_out: int | None = None) 
     return families
 
 
+def single_and_glyph_captions(n: int, seed: int = 0) -> list[str]:
+    """The first ``n // 2`` captions of the single-object family, then the first ``n // 2`` of the glyph
+    family (prompt stream ``seed``): the prompts the peers' methods are measured on (DAAM in
+    ``attention/daam.py``, T-GATE and DeepCache in ``skips/peers.py``)."""
+    families = prompt_families(n, seed=seed)
+    return [caption for family in ("single", "glyph") for caption, _ in families[family][: n // 2]]
+
+
 def score(family: str, objects: list[list[dict]], verdict: dict) -> dict:
     """Per-family rates from the judge's verdict on images generated for ``objects``."""
     family = family.removesuffix("_held_out")  # scored like the in-distribution family

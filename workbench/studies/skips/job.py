@@ -45,14 +45,9 @@ from ...results import results_dir
 from ...sitemap import parse_site, site_name
 
 from ...store.items import ItemStore
+from ...store.jobs import write_json_atomically
 from .protocol import FAMILIES, SPLITS, accuracies, cell, cell_factors, judged_prompts, recorded_prompts, \
     select_on_validation
-
-
-def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj))
-    tmp.replace(path)
 
 
 def _backbone_of(skip: str) -> str:
@@ -171,7 +166,7 @@ def freeu_grid(b_values, s_values, n_val: int, n_test: int, steps: int, path: Pa
         toy_unet(), test, steps, SPLITS["test"]["noise_seed"], [] if key == "test-plain" else _freeu(toy_unet(), best)),
         progress=progress, desc="FreeU (test)")
     results["test"] = {"best": best, "plain": _row(runs["test-plain"]), "freeu": _row(runs[f"test-{best}"])}
-    _save(results, path)
+    write_json_atomically(path, results)
     return results
 
 
@@ -193,7 +188,7 @@ def recordings(what: str, models: list[str], prompts: int, steps: int, path: Pat
     stored = json.loads(path.read_text()) if path.exists() else {}
     for name in models:
         stored[name] = done[f"{what}-{name}"].to_dict()
-    _save(stored, path)
+    write_json_atomically(path, stored)
     return stored
 
 

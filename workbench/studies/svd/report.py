@@ -1,8 +1,9 @@
-"""The SVD study's report: the tables of docs/svd.md and its figures, from the saved results
-(``svd_<model>.json``, written by :mod:`workbench.studies.svd.job`). No model runs here.
+"""The SVD study's report: the tables of docs/svd.md, its figures and its row of docs/findings.md,
+from the saved results (``svd_<model>.json``, written by :mod:`workbench.studies.svd.job`). No model
+runs here.
 
     python -m workbench.studies.svd.report               # print the tables, write the figures
-    python -m workbench.studies.svd.report --update-doc  # ... and write the tables into docs/svd.md
+    python -m workbench.studies.svd.report --update-doc  # ... and write the tables into docs/svd.md, docs/findings.md
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ...results import results_dir
-from ..docs import DOCS, write_block
+from ..docs import DOCS, findings_table, write_block
 from .protocol import ATTRIBUTES, GRID, KV, METHODS, saved_setting
 
 
@@ -279,6 +280,36 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+# -- the row of docs/findings.md -----------------------------------------------------------------
+FINDINGS_MODELS = ("toy-unet", "toy-mmdit")  # findings.md's column order
+
+
+def findings_row(results: dict) -> list[str]:
+    """Subspace stability (Wang et al.) at one view and one k (per channel, k = 4) against the random
+    baseline's spread, the claim stated no more strongly than the saved distances allow (issue 23)."""
+    missing = [f"svd_{m}.json" for m in FINDINGS_MODELS if m not in results]
+    if missing:
+        raise FileNotFoundError(f"the findings row compares both reference models; {results_dir()} lacks "
+                                f"{', '.join(missing)} (python -m workbench.studies.svd.job writes it)")
+    cells, inside = [], []
+    for model in FINDINGS_MODELS:
+        m = next(m for m in results[model]["P1"]["maps"] if m["view"] == "per_channel" and m["k"] == 4)
+        d = np.array(m["distance"])
+        adjacent = np.diag(d, 1)[:-1]  # the last step (sigma 0.001 -> 0) left out, as in svd.md
+        low_band, high_band = m["random_mean"] - 2 * m["random_std"], m["random_mean"] + 2 * m["random_std"]
+        inside.append(low_band <= d[1, -1] <= high_band)
+        cells.append(f"per channel, k=4 (Grassmann, mean over prompts): adjacent recorded steps {adjacent.min():.2f}-"
+                     f"{adjacent.max():.2f} (steps 0-3: {adjacent[:4].min():.2f}-{adjacent[:4].max():.2f}); step 1 -> final "
+                     f"{d[1, -1]:.2f}; random subspaces {m['random_mean']:.2f} (mean +- 2 sd {low_band:.2f}-{high_band:.2f})")
+    cells[-1] += "; per-prompt distances were not saved, so the measured values carry no interval"
+    verdict = ("between neighbouring steps only: step 1 -> final lies inside the random band on both models"
+               if all(inside) else "see the distances: step 1 -> final is outside the random band on "
+               + ", ".join(m for m, i in zip(FINDINGS_MODELS, inside) if not i))
+    return ["SVD editing", "Wang et al.: the subspaces spanned by a latent's singular vectors stay stable across "
+            "timesteps", *cells, verdict,
+            "[svd.md](svd.md) / [06](../notebooks/06_svd_latent_editing.ipynb)"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--update-doc", action="store_true", help="write the tables into docs/svd.md")
@@ -289,6 +320,7 @@ def main(argv=None) -> int:
     if args.update_doc:
         for key, text in doc_blocks(found).items():
             write_block("svd.md", f"svd-{key}", text)
+        write_block("findings.md", "findings-svd", findings_table([findings_row(found)]))
     for path in figures(found, DOCS / "img", results_dir() / "svd_figures.html"):
         print(f"wrote {path}", file=sys.stderr)
     return 0
