@@ -232,18 +232,13 @@ def test_cli_is_thin():
     assert not wrong, "\n".join(wrong)
 
 
-# The reference models' quality study prints its table and writes it to --out; docs/reference_models.md
-# quotes it in prose, with no generated block to fill (yet).
-NO_DOC_TABLE = {"quality"}
-
-
 def test_every_study_has_a_report_that_updates_its_doc():
     """Each study folder has ``report.py`` with a ``--update-doc`` flag, and doc blocks are written
     from report modules only."""
     studies = [p for p in (ROOT / "workbench" / "studies").iterdir() if (p / "__init__.py").exists()]
     assert len(studies) >= 5
-    missing = [p.name for p in studies if p.name not in NO_DOC_TABLE
-               and (not (p / "report.py").exists() or "--update-doc" not in (p / "report.py").read_text())]
+    missing = [p.name for p in studies
+               if not (p / "report.py").exists() or "--update-doc" not in (p / "report.py").read_text()]
     assert not missing, f"studies without a report.py --update-doc: {missing}"
     writers = [str(path.relative_to(ROOT)) for path in (ROOT / "workbench").rglob("*.py")
                if "write_block(" in path.read_text() and path.name not in ("report.py", "docs.py")]
@@ -252,17 +247,16 @@ def test_every_study_has_a_report_that_updates_its_doc():
 
 # The studies whose job runs a model over many items: each resumes through the store machinery
 # (``StoreJob`` directly, ``ItemStore``, or ``studies.cache.Cache`` on top of it).
-RESUMABLE_STUDIES = ("attention", "localization", "skips", "svd")
+RESUMABLE_STUDIES = ("attention", "localization", "quality", "skips", "svd")
 
 
 def test_every_study_has_a_protocol_a_job_and_a_report():
     """Each study folder has ``protocol.py`` (pairs, splits, selection on validation, baselines),
-    ``job.py`` (what runs the model and writes results) and ``report.py`` (the quality study's table
-    is printed by its job: see ``NO_DOC_TABLE``); the jobs that run a model over many items resume
-    through the store machinery."""
+    ``job.py`` (what runs the model and writes results) and ``report.py``; the jobs that run a model
+    over many items resume through the store machinery."""
     studies = [p for p in (ROOT / "workbench" / "studies").iterdir() if (p / "__init__.py").exists()]
     missing = [f"{p.name}/{part}" for p in studies for part in ("protocol.py", "job.py", "report.py")
-               if not (p / part).exists() and not (part == "report.py" and p.name in NO_DOC_TABLE)]
+               if not (p / part).exists()]
     assert not missing, f"study folders without their protocol, job or report: {missing}"
     machinery = ("StoreJob", "ItemStore", "Cache(")
     plain = [name for name in RESUMABLE_STUDIES

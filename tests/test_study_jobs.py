@@ -161,3 +161,49 @@ def test_svd_properties_resume_after_an_interruption(tmp_path, monkeypatch, mmdi
         assert resumed[key] == whole[key], key
     with pytest.raises(ValueError, match="steps: 2 in the store, 3 now"):
         job.main(argv("cut")[:2] + ["3"] + argv("cut")[3:])
+
+
+# -- the quality study --------------------------------------------------------------------------
+def test_quality_job_resumes_after_an_interruption_and_refuses_other_settings(tmp_path, monkeypatch, unet):
+    from workbench.models.judge import load_judge
+    from workbench.studies.quality import job
+
+    study = dict(models=["toy-unet"], n=2, steps=2, batch=2, seed=0, guidance=None, n_held_out=0, progress=False,
+                 loaded={"toy-unet": unet}, judge=load_judge())
+    whole = job.run(**study, work=tmp_path / "whole")  # items: single, glyph, two (one batch of 2 prompts each)
+    counted = Interrupting(job.generate_batch, stop_at=2)
+    monkeypatch.setattr(job, "generate_batch", counted)
+    with pytest.raises(JobInterrupted, match="(?s)1 of 3 chunks are done.*Resume with"):
+        job.run(**study, work=tmp_path / "cut")
+    counted.stop_at, counted.calls = None, []
+    resumed = job.run(**study, work=tmp_path / "cut")
+    assert [call[1] for call in counted.calls] == [
+        [caption for caption, _ in job.prompt_families(2, 0, 0)[family]] for family in ("glyph", "two")]
+    for result in (whole, resumed):
+        for family in ("single", "glyph", "two"):
+            assert result["toy-unet"][family].pop("seconds") > 0
+    assert resumed == whole
+    stored = {p.name for p in (tmp_path / "cut" / "quality.zarr").iterdir() if not p.name.startswith(".")}
+    for key in stored:
+        xr.testing.assert_identical(xr.open_zarr(tmp_path / "cut" / "quality.zarr" / key).image.load(),
+                                    xr.open_zarr(tmp_path / "whole" / "quality.zarr" / key).image.load())
+    assert len(stored) == 3
+    with pytest.raises(ValueError, match="steps: 2 in the store, 3 now"):
+        job.run(**{**study, "steps": 3}, work=tmp_path / "cut")
+    with pytest.raises(ValueError, match="seed: 0 in the store, 1 now"):
+        job.run(**{**study, "seed": 1}, work=tmp_path / "cut")
+
+
+def test_quality_items_of_other_weights_are_their_own(tmp_path):
+    """An item's key carries a digest of the weights folder: a file changed in place gives new keys."""
+    import shutil
+
+    from workbench.models.reference import reference_dir
+    from workbench.studies.quality.job import folder_digest
+
+    folder = tmp_path / "toy-unet"
+    shutil.copytree(reference_dir("toy-unet"), folder)
+    assert folder_digest(folder) == folder_digest(reference_dir("toy-unet"))  # the contents, not the path
+    record = folder / "reference.json"
+    record.write_text(record.read_text() + " ")
+    assert folder_digest(folder) != folder_digest(reference_dir("toy-unet"))

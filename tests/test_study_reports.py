@@ -1,5 +1,5 @@
 """The study reports write the published tables from the saved results: every generated block of
-docs/ that the skips, SVD and attention reports own equals what the report writes now (no figure
+docs/ that the skips, SVD, attention and quality reports own equals what the report writes now (no figure
 typed in or left stale), and the findings rows keep findings.md's columns."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 
 from workbench.results import results_dir
 from workbench.studies.attention.report import daam_table
+from workbench.studies.quality.report import shipped_block
 from workbench.studies.docs import FINDINGS_COLUMNS, findings_table, read_block
 from workbench.studies.skips.report import BLOCKS as SKIPS_BLOCKS
 from workbench.studies.svd.report import findings_row
@@ -20,7 +21,8 @@ def _svd_findings() -> str:
                                          for m in ("toy-unet", "toy-mmdit")})])
 
 
-OWNED = {**SKIPS_BLOCKS, ("findings.md", "findings-svd"): _svd_findings, ("attention.md", "peers-daam"): daam_table}
+OWNED = {**SKIPS_BLOCKS, ("findings.md", "findings-svd"): _svd_findings, ("attention.md", "peers-daam"): daam_table,
+         ("reference_models.md", "quality-shipped"): shipped_block}
 
 
 @pytest.mark.parametrize("doc, key", list(OWNED), ids=lambda v: str(v))

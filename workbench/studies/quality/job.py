@@ -27,13 +27,25 @@ choice was made on.
     python -m workbench.studies.quality.job [--models toy-mmdit toy-unet] [--n 200] [--steps 20] [--out DIR]
         [--weights toy-mmdit=FOLDER ...]   # score candidate weights instead of the shipped ones
         [--shipped]                         # ... and the shipped ones beside them, in the same run
+        [--work DIR]                        # the resumable store of generated images
 
-Prints a markdown table and writes ``quality.md`` and ``quality.json`` into ``--out``.
+Prints a markdown table and writes ``quality.md`` and ``quality.json`` into ``--out``; the table of
+docs/reference_models.md is written from saved ``quality.json`` files by :mod:`.report`.
+
+Resumable: the generated images are the items of an ``ItemStore`` (``--work/quality.zarr``), one item
+per batch of a family's prompts for each model and weights. Ctrl-C stops after the batch in flight
+and the same command resumes, generating only the missing batches; the judge scores the stored
+images when all are there, so a resumed run gives what an uninterrupted one gives. The store's
+identity is what the images depend on besides the weights (``--n``, ``--n-held-out``, ``--steps``,
+``--batch``, ``--seed``, ``--guidance``): a store made with other settings is refused, each
+difference named. An item's key names the model and a digest of its weights folder's files, so
+other weights (a candidate, or a folder retrained in place) get items of their own.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -41,59 +53,79 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import xarray as xr
 
 from ... import load
 from ...models.judge import load_judge
-from ...models.reference import NAMES, load_reference
+from ...models.reference import NAMES, load_reference, reference_dir
+from ...store.items import ItemStore
 from .protocol import TARGETS, TEST_SEEDS, VALIDATION_SEED, prompt_families, score
+from .report import misses, table
+
+
+def folder_digest(folder: Path) -> str:
+    """Short SHA-256 over every file of a weights folder (relative path and bytes): what an item's
+    images were generated with."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def generate_batch(model, prompts: list[str], steps: int, seed: int, guidance: float | None) -> np.ndarray:
+    """The images of one item (the batch's noise is drawn from ``seed``)."""
+    return model.generate(prompts, steps=steps, seed=seed, guidance_scale=guidance)
 
 
 def run(models: list[str], n: int, steps: int, batch: int, seed: int, guidance: float | None,
-        weights: list[tuple[str, str]] | None = None, shipped: bool = True, n_held_out: int | None = None) -> dict:
+        weights: list[tuple[str, str]] | None = None, shipped: bool = True, n_held_out: int | None = None,
+        work: str | Path = "bench-out/quality", resume: str = "rerun the same command", progress: bool = True,
+        loaded: dict | None = None, judge=None) -> dict:
     """Score each model; ``weights`` lists (model name, folder) candidates to load instead of (or,
     with ``shipped``, beside) the shipped weights. Results are keyed ``name`` for the shipped
-    weights and ``name [folder]`` for a candidate."""
-    judge = load_judge()
+    weights and ``name [folder]`` for a candidate. The images are generated into the store
+    ``work/quality.zarr`` (resumable; see the module doc); ``seconds`` per family is the time its
+    images took to generate, as they were computed. ``loaded``: shipped models already loaded, by
+    name, and ``judge`` the judge already loaded (else each is loaded here)."""
     families = prompt_families(n, seed, n_held_out)
     weights = list(weights or [])
     unknown = sorted({name for name, _ in weights} - set(models))
     if unknown:
         raise ValueError(f"--weights names {unknown}, which are not in --models {models}")
+    n_held_out = n if n_held_out is None else n_held_out  # the default spelled out: the same store either way
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    store = ItemStore(work / "quality.zarr", identity={"n": n, "n_held_out": n_held_out, "steps": steps,
+                                                       "batch": batch, "seed": seed, "guidance": guidance},
+                      resume=resume)
+    judge = judge or load_judge()
     runs = [(name, None) for name in models if shipped or name not in {w for w, _ in weights}] + weights
     results = {}
     for name, folder in runs:
         key = name if folder is None else f"{name} [{folder}]"
-        model = load(name) if folder is None else load_reference(name, folder)
+        prefix = f"{name}-{folder_digest(reference_dir(name) if folder is None else Path(folder))}"
+        items = {f"{prefix}-{family}-{start:04d}": (family, start)
+                 for family, pairs in families.items() for start in range(0, len(pairs), batch)}
+        model = load_reference(name, folder) if folder is not None else (loaded or {}).get(name) or load(name)
+
+        def compute(item: str) -> xr.Dataset:
+            family, start = items[item]
+            prompts = [caption for caption, _ in families[family][start:start + batch]]
+            began = time.time()
+            images = generate_batch(model, prompts, steps, seed + start, guidance)
+            return xr.Dataset({"image": (("prompt", "y", "x", "rgb"), images)},
+                              coords={"prompt": prompts}, attrs={"seconds": time.time() - began})
+
+        done = store.run(list(items), compute, progress=progress, desc=f"quality {key}")
         results[key] = {"model": name, "steps": steps, "guidance_scale": guidance or model.guidance_scale,
                         "weights": folder or "shipped", "seed": seed}
-        for family, items in families.items():
-            start = time.time()
-            prompts = [c for c, _ in items]
-            images = np.concatenate([
-                model.generate(prompts[i:i + batch], steps=steps, seed=seed + i, guidance_scale=guidance)
-                for i in range(0, len(prompts), batch)
-            ])
-            results[key][family] = score(family, [o for _, o in items], judge.judge(images))
-            results[key][family]["seconds"] = round(time.time() - start, 1)
+        for family, pairs in families.items():
+            parts = [done[item] for item, (f, _) in items.items() if f == family]
+            images = np.concatenate([part.image.values for part in parts])
+            results[key][family] = score(family, [objects for _, objects in pairs], judge.judge(images))
+            results[key][family]["seconds"] = round(sum(part.attrs["seconds"] for part in parts), 1)
             print(f"{key} {family}: {results[key][family]}", file=sys.stderr, flush=True)
     return results
-
-
-def markdown(results: dict) -> str:
-    lines = [
-        "| model | single: shape+colour (target >= 97%) | ... at asked position | glyph: right glyph (target >= 90%) "
-        "| ... at asked position | two objects: both right at positions (target >= 60%) | objects right "
-        "| held-out single: shape+colour | held-out glyph: right glyph |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for key, r in results.items():
-        s, g, t = r["single"], r["glyph"], r["two"]
-        hs = f"{r['single_held_out']['shape_and_colour']}%" if "single_held_out" in r else "-"
-        hg = f"{r['glyph_held_out']['glyph']}%" if "glyph_held_out" in r else "-"
-        lines.append(f"| {key} | {s['shape_and_colour']}% | {s['shape_and_colour_at_position']}% | {g['glyph']}% "
-                     f"| {g['glyph_at_position']}% | {t['both_right_at_positions']}% | {t['objects_right_at_position']}% "
-                     f"| {hs} | {hg} |")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="score the weights in FOLDER for model NAME instead of the shipped ones (repeatable)")
     parser.add_argument("--shipped", action="store_true",
                         help="with --weights: score the shipped weights too, in the same run")
+    parser.add_argument("--work", default="bench-out/quality",
+                        help="folder of the resumable store of generated images (quality.zarr)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     weights = []
@@ -121,17 +155,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--weights takes NAME=FOLDER, got {w!r}")
         weights.append(tuple(w.split("=", 1)))
     results = run(args.models, args.n, args.steps, args.batch, args.seed, args.guidance, weights,
-                  shipped=args.shipped or not weights, n_held_out=args.n_held_out)
-    table = markdown(results)
-    print(table)
-    for key, r in results.items():
-        for (family, rate), target in TARGETS.items():
-            gap = r[family][rate] - target
-            print(f"{key} {family} {rate}: {r[family][rate]}% vs target {target}% "
-                  f"({'met' if gap >= 0 else f'missed by {-gap:.1f} points'})")
+                  shipped=args.shipped or not weights, n_held_out=args.n_held_out, work=args.work,
+                  resume="python -m workbench.studies.quality.job " + " ".join(sys.argv[1:] if argv is None else argv))
+    markdown = table([results])
+    print(markdown)
+    missed = misses({args.seed: results}, results)
+    print("targets missed: " + "; ".join(missed) if missed else f"every target met: {TARGETS}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.md").write_text(table + "\n")
+    (out / "quality.md").write_text(markdown + "\n")
     (out / "quality.json").write_text(json.dumps(results, indent=2))
     return 0
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 from . import job as quality
+from .report import table
 
 TARGET_RATES = (("single", "shape_and_colour"), ("glyph", "glyph"), ("two", "both_right_at_positions"))
 
@@ -37,16 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/selection")
+    parser.add_argument("--work", default="bench-out/selection",
+                        help="folder of the resumable store of generated images (the quality job's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     missing = [f for f in args.folders if not (Path(f) / "reference.json").exists()]
     if missing:
         parser.error(f"not a saved reference folder (no reference.json): {', '.join(missing)}")
     results = quality.run([args.model], args.n, args.steps, batch=100, seed=quality.VALIDATION_SEED, guidance=None,
-                          weights=[(args.model, f) for f in args.folders], shipped=False, n_held_out=0)
+                          weights=[(args.model, f) for f in args.folders], shipped=False, n_held_out=0,
+                          work=args.work, resume="python -m workbench.studies.quality.select_weights "
+                          + " ".join(sys.argv[1:] if argv is None else argv))
     scores = {r["weights"]: round(validation_score(r), 2) for r in results.values()}
     chosen = max(scores, key=scores.get)
-    print(quality.markdown(results))
+    print(table([results]))
     for folder, score in scores.items():
         print(f"{folder}: validation score {score}{'  <- chosen' if folder == chosen else ''}")
     out = Path(args.out)
