@@ -1,7 +1,7 @@
 """The quality table of docs/reference_models.md ("The shipped weights"), from the JSON files the
 quality job wrote (:mod:`.job`, ``quality.json``; no model runs here): one row per model, each cell
 the test seeds' figures side by side (``seed 0 / seed 1``), and the verdict on the issue-9 targets
-(:data:`.protocol.TARGETS`) computed from the same figures.
+(:data:`.protocol.TARGETS`) computed from the same figures, beside round 4's on the same seeds.
 
     python -m workbench.studies.quality.report                # print the table and the verdict
     python -m workbench.studies.quality.report --update-doc   # write them into docs/reference_models.md
@@ -19,9 +19,15 @@ from pathlib import Path
 from ..docs import DOCS, write_block
 from .protocol import TARGETS, TEST_SEEDS
 
+RESULTS = DOCS.parent / "checkpoints" / "results"  # the benchmark's raw output, kept with the candidate rounds
+
 #: The quality.json of the shipped weights (round 7) per test seed, as the job wrote them.
-SHIPPED = {seed: DOCS.parent / "checkpoints" / "results" / f"shipped-r7-seed{seed}-n200" / "quality.json"
-           for seed in TEST_SEEDS}
+SHIPPED = {seed: RESULTS / f"shipped-r7-seed{seed}-n200" / "quality.json" for seed in TEST_SEEDS}
+
+#: Round 4 (shipped until issue 9) on the same test seeds: (file, key) per seed and model. Measured
+#: in the runs of rounds 5 and 6, so seed 1 of toy-mmdit is the shipped row of round 6's run.
+ROUND_4 = {0: {"toy-unet": ("shipped-seed0.json", "toy-unet"), "toy-mmdit": ("shipped-seed0.json", "toy-mmdit")},
+           1: {"toy-unet": ("shipped-unet-seed1.json", "toy-unet"), "toy-mmdit": ("mmdit-r6-seed1.json", "toy-mmdit")}}
 
 #: The doc table's rows, in its order.
 MODELS = ("toy-unet", "toy-mmdit")
@@ -82,6 +88,38 @@ def verdict(runs: dict[int, dict], keys) -> str:
             f"seed{'s' if len(runs) > 1 else ''}.**")
 
 
+def before(runs: dict[int, dict], keys) -> str:
+    """The target rates of ``runs`` (round 4: :data:`ROUND_4`), seed by seed, per model."""
+    rates = lambda key: ", ".join(" / ".join(f"{results[key][family][rate]}" for results in runs.values())  # noqa: E731
+                                  for family, rate in TARGETS)
+    return "; ".join(f"{key} {rates(key)}" for key in keys)
+
+
+def held_out_gap(runs: dict[int, dict], keys) -> str:
+    """How far the held-out families score from their trained families: the largest gap, where."""
+    gaps = [(abs(results[key][f"{family}_held_out"][rate] - results[key][family][rate]), key, family, seed,
+             results[key][f"{family}_held_out"][rate], results[key][family][rate])
+            for key in keys for seed, results in runs.items()
+            for family, rate in (("single", "shape_and_colour"), ("glyph", "glyph"))]
+    gap, key, family, seed, held_out, trained = max(gaps, key=lambda g: g[0])
+    return (f"Held-out triples score within {gap:.1f} points of the trained ones (the largest gap: {key} "
+            f"{family} on seed {seed}, {held_out}% held out vs {trained}% trained)")
+
+
+def load_round_4(sources: dict = ROUND_4) -> dict[int, dict]:
+    """seed -> model -> round 4's results, from the files of :data:`ROUND_4`."""
+    runs = {}
+    for seed, models in sources.items():
+        runs[seed] = {}
+        for key, (file, entry) in models.items():
+            result = json.loads((RESULTS / file).read_text())[entry]
+            if result["seed"] != seed or result["weights"] != "shipped":
+                raise ValueError(f"{RESULTS / file} [{entry!r}] should be the shipped weights on seed {seed}, "
+                                 f"but is seed {result['seed']}, weights {result['weights']!r}")
+            runs[seed][key] = result
+    return runs
+
+
 def load(paths: dict[int, Path]) -> dict[int, dict]:
     """seed -> the quality.json at ``paths[seed]``, checked to hold that seed's run of the shipped weights."""
     runs = {}
@@ -96,9 +134,12 @@ def load(paths: dict[int, Path]) -> dict[int, dict]:
 
 
 def shipped_block(paths: dict[int, Path] = SHIPPED) -> str:
-    """The doc block: the shipped weights' table on the test seeds, then the verdict."""
+    """The doc block: the shipped weights' table on the test seeds, the verdict, round 4's target
+    rates for comparison and how the held-out families compare with the trained ones."""
     runs = load(paths)
-    return table(list(runs.values()), MODELS) + "\n\n" + verdict(runs, MODELS)
+    return (table(list(runs.values()), MODELS) + "\n\n" + verdict(runs, MODELS)
+            + f" Before (round 4, the same benchmark and seeds, \"Results\" below): {before(load_round_4(), MODELS)}. "
+            + held_out_gap(runs, MODELS) + ".")
 
 
 def main(argv=None) -> None:
