@@ -233,13 +233,13 @@ def test_cli_is_thin():
 
 
 def test_every_study_has_a_report_that_updates_its_doc():
-    """Each study folder has ``report.py`` with a ``--update-doc`` flag, and doc blocks are written
-    from report modules only."""
+    """Each study folder has ``report.py`` whose command line is the shared one (``studies.docs.report_main``:
+    print, or ``--update-doc``) over its ``blocks()``, and doc blocks are written from report modules only."""
     studies = [p for p in (ROOT / "workbench" / "studies").iterdir() if (p / "__init__.py").exists()]
     assert len(studies) >= 5
     missing = [p.name for p in studies
-               if not (p / "report.py").exists() or "--update-doc" not in (p / "report.py").read_text()]
-    assert not missing, f"studies without a report.py --update-doc: {missing}"
+               if not (p / "report.py").exists() or "report_main(blocks" not in (p / "report.py").read_text()]
+    assert not missing, f"studies without a report.py that runs report_main(blocks, ...) (--update-doc): {missing}"
     writers = [str(path.relative_to(ROOT)) for path in (ROOT / "workbench").rglob("*.py")
                if "write_block(" in path.read_text() and path.name not in ("report.py", "docs.py")]
     assert not writers, f"doc blocks written outside a study's report.py: {writers}"

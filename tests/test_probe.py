@@ -155,12 +155,7 @@ def test_probe_cli_on_an_extracted_store(tmp_path, capsys):
 # The probing notebook is executed with every other notebook by tests/test_notebooks.py.
 
 
-def test_probing_report_writes_the_doc_tables_from_the_saved_grids():
-    from workbench.studies.docs import read_block
-    from workbench.studies.probing.report import pixel_table, tables
-
-    for key, table in (("probe-grid", tables), ("probe-pixels", pixel_table)):
-        assert table().strip() == read_block("features.md", key), key
+# The report's doc tables equal what it writes from the saved grids: tests/test_study_reports.py.
 
 
 def test_the_site_shown_per_timestep_is_chosen_on_validation():

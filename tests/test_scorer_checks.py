@@ -1,22 +1,11 @@
-"""The scorer checks study (workbench/studies/scorers/): its images, and the doc tables it writes."""
+"""The scorer checks study (workbench/studies/scorers/): its images (the doc tables it writes are
+checked with every study's in tests/test_study_reports.py)."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-from workbench.results import results_dir
-from workbench.studies.docs import read_block
 from workbench.studies.scorers.protocol import CONDITION_NOTES, FONTS, KINDS, outside_world, render, text_of
-from workbench.studies.scorers.report import judge_tables, ocr_tables
-
-
-def test_the_report_writes_the_judge_doc_tables_from_the_saved_results():
-    assert judge_tables(json.loads((results_dir() / "judge_checks.json").read_text())).strip() == \
-        read_block("judge.md", "judge-checks")
-    assert ocr_tables(json.loads((results_dir() / "ocr_accuracy.json").read_text())).strip() == \
-        read_block("judge.md", "ocr-accuracy")
 
 
 def test_outside_world_images_are_in_range_and_differ_per_kind():

@@ -1,33 +1,54 @@
 """The study reports write the published tables from the saved results: every generated block of
-docs/ that the skips, SVD, attention and quality reports own equals what the report writes now (no figure
-typed in or left stale), and the findings rows keep findings.md's columns."""
+docs/ is either a timing table (written by a benchmark) or owned by exactly one study report, and
+equals what that report writes now (no figure typed in or left stale). The findings rows keep
+findings.md's columns."""
 
 from __future__ import annotations
 
-import json
+import importlib
+import re
 
 import pytest
+from test_layout import ROOT, TIMING_BLOCKS
 
-from workbench.results import results_dir
-from workbench.studies.attention.report import daam_table
-from workbench.studies.quality.report import shipped_block
-from workbench.studies.docs import FINDINGS_COLUMNS, findings_table, read_block
-from workbench.studies.skips.report import BLOCKS as SKIPS_BLOCKS
+from workbench.studies.docs import DOCS, FINDINGS_COLUMNS, findings_table, read_block
 from workbench.studies.svd.report import findings_row
 
-
-def _svd_findings() -> str:
-    return findings_table([findings_row({m: json.loads((results_dir() / f"svd_{m}.json").read_text())
-                                         for m in ("toy-unet", "toy-mmdit")})])
+REPORTS = sorted(p.parent.name for p in (ROOT / "workbench" / "studies").glob("*/report.py"))
 
 
-OWNED = {**SKIPS_BLOCKS, ("findings.md", "findings-svd"): _svd_findings, ("attention.md", "peers-daam"): daam_table,
-         ("reference_models.md", "quality-shipped"): shipped_block}
+@pytest.fixture(scope="module")
+def owners() -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(doc, key) -> [(study, the text its report writes now)]."""
+    found: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for study in REPORTS:
+        for block, text in importlib.import_module(f"workbench.studies.{study}.report").blocks().items():
+            found.setdefault(block, []).append((study, text))
+    return found
 
 
-@pytest.mark.parametrize("doc, key", list(OWNED), ids=lambda v: str(v))
-def test_each_block_is_what_its_report_writes_from_the_saved_results(doc, key):
-    assert OWNED[(doc, key)]().strip() == read_block(doc, key)
+def _generated_blocks() -> list[tuple[str, str]]:
+    return [(path.name, key) for path in sorted(DOCS.glob("*.md"))
+            for key in re.findall(r"^<!-- generated:([\w-]+) -->$", path.read_text(), re.M)]
+
+
+def test_every_generated_block_has_one_owner_and_is_what_it_writes_now(owners):
+    assert len(REPORTS) >= 6
+    wrong = []
+    for doc, key in _generated_blocks():
+        if doc in TIMING_BLOCKS and (TIMING_BLOCKS[doc] is None or key in TIMING_BLOCKS[doc]):
+            continue  # a benchmark's timing table (tests/test_layout.py holds benchmarks to these)
+        writers = owners.get((doc, key), [])
+        if len(writers) != 1:
+            wrong.append(f"{doc} {key}: written by {[s for s, _ in writers] or 'no study report'}")
+        elif writers[0][1].strip() != read_block(doc, key):
+            wrong.append(f"{doc} {key}: differs from what {writers[0][0]}/report.py writes from the saved results")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_block_a_report_writes_has_its_markers_in_the_doc(owners):
+    missing = sorted(set(owners) - set(_generated_blocks()))
+    assert not missing, f"report blocks with no <!-- generated:KEY --> markers in their doc: {missing}"
 
 
 def test_findings_rows_keep_the_columns_and_a_short_row_is_refused():

@@ -2,10 +2,12 @@
 ``<!-- generated:KEY -->`` and ``<!-- /generated:KEY -->`` in a markdown file, replacing what was
 there, so no figure in those blocks is typed in by hand. ``read_block`` reads one back (the tests
 compare it with what the report writes now); ``findings_table`` lays out docs/findings.md's rows,
-which several studies' reports write."""
+which several studies' reports write; ``report_main`` is the command line every study report shares."""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"  # docs/ of the source checkout
@@ -46,3 +48,16 @@ def write_block(doc: str, key: str, text: str) -> None:
     path, head, _, tail = _split(doc, key)
     path.write_text(f"{head}<!-- generated:{key} -->\n{text.strip()}\n<!-- /generated:{key} -->{tail}")
     print(f"wrote the {key!r} block of {path}")
+
+
+def report_main(blocks: Callable[[], dict[tuple[str, str], str]], description: str, argv=None) -> None:
+    """The command line of every study's ``report.py``: ``blocks()`` gives each generated block's text
+    under its (doc, key); printed, or with ``--update-doc`` written into ``docs/<doc>``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--update-doc", action="store_true", help="write the tables into their docs' generated blocks")
+    args = parser.parse_args(argv)
+    for (doc, key), text in blocks().items():
+        if args.update_doc:
+            write_block(doc, key, text)
+        else:
+            print(f"<!-- {doc}: {key} -->\n{text}\n")

@@ -8,14 +8,13 @@ from the saved results (``segmentation_<model>.json``, ``editing_toy-mmdit.json`
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import xarray as xr
 
 from ...results import results_dir
-from ..docs import write_block
+from ..docs import report_main
 from ...analysis.stats import wilson
 from .editing import RATES
 
@@ -132,29 +131,15 @@ def daam_table() -> str:
             f"[{q[0]:.3f}, {q[1]:.3f}] | {result['pearson_min']:.3f} |")
 
 
-def markdown_tables() -> str:
-    """The tables of docs/attention.md, from the saved results."""
-    parts = [segmentation_tables()]
-    for name in MODELS:
-        if (results_dir() / f"segmentation_{name}.json").exists():
-            parts.append(grid_tables(name))
-    parts.append("\n### Editing\n\n" + editing_tables())
-    parts.append("\n### DAAM against the default word maps\n\n" + daam_table())
-    return "\n".join(parts)
+def blocks() -> dict[tuple[str, str], str]:
+    """(doc, block key) -> its text."""
+    return {("attention.md", "segmentation"): segmentation_tables(),
+            ("attention.md", "segmentation-grids"): "\n".join(grid_tables(n) for n in MODELS),
+            ("attention.md", "editing"): editing_tables(), ("attention.md", "peers-daam"): daam_table()}
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--update-doc", action="store_true",
-                        help="write the tables of the saved results into docs/attention.md's generated blocks")
-    args = parser.parse_args(argv)
-    if not args.update_doc:
-        print(markdown_tables())
-        return
-    write_block("attention.md", "segmentation", segmentation_tables())
-    write_block("attention.md", "segmentation-grids", "\n".join(grid_tables(n) for n in MODELS))
-    write_block("attention.md", "editing", editing_tables())
-    write_block("attention.md", "peers-daam", daam_table())
+    report_main(blocks, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Nothing in those tables is typed in. The results folder is ``docs/results`` or
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -32,7 +31,7 @@ import xarray as xr
 
 from ...analysis.stats import wilson
 from ...results import results_dir
-from ..docs import write_block
+from ..docs import report_main
 from .protocol import greedy_head_set, smallest_layer_set
 
 METRICS = ("success", "colour_kept", "rest_kept", "psnr", "ssim")
@@ -586,8 +585,8 @@ def attribution_ig_table(saved: dict) -> str:
 # --- all blocks ----------------------------------------------------------------------------------
 
 
-def blocks() -> dict[str, str]:
-    """Block key of docs/localization.md -> its text."""
+def blocks() -> dict[tuple[str, str], str]:
+    """(doc, block key) -> its text: the blocks of docs/localization.md whose results are saved."""
     stores = {}
     for name in MODELS:
         try:
@@ -616,22 +615,11 @@ def blocks() -> dict[str, str]:
     if apps:
         out["localization-editing"] = editing_table(apps, summaries)
         out["localization-prevention"] = prevention_table(apps)
-    return out
-
-
-def tables() -> str:
-    return "\n\n".join(f"<!-- {key} -->\n{text}" for key, text in blocks().items())
+    return {("localization.md", key): text for key, text in out.items()}
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--update-doc", action="store_true", help="write the tables into docs/localization.md")
-    args = parser.parse_args(argv)
-    if args.update_doc:
-        for key, text in blocks().items():
-            write_block("localization.md", key, text)
-    else:
-        print(tables())
+    report_main(blocks, __doc__, argv)
 
 
 if __name__ == "__main__":

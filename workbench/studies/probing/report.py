@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import xarray as xr
@@ -16,7 +15,7 @@ import xarray as xr
 from ...analysis.probe import peaks
 from ...analysis.stats import wilson
 from ...results import results_dir
-from ..docs import write_block
+from ..docs import report_main
 from .protocol import PIXEL_SITES, chosen_per_timestep
 
 SHORT = {"toy-unet": "U-Net", "toy-mmdit": "MM-DiT"}
@@ -95,15 +94,13 @@ def pixel_table(models=tuple(SHORT)) -> str:
     return "\n".join(out)
 
 
+def blocks() -> dict[tuple[str, str], str]:
+    """(doc, block key) -> its text."""
+    return {("features.md", "probe-grid"): tables(), ("features.md", "probe-pixels"): pixel_table()}
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--update-doc", action="store_true", help="write the tables into docs/features.md")
-    args = parser.parse_args(argv)
-    if args.update_doc:
-        write_block("features.md", "probe-grid", tables())
-        write_block("features.md", "probe-pixels", pixel_table())
-        return
-    print(tables() + "\n\n" + pixel_table())
+    report_main(blocks, __doc__, argv)
 
 
 if __name__ == "__main__":

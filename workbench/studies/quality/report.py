@@ -12,11 +12,10 @@ The shipped weights' results are kept with the candidate rounds' raw output, in
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from ..docs import DOCS, write_block
+from ..docs import DOCS, report_main
 from .protocol import TARGETS, TEST_SEEDS
 
 RESULTS = DOCS.parent / "checkpoints" / "results"  # the benchmark's raw output, kept with the candidate rounds
@@ -142,14 +141,13 @@ def shipped_block(paths: dict[int, Path] = SHIPPED) -> str:
             + held_out_gap(runs, MODELS) + ".")
 
 
+def blocks() -> dict[tuple[str, str], str]:
+    """(doc, block key) -> its text."""
+    return {("reference_models.md", "quality-shipped"): shipped_block()}
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--update-doc", action="store_true", help="write the table into docs/reference_models.md")
-    args = parser.parse_args(argv)
-    if args.update_doc:
-        write_block("reference_models.md", "quality-shipped", shipped_block())
-        return
-    print(shipped_block())
+    report_main(blocks, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,11 @@ model runs here.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from ...analysis.stats import wilson
 from ...results import results_dir
-from ..docs import write_block
+from ..docs import report_main
 from .protocol import CONDITION_NOTES
 
 
@@ -79,18 +78,14 @@ def ocr_tables(result: dict) -> str:
     return "\n".join(out)
 
 
+def blocks() -> dict[tuple[str, str], str]:
+    """(doc, block key) -> its text."""
+    return {("judge.md", "judge-checks"): judge_tables(json.loads((results_dir() / "judge_checks.json").read_text())),
+            ("judge.md", "ocr-accuracy"): ocr_tables(json.loads((results_dir() / "ocr_accuracy.json").read_text()))}
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--update-doc", action="store_true",
-                        help="write the tables of the saved results into docs/judge.md's generated blocks")
-    args = parser.parse_args(argv)
-    judge = judge_tables(json.loads((results_dir() / "judge_checks.json").read_text()))
-    ocr = ocr_tables(json.loads((results_dir() / "ocr_accuracy.json").read_text()))
-    if not args.update_doc:
-        print(judge + "\n\n" + ocr)
-        return
-    write_block("judge.md", "judge-checks", judge)
-    write_block("judge.md", "ocr-accuracy", ocr)
+    report_main(blocks, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ tables is typed in.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -18,7 +17,7 @@ import xarray as xr
 from ...analysis.stats import bootstrap, difference, wilson
 from ...results import results_dir
 from ...sitemap import parse_site
-from ..docs import findings_table, write_block
+from ..docs import findings_table, report_main
 from .protocol import FAMILIES
 
 RESULTS = results_dir()
@@ -220,21 +219,15 @@ def findings_rows() -> str:
     return findings_table([deepcache_row(), skip_dit_row()])
 
 
-#: (doc, block key) -> the function that writes the block
-BLOCKS = {("skips.md", "skips-spectra"): spectra_table, ("skips.md", "skips-dynamics"): dynamics_table,
-          ("skips.md", "skips-caching"): caching_table, ("skips.md", "skips-freeu"): freeu_table,
-          ("skips.md", "peers-caching"): peers_caching_table, ("findings.md", "findings-skips"): findings_rows}
+def blocks() -> dict[tuple[str, str], str]:
+    """(doc, block key) -> its text."""
+    return {("skips.md", "skips-spectra"): spectra_table(), ("skips.md", "skips-dynamics"): dynamics_table(),
+            ("skips.md", "skips-caching"): caching_table(), ("skips.md", "skips-freeu"): freeu_table(),
+            ("skips.md", "peers-caching"): peers_caching_table(), ("findings.md", "findings-skips"): findings_rows()}
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--update-doc", action="store_true", help="write the tables into docs/skips.md, docs/findings.md")
-    args = parser.parse_args(argv)
-    for (doc, key), table in BLOCKS.items():
-        if args.update_doc:
-            write_block(doc, key, table())
-        else:
-            print(f"<!-- {key} -->\n{table()}\n")
+    report_main(blocks, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ runs here.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ...results import results_dir
-from ..docs import DOCS, findings_table, write_block
+from ..docs import DOCS, findings_table, report_main
 from .protocol import ATTRIBUTES, GRID, KV, METHODS, saved_setting
 
 
@@ -310,18 +309,24 @@ def findings_row(results: dict) -> list[str]:
             "[svd.md](svd.md) / [06](../notebooks/06_svd_latent_editing.ipynb)"]
 
 
+def _saved() -> dict:
+    return {m: json.loads((results_dir() / f"svd_{m}.json").read_text()) for m in ("toy-mmdit", "toy-unet")
+            if (results_dir() / f"svd_{m}.json").exists()}
+
+
+def blocks() -> dict[tuple[str, str], str]:
+    """(doc, block key) -> its text: the blocks of docs/svd.md, and the SVD row of docs/findings.md once
+    both reference models' results are saved (the row compares them)."""
+    found = _saved()
+    out = {("svd.md", f"svd-{key}"): text for key, text in doc_blocks(found).items()}
+    if all(m in found for m in FINDINGS_MODELS):
+        out["findings.md", "findings-svd"] = findings_table([findings_row(found)])
+    return out
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--update-doc", action="store_true", help="write the tables into docs/svd.md")
-    args = parser.parse_args(argv)
-    found = {m: json.loads((results_dir() / f"svd_{m}.json").read_text()) for m in ("toy-mmdit", "toy-unet")
-             if (results_dir() / f"svd_{m}.json").exists()}
-    print(report(found))
-    if args.update_doc:
-        for key, text in doc_blocks(found).items():
-            write_block("svd.md", f"svd-{key}", text)
-        write_block("findings.md", "findings-svd", findings_table([findings_row(found)]))
-    for path in figures(found, DOCS / "img", results_dir() / "svd_figures.html"):
+    report_main(blocks, __doc__, argv)
+    for path in figures(_saved(), DOCS / "img", results_dir() / "svd_figures.html"):
         print(f"wrote {path}", file=sys.stderr)
     return 0
 
