@@ -102,3 +102,9 @@ def score(family: str, objects: list[list[dict]], verdict: dict) -> dict:
 
 #: Issue 9's targets: (family, rate) -> percent.
 TARGETS = {("single", "shape_and_colour"): 97.0, ("glyph", "glyph"): 90.0, ("two", "both_right_at_positions"): 60.0}
+
+
+def validation_score(result: dict) -> float:
+    """The mean of the target rates, in percent: candidate weights are chosen by it, on the
+    validation seed (``select_weights``)."""
+    return sum(result[family][rate] for family, rate in TARGETS) / len(TARGETS)

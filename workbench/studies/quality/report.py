@@ -1,9 +1,11 @@
-"""The quality table of docs/reference_models.md ("The shipped weights"), from the JSON files the
-quality job wrote (:mod:`.job`, ``quality.json``; no model runs here): one row per model, each cell
-the test seeds' figures side by side (``seed 0 / seed 1``), and the verdict on the issue-9 targets
+"""The quality tables of docs/reference_models.md, from the results the quality job wrote (:mod:`.job`,
+``quality.json``; no model runs here). "The shipped weights": one row per model, each cell the
+test seeds' figures side by side (``seed 0 / seed 1``), and the verdict on the issue-9 targets
 (:data:`.protocol.TARGETS`) computed from the same figures, beside round 4's on the same seeds.
+The training rounds' tables (validation choices, test figures, held-out families) come from
+:mod:`.rounds`.
 
-    python -m workbench.studies.quality.report                # print the table and the verdict
+    python -m workbench.studies.quality.report                # print the tables
     python -m workbench.studies.quality.report --update-doc   # write them into docs/reference_models.md
 
 The shipped weights' results are kept with the candidate rounds' raw output, in
@@ -15,35 +17,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..docs import DOCS, report_main
+from ..docs import report_main
 from .protocol import TARGETS, TEST_SEEDS
-
-RESULTS = DOCS.parent / "checkpoints" / "results"  # the benchmark's raw output, kept with the candidate rounds
+from .rounds import (RESULTS, SHIPPED_FILE, held_out_table, results_table, round_4, round_7_table, target_note,
+                     validation_table)
 
 #: The quality.json of the shipped weights (round 7) per test seed, as the job wrote them.
-SHIPPED = {seed: RESULTS / f"shipped-r7-seed{seed}-n200" / "quality.json" for seed in TEST_SEEDS}
-
-#: Round 4 (shipped until issue 9) on the same test seeds: (file, key) per seed and model. Measured
-#: in the runs of rounds 5 and 6, so seed 1 of toy-mmdit is the shipped row of round 6's run.
-ROUND_4 = {0: {"toy-unet": ("shipped-seed0.json", "toy-unet"), "toy-mmdit": ("shipped-seed0.json", "toy-mmdit")},
-           1: {"toy-unet": ("shipped-unet-seed1.json", "toy-unet"), "toy-mmdit": ("mmdit-r6-seed1.json", "toy-mmdit")}}
+SHIPPED = {seed: RESULTS / SHIPPED_FILE.format(seed=seed) for seed in TEST_SEEDS}
 
 #: The doc table's rows, in its order.
 MODELS = ("toy-unet", "toy-mmdit")
 
 
-def _target(family: str, rate: str) -> str:
-    return f" (>= {TARGETS[(family, rate)]:g}%)"
-
-
 #: (header, family, rate) per column after the model's; a target's column names the target and is
 #: bold-faced. A family the results lack (held out with ``--n-held-out 0``) shows "-".
 COLUMNS = (
-    ("single: shape+colour" + _target("single", "shape_and_colour"), "single", "shape_and_colour"),
+    ("single: shape+colour" + target_note("single", "shape_and_colour"), "single", "shape_and_colour"),
     ("... at asked position", "single", "shape_and_colour_at_position"),
-    ("glyph: right glyph" + _target("glyph", "glyph"), "glyph", "glyph"),
+    ("glyph: right glyph" + target_note("glyph", "glyph"), "glyph", "glyph"),
     ("... at asked position", "glyph", "glyph_at_position"),
-    ("two objects: both right at positions" + _target("two", "both_right_at_positions"), "two",
+    ("two objects: both right at positions" + target_note("two", "both_right_at_positions"), "two",
      "both_right_at_positions"),
     ("objects right at position", "two", "objects_right_at_position"),
     ("held-out single: shape+colour", "single_held_out", "shape_and_colour"),
@@ -88,7 +81,7 @@ def verdict(runs: dict[int, dict], keys) -> str:
 
 
 def before(runs: dict[int, dict], keys) -> str:
-    """The target rates of ``runs`` (round 4: :data:`ROUND_4`), seed by seed, per model."""
+    """The target rates of ``runs`` (round 4's: :func:`.rounds.round_4`), seed by seed, per model."""
     rates = lambda key: ", ".join(" / ".join(f"{results[key][family][rate]}" for results in runs.values())  # noqa: E731
                                   for family, rate in TARGETS)
     return "; ".join(f"{key} {rates(key)}" for key in keys)
@@ -103,20 +96,6 @@ def held_out_gap(runs: dict[int, dict], keys) -> str:
     gap, key, family, seed, held_out, trained = max(gaps, key=lambda g: g[0])
     return (f"Held-out triples score within {gap:.1f} points of the trained ones (the largest gap: {key} "
             f"{family} on seed {seed}, {held_out}% held out vs {trained}% trained)")
-
-
-def load_round_4(sources: dict = ROUND_4) -> dict[int, dict]:
-    """seed -> model -> round 4's results, from the files of :data:`ROUND_4`."""
-    runs = {}
-    for seed, models in sources.items():
-        runs[seed] = {}
-        for key, (file, entry) in models.items():
-            result = json.loads((RESULTS / file).read_text())[entry]
-            if result["seed"] != seed or result["weights"] != "shipped":
-                raise ValueError(f"{RESULTS / file} [{entry!r}] should be the shipped weights on seed {seed}, "
-                                 f"but is seed {result['seed']}, weights {result['weights']!r}")
-            runs[seed][key] = result
-    return runs
 
 
 def load(paths: dict[int, Path]) -> dict[int, dict]:
@@ -137,13 +116,16 @@ def shipped_block(paths: dict[int, Path] = SHIPPED) -> str:
     rates for comparison and how the held-out families compare with the trained ones."""
     runs = load(paths)
     return (table(list(runs.values()), MODELS) + "\n\n" + verdict(runs, MODELS)
-            + f" Before (round 4, the same benchmark and seeds, \"Results\" below): {before(load_round_4(), MODELS)}. "
+            + f" Before (round 4, the same benchmark and seeds, \"Results\" below): {before(round_4(), MODELS)}. "
             + held_out_gap(runs, MODELS) + ".")
 
 
 def blocks() -> dict[tuple[str, str], str]:
-    """(doc, block key) -> its text."""
-    return {("reference_models.md", "quality-shipped"): shipped_block()}
+    """(doc, block key) -> its text: the shipped weights, then the training rounds (:mod:`.rounds`)."""
+    doc = "reference_models.md"
+    return {(doc, "quality-shipped"): shipped_block(), (doc, "quality-validation-r6"): validation_table("rounds-5-6"),
+            (doc, "quality-results-r6"): results_table(), (doc, "quality-held-out-r6"): held_out_table(),
+            (doc, "quality-validation-r7"): validation_table("round-7"), (doc, "quality-r7"): round_7_table()}
 
 
 def main(argv=None) -> None:

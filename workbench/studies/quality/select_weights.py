@@ -21,14 +21,8 @@ from pathlib import Path
 import torch
 
 from . import job as quality
+from .protocol import validation_score
 from .report import table
-
-TARGET_RATES = (("single", "shape_and_colour"), ("glyph", "glyph"), ("two", "both_right_at_positions"))
-
-
-def validation_score(result: dict) -> float:
-    """Mean of the three target rates, in percent."""
-    return sum(result[family][rate] for family, rate in TARGET_RATES) / len(TARGET_RATES)
 
 
 def main(argv: list[str] | None = None) -> int:
